@@ -1,0 +1,61 @@
+"""Linear regression with a fixed Gaussian design (Gerstgrasser et al., section 2).
+
+Per replicate: a design ``X [T, d]`` with i.i.d. N(0, 1) entries, drawn once and reused by
+every generation; true weights ``w* ~ N(0, I_d)``; labels ``y = X w* + N(0, sigma2)``.
+A training row is just its label ``{"y": []}``: row i of any block is design row i mod T,
+so the pool never stores the design (100 seeds x 101 blocks x 1000 x 100 floats would not fit).
+The test set is ``n_test`` noiseless points with isotropic inputs.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from collapse_jax.data.source import Task
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LinearSource:
+  dim: int
+  num_rows: int   # T
+  sigma2: float
+  n_test: int
+  num_train = None
+
+  def consts(self):
+    return ()
+
+  def task(self, consts, key: jax.Array) -> Task:
+    kx, kw, kt = jax.random.split(key, 3)
+    design = jax.random.normal(kx, (self.num_rows, self.dim))
+    w_star = jax.random.normal(kw, (self.dim,))
+    x_test = jax.random.normal(kt, (self.n_test, self.dim))
+    return Task(test={"x": x_test, "y": x_test @ w_star},
+                aux={"design": design, "w_star": w_star})
+
+  def real(self, consts, task: Task, key: jax.Array, block: jax.Array, n: int):
+    del block  # fresh labels come from the key, which differs per block
+    x = task.aux["design"][jnp.arange(n) % self.num_rows]
+    noise = jnp.sqrt(self.sigma2) * jax.random.normal(key, (n,))
+    return {"y": x @ task.aux["w_star"] + noise}
+
+
+def build(data) -> LinearSource:
+  return LinearSource(dim=data.dim, num_rows=data.num_rows, sigma2=data.sigma2,
+                      n_test=data.n_test)
+
+
+def check_config(config) -> str | None:
+  """The protocol needs T >= d + 2 (the closed forms divide by T - d - 1)."""
+  d, t = config.data.dim, config.data.num_rows
+  if t <= d + 1:
+    return f"Linear regression needs num_rows T > dim d + 1, got T={t}, d={d}."
+  if config.n_real != t:
+    return f"Linear regression trains on the fixed design: n_real must equal num_rows ({t})."
+  from collapse_jax.validate import policy_of  # late: validate imports every source
+  if policy_of(config).n_synth % t:
+    return (f"Linear regression regenerates labels for the whole fixed design: the "
+            f"synthetic rows per generation must be a multiple of num_rows ({t}).")
+  return None

@@ -1,0 +1,114 @@
+"""Data policies: which pool rows generation g trains on.
+
+Each policy is a pure function ``(pool, g, key) -> counts [capacity] int32`` plus the pool
+layout it needs. Generation 0 always trains on the initial real set; for g >= 1 (RESEARCH.md):
+
+  replace               the newest synthetic block only (Gerstgrasser et al.)
+  accumulate            real data plus every synthetic block so far
+  accumulate_subsample  a fresh uniform subsample, without replacement, of n_synth rows
+                        of the accumulated pool
+  mix                   the fixed real set plus round(lambda * n_real) synthetic rows of
+                        the latest generation (Bertrand et al.); lambda = inf, or the
+                        name ``fully_synthetic``, trains on the latest samples only
+  fresh_real            n_real fresh real rows (never reused) plus the newest synthetic
+                        block (Alemohammad et al.'s fresh data loop)
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from collapse_jax.loop.pool import DataPool, PoolLayout
+
+NAMES = ("replace", "accumulate", "accumulate_subsample", "mix", "fully_synthetic",
+         "fresh_real")
+
+CountsFn = Callable[[DataPool, jax.Array, jax.Array], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Policy:
+  name: str
+  n_real: int
+  n_synth: int      # synthetic rows sampled per generation
+  n_fresh: int      # fresh real rows added per generation
+  keeps_all: bool   # needs every generation's block, not only the latest
+  counts: CountsFn
+
+  def layout(self, num_generations: int, multiple_of: int = 1) -> PoolLayout:
+    return PoolLayout(n_real=self.n_real, n_fresh=self.n_fresh, n_synth=self.n_synth,
+                      num_blocks=num_generations if self.keeps_all else 1,
+                      multiple_of=multiple_of)
+
+
+def _latest(pool: DataPool, g: jax.Array, key: jax.Array) -> jax.Array:
+  del key
+  return (pool.generation == g).astype(jnp.int32)
+
+
+def _all(pool: DataPool, g: jax.Array, key: jax.Array) -> jax.Array:
+  del key
+  return ((pool.generation >= 0) & (pool.generation <= g)).astype(jnp.int32)
+
+
+def _real_plus_latest_synthetic(pool: DataPool, g: jax.Array, key: jax.Array) -> jax.Array:
+  del key
+  latest = (pool.generation == g) & ~pool.real
+  return ((pool.generation == 0) | latest).astype(jnp.int32)
+
+
+def uniform_subset(key: jax.Array, m: jax.Array, n: int, capacity: int) -> jax.Array:
+  """``[capacity]`` int32 indicator of a uniform n-subset of rows ``[0, m)`` (all if m <= n).
+
+  Cost O(n log n), not O(capacity): the first k distinct values of an i.i.d. uniform
+  sequence form a uniform k-subset. We draw 4n + 64 values and pick k = min(n, m - n)
+  distinct ones, taking the complement when m < 2n so that k <= m / 2 always; the draws
+  then hold k distinct values unless an event many standard deviations out occurs.
+  """
+  draws = jax.random.randint(key, (4 * n + 64,), 0, jnp.maximum(m, 1))
+  order = jnp.argsort(draws, stable=True)
+  sorted_draws = draws[order]
+  first_sorted = jnp.concatenate([jnp.ones((1,), bool), sorted_draws[1:] != sorted_draws[:-1]])
+  first = jnp.zeros_like(first_sorted).at[order].set(first_sorted)
+  complement = m < 2 * n
+  k = jnp.where(complement, m - n, n)
+  chosen = first & (jnp.cumsum(first) <= k)
+  picked = jnp.zeros((capacity,), jnp.int32).at[draws].add(chosen.astype(jnp.int32))
+  prefix = (jnp.arange(capacity) < m).astype(jnp.int32)
+  return jnp.where(m <= n, prefix, jnp.where(complement, prefix - picked, picked))
+
+
+def _subsample(n: int) -> CountsFn:
+  def counts(pool: DataPool, g: jax.Array, key: jax.Array) -> jax.Array:
+    # With every block kept, the rows of generations <= g are exactly the prefix [0, m).
+    m = jnp.sum((pool.generation >= 0) & (pool.generation <= g))
+    return uniform_subset(key, m, n, pool.layout.capacity)
+  return counts
+
+
+def make_policy(name: str, *, n_real: int, n_synth: int, mix_lambda: float = 1.0) -> Policy:
+  """The policy ``name`` for a real set of ``n_real`` rows.
+
+  ``n_synth`` is the number of synthetic rows per generation for replace, accumulate,
+  accumulate_subsample and fresh_real; mix derives it from ``mix_lambda``.
+  """
+  common = dict(name=name, n_real=n_real)
+  if name == "replace":
+    return Policy(**common, n_synth=n_synth, n_fresh=0, keeps_all=False, counts=_latest)
+  if name == "accumulate":
+    return Policy(**common, n_synth=n_synth, n_fresh=0, keeps_all=True, counts=_all)
+  if name == "accumulate_subsample":
+    return Policy(**common, n_synth=n_synth, n_fresh=0, keeps_all=True,
+                  counts=_subsample(n_synth))
+  if name == "fully_synthetic" or (name == "mix" and math.isinf(mix_lambda)):
+    return Policy(**common, n_synth=n_real, n_fresh=0, keeps_all=False, counts=_latest)
+  if name == "mix":
+    return Policy(**common, n_synth=round(mix_lambda * n_real), n_fresh=0, keeps_all=False,
+                  counts=_real_plus_latest_synthetic)
+  if name == "fresh_real":
+    return Policy(**common, n_synth=n_synth, n_fresh=n_real, keeps_all=False, counts=_latest)
+  raise ValueError(f"Unknown policy {name!r}; choose one of {', '.join(NAMES)}.")

@@ -1,0 +1,182 @@
+"""DataPool: the fixed-capacity, immutable dataset state that the generation loop scans over.
+
+Layout (static, from the policy and the number of generations):
+
+    rows [0, n_real)                        the initial real training set, generation 0
+    rows [n_real, n_real + K * B)           K generation blocks of B = n_fresh + n_synth rows:
+                                            block of generation g >= 1 sits in slot (g-1) % K,
+                                            its first n_fresh rows real, the rest synthetic
+    rows [used, capacity)                   padding, so capacity divides the device count
+
+Policies that only need the latest generation keep K = 1 (a ring of one block); the
+accumulating ones keep K = num_generations, and then a row's slot is also its identity, so a
+pool grown for a longer run holds the same rows at the same places.
+
+Every reduction over the pool goes through `TrainView.reduce`, which sums fixed-size blocks
+in generation order. That makes results bitwise independent of the capacity (XLA's own
+reductions regroup sums when an axis gets longer, even with zero padding).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import chex
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+Batch = Any  # a pytree of arrays with a leading example axis
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PoolLayout:
+  n_real: int
+  n_fresh: int
+  n_synth: int
+  num_blocks: int
+  multiple_of: int = 1
+
+  @property
+  def block_size(self) -> int:
+    return self.n_fresh + self.n_synth
+
+  @property
+  def used(self) -> int:
+    return self.n_real + self.num_blocks * self.block_size
+
+  @property
+  def capacity(self) -> int:
+    return -(-self.used // self.multiple_of) * self.multiple_of
+
+  def block_start(self, generation: jax.Array) -> jax.Array:
+    """First row of the block holding ``generation`` (>= 1)."""
+    return self.n_real + ((generation - 1) % self.num_blocks) * self.block_size
+
+
+def _pad_rows(x: jax.Array, rows: int) -> jax.Array:
+  return jnp.pad(x, [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
+
+
+@flax.struct.dataclass
+class DataPool:
+  """Examples plus their provenance.
+
+  Attributes:
+    data: pytree, leaves ``[capacity, ...]``.
+    generation: ``[capacity]`` int32: generation whose training set the row joined
+      (0 for the initial real set), -1 for empty rows.
+    real: ``[capacity]`` bool: row is real data (initial or fresh), not model output.
+  """
+  data: Batch
+  generation: jax.Array
+  real: jax.Array
+  layout: PoolLayout = flax.struct.field(pytree_node=False)
+
+  @classmethod
+  def create(cls, real: Batch, layout: PoolLayout) -> DataPool:
+    """A pool holding ``real`` (leaves ``[n_real, ...]``) as generation 0."""
+    n = layout.n_real
+    chex.assert_tree_shape_prefix(real, (n,))
+    rows = jnp.arange(layout.capacity)
+    return cls(
+        data=jax.tree.map(lambda x: _pad_rows(x, layout.capacity), real),
+        generation=jnp.where(rows < n, 0, -1).astype(jnp.int32),
+        real=rows < n,
+        layout=layout)
+
+  def write_block(self, generation: jax.Array, fresh: Batch | None,
+                  synth: Batch | None) -> DataPool:
+    """Returns a pool with ``generation``'s block (fresh real rows, then synthetic) written."""
+    lay = self.layout
+    parts = [b for b in (fresh, synth) if b is not None]
+    if not parts:
+      return self
+    block = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+    chex.assert_tree_shape_prefix(block, (lay.block_size,))
+    start = lay.block_start(generation)
+    update = lambda x, b: jax.lax.dynamic_update_slice_in_dim(x, b.astype(x.dtype), start, 0)
+    tags = jnp.full((lay.block_size,), generation, jnp.int32)
+    real = jnp.arange(lay.block_size) < lay.n_fresh
+    return self.replace(
+        data=jax.tree.map(update, self.data, block),
+        generation=update(self.generation, tags),
+        real=update(self.real, real))
+
+  def resized(self, layout: PoolLayout) -> DataPool:
+    """The same rows in a pool of a larger layout (a run continued to more generations)."""
+    old = self.layout
+    same_blocks = (old.n_real, old.block_size) == (layout.n_real, layout.block_size)
+    if not same_blocks or layout.num_blocks < old.num_blocks:
+      raise ValueError(f"Cannot move a pool of layout {old} into {layout}.")
+    pad = lambda x, fill: jnp.concatenate(
+        [x[:old.used], jnp.full((layout.capacity - old.used,) + x.shape[1:], fill, x.dtype)])
+    return DataPool(
+        data=jax.tree.map(lambda x: pad(x, 0), self.data),
+        generation=pad(self.generation, -1), real=pad(self.real, False), layout=layout)
+
+
+def draw_rows(counts: jax.Array, key: jax.Array, n: int) -> jax.Array:
+  """``[n]`` int32 indices drawn with probability proportional to ``counts [rows]``.
+
+  Inverse CDF over integer counts: exact, and independent of trailing zero rows.
+  """
+  cdf = jnp.cumsum(counts)
+  u = jax.random.randint(key, (n,), 0, jnp.maximum(cdf[-1], 1))
+  return jnp.searchsorted(cdf, u, side="right").astype(jnp.int32)
+
+
+@flax.struct.dataclass
+class TrainView:
+  """What a policy hands the model: the pool and how often each row counts this generation.
+
+  Attributes:
+    pool: the DataPool.
+    counts: ``[capacity]`` int32 multiplicity of each row in the training set (0 = unused).
+  """
+  pool: DataPool
+  counts: jax.Array
+
+  def size(self) -> jax.Array:
+    """Number of training examples (with multiplicity), int32 scalar."""
+    return self.counts.sum()
+
+  def reduce(self, fn: Callable[[Batch, jax.Array], Any]) -> Any:
+    """Sums ``fn(rows, counts)`` over the pool in fixed-size blocks, in generation order.
+
+    ``fn`` maps a batch (leaves ``[rows, ...]``) and its counts ``[rows]`` to a pytree of
+    partial sums; it is called on the real block and on each generation block. Empty
+    blocks are skipped, so the result is bitwise independent of the pool's capacity.
+    """
+    lay = self.pool.layout
+    data, counts = self.pool.data, self.counts
+    total = fn(jax.tree.map(lambda x: x[:lay.n_real], data), counts[:lay.n_real])
+    if lay.num_blocks == 0 or lay.block_size == 0:
+      return total
+    blocked = lambda x: x[lay.n_real:lay.used].reshape(
+        (lay.num_blocks, lay.block_size) + x.shape[1:])
+
+    def add_block(acc, block):
+      rows, c = block
+      part = fn(rows, c)
+      used = jnp.any(c > 0)
+      return jax.tree.map(lambda a, p: jnp.where(used, a + p, a), acc, part), None
+
+    total, _ = jax.lax.scan(add_block, total,
+                            (jax.tree.map(blocked, data), blocked(counts)))
+    return total
+
+  def draw(self, key: jax.Array, n: int) -> jax.Array:
+    """``[n]`` int32 row indices drawn uniformly, with replacement, from the training set."""
+    return draw_rows(self.counts, key, n)
+
+  def gather(self, rows: jax.Array) -> Batch:
+    """The examples at ``rows`` (``[n]``): a batch with leaves ``[n, ...]``."""
+    return jax.tree.map(lambda x: x[rows], self.pool.data)
+
+  def stats(self) -> dict[str, jax.Array]:
+    """Size and make-up of the training set, for the metrics."""
+    size = self.size()
+    synthetic = jnp.sum(jnp.where(self.pool.real, 0, self.counts))
+    return {"train_examples": size,
+            "train_frac_synthetic": synthetic / jnp.maximum(size, 1)}

@@ -1,0 +1,73 @@
+"""Plots of metric vs generation: one run (mean and spread over seeds, theory dashed), or
+several runs side by side (replace vs accumulate vs ...)."""
+from __future__ import annotations
+
+import collections
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+NOT_METRICS = ("generation", "seed")
+
+
+def metric_names(rows: list[dict]) -> list[str]:
+  return sorted(k for k in rows[0] if k not in NOT_METRICS and not k.startswith("theory_"))
+
+
+def by_generation(rows: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray]:
+  """``(generations [G], values [G, seeds])`` of ``metric``."""
+  table = collections.defaultdict(list)
+  for r in rows:
+    table[r["generation"]].append(r[metric])
+  gens = np.array(sorted(table))
+  return gens, np.array([table[g] for g in gens], np.float64)
+
+
+def _draw(ax, rows, metric, label, color=None):
+  gens, values = by_generation(rows, metric)
+  mean, std = values.mean(1), values.std(1)
+  line, = ax.plot(gens, mean, marker="o", ms=3, label=label, color=color)
+  if values.shape[1] > 1:
+    ax.fill_between(gens, mean - std, mean + std, alpha=0.2, color=line.get_color())
+  if "theory_" + metric in rows[0]:
+    _, theory = by_generation(rows, "theory_" + metric)
+    ax.plot(gens, theory[:, 0], "--", color=line.get_color(), label=f"{label} theory")
+
+
+def plot_run(rows: list[dict], out_dir: pathlib.Path, title: str) -> list[pathlib.Path]:
+  """One PNG per metric in ``out_dir``; returns their paths."""
+  out_dir.mkdir(parents=True, exist_ok=True)
+  paths = []
+  for metric in metric_names(rows):
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    _draw(ax, rows, metric, "measured (mean ± std over seeds)")
+    ax.set(xlabel="generation", ylabel=metric, title=title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out_dir / f"{metric}.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+  return paths
+
+
+def plot_comparison(runs: dict[str, list[dict]], path: pathlib.Path) -> None:
+  """A grid with one panel per metric common to all runs, one line per run."""
+  common = sorted(set.intersection(*(set(metric_names(r)) for r in runs.values())))
+  cols = min(3, len(common))
+  nrows = -(-len(common) // cols)
+  fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.3 * nrows), squeeze=False)
+  for ax, metric in zip(axes.flat, common):
+    for label, rows in runs.items():
+      _draw(ax, rows, metric, label)
+    ax.set(xlabel="generation", title=metric)
+  for ax in axes.flat[len(common):]:
+    ax.axis("off")
+  axes.flat[0].legend(fontsize=7)
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)

@@ -1,0 +1,35 @@
+"""Runs one self-consuming experiment.
+
+    python launch/main.py --config=configs/linreg_accumulate.py[:smoke] --workdir=runs/acc \
+        [--config.num_seeds=10] [--overwrite]
+"""
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from collapse_jax import checkpoint, experiment, validate
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, plots.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete the run already in --workdir.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}.")
+  logging.set_verbosity(logging.INFO)
+  try:
+    experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
+  except (validate.ConfigError, checkpoint.CheckpointError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except experiment.NonFiniteError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)
