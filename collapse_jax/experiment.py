@@ -40,7 +40,7 @@ def _config_dict(config) -> dict:
 
 
 def prepare_workdir(config, workdir: pathlib.Path, overwrite: bool) -> None:
-  """Refuses a workdir holding a different run (unless ``overwrite``); writes config.json."""
+  """Refuses a workdir holding a different run (unless ``overwrite``, which empties it)."""
   saved = workdir / "config.json"
   if saved.exists() and not overwrite:
     old = json.loads(saved.read_text())
@@ -54,8 +54,6 @@ def prepare_workdir(config, workdir: pathlib.Path, overwrite: bool) -> None:
   if overwrite and workdir.exists():
     shutil.rmtree(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:
-    saved.write_text(json.dumps(_config_dict(config), indent=2, sort_keys=True))
 
 
 def build_loop(config, layout: PoolLayout) -> Loop:
@@ -99,7 +97,7 @@ def _resume(config, ckpts, compiled: CompiledLoop, mesh, consts, roots):
   carry = ckpts.restore_carry(step, old.abstract_carry, old.carry_shardings)
   new_layout = compiled.loop.layout
   if old_layout != new_layout:
-    carry = carry._replace(pool=carry.pool.resized(new_layout))
+    carry = carry._replace(pool=jax.vmap(lambda p: p.resized(new_layout))(carry.pool))
     new_state = compiled.abstract_carry.state
     same = jax.tree.map(lambda a, b: a.shape == b.shape, carry.state, new_state)
     if not all(jax.tree.leaves(same)):
@@ -132,6 +130,9 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
   else:
     done, carry, history = resumed
     logging.info("Resuming %s after generation %d.", workdir, done - 1)
+  if jax.process_index() == 0:  # only now: a refused resume leaves the workdir as it was
+    (workdir / "config.json").write_text(
+        json.dumps(_config_dict(config), indent=2, sort_keys=True))
 
   # The generation loop, one compiled scan per chunk.
   total = config.num_generations

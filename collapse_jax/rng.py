@@ -24,9 +24,8 @@ def stream_key(root: jax.Array, stream: str, *indices) -> jax.Array:
 def seed_keys(seed: int, num_seeds: int) -> jax.Array:
   """Root keys of the replicates, ``[num_seeds, 2]`` uint32.
 
-  Raw uint32 keys (not typed keys) so that checkpoints store them as plain arrays.
-  Replicate ``s`` has the same key whatever ``num_seeds`` is, so a 1-seed run equals
-  replicate 0 of a 100-seed run.
+  Replicate ``s`` is seed ``seed + s``: a run with ``num_seeds=N`` equals the N single
+  runs with seeds ``seed, ..., seed + N - 1``. Raw uint32 keys (not typed keys) so that
+  checkpoints store them as plain arrays.
   """
-  root = jax.random.PRNGKey(seed)
-  return jax.vmap(lambda s: jax.random.fold_in(root, s))(jax.numpy.arange(num_seeds))
+  return jax.vmap(jax.random.PRNGKey)(seed + jax.numpy.arange(num_seeds))

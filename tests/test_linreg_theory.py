@@ -1,0 +1,41 @@
+"""Monte Carlo of the linear-regression protocol against the closed forms (RESEARCH.md §2)."""
+import numpy as np
+import pytest
+
+from collapse_jax.experiment import build_loop
+from collapse_jax.loop.generation import CompiledLoop
+from collapse_jax.metrics import theory
+from collapse_jax.parallel.mesh import make_mesh
+from collapse_jax import rng, validate
+
+from conftest import load_config
+
+
+@pytest.mark.parametrize("policy", ["replace", "accumulate"])
+def test_monte_carlo_matches_closed_form_within_5_percent(policy):
+  config = load_config(f"linreg_{policy}", None)  # d=10, T=100, sigma2=1
+  config.num_seeds, config.num_generations = 1000, 10
+  layout = validate.policy_of(config).layout(10)
+  compiled = CompiledLoop(build_loop(config, layout), make_mesh(1), (), rng.seed_keys(0, 1000))
+  _, (metrics, _) = compiled.run((), compiled.init((), rng.seed_keys(0, 1000)), np.arange(10))
+  measured = np.asarray(metrics["test_error"]).mean(0)
+  expected = theory.linreg_test_error(policy, np.arange(10), sigma2=1.0, dim=10, num_rows=100)
+  np.testing.assert_allclose(measured, expected, rtol=0.05)
+  # Replace grows without bound; accumulate stays under the pi^2/6 ceiling.
+  if policy == "replace":
+    assert measured[-1] > 8 * measured[0]
+  else:
+    assert measured[-1] < np.pi ** 2 / 6 * 10 / 89 * 1.05
+
+
+def test_subsample_is_bounded_and_above_accumulate():
+  curves = {}
+  for policy in ("accumulate", "accumulate_subsample", "replace"):
+    config = load_config(f"linreg_{policy}", None)
+    config.num_seeds, config.num_generations = 300, 10
+    layout = validate.policy_of(config).layout(10)
+    compiled = CompiledLoop(build_loop(config, layout), make_mesh(1), (), rng.seed_keys(0, 300))
+    _, (metrics, _) = compiled.run((), compiled.init((), rng.seed_keys(0, 300)), np.arange(10))
+    curves[policy] = np.asarray(metrics["test_error"]).mean(0)
+  assert np.all(curves["accumulate_subsample"][1:] > curves["accumulate"][1:])
+  assert curves["accumulate_subsample"][-1] < 0.5 * curves["replace"][-1]

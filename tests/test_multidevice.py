@@ -1,0 +1,47 @@
+"""The loop on 8 fake CPU devices gives the metrics it gives on 1.
+
+Each side runs in its own process: XLA's device count is fixed at start-up.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+SCRIPT = """
+import json, sys
+sys.path.insert(0, {tests!r})
+import jax
+from conftest import load_config
+from collapse_jax import experiment
+config = load_config({name!r})
+config.num_generations = 3
+rows = experiment.train_and_evaluate(config, {workdir!r})
+print("ROWS" + json.dumps({{"devices": jax.device_count(), "rows": rows}}))
+"""
+
+
+def _run(name, workdir, devices):
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  code = SCRIPT.format(tests=str(ROOT / "tests"), name=name, workdir=str(workdir))
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads(out.stdout.split("ROWS")[-1])
+  assert result["devices"] == devices
+  return result["rows"]
+
+
+@pytest.mark.parametrize("name", ["linreg_accumulate_subsample", "gaussian_replace"])
+def test_eight_devices_match_one(name, tmp_path):
+  one, eight = _run(name, tmp_path / "one", 1), _run(name, tmp_path / "eight", 8)
+  assert len(one) == len(eight)
+  for a, b in zip(one, eight):
+    assert a.keys() == b.keys()
+    for k in a:
+      # Sums over the sharded pool axis become cross-device reductions: float32 rounding.
+      np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
