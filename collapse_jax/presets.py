@@ -6,6 +6,8 @@ the tests run exactly that.
 """
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 
@@ -62,4 +64,38 @@ def kde(toy: str, policy: str, arg: str | None) -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict({"source": "toy2d", "name": toy, "n_test": 500})
   if arg == "smoke":
     c.num_seeds, c.num_generations, c.n_real, c.n_synth = 2, 3, 64, 64
+  return c
+
+
+def image_data(name: str, **fields) -> ml_collections.ConfigDict:
+  """An image dataset (collapse_jax/data/images.py); ``path`` from the field or ``env``."""
+  d = ml_collections.ConfigDict({"source": "images", "name": name, "path": None,
+                                 "resolution": None, "tfds_name": None, "limit": None,
+                                 "n_test": 500})
+  d.update(fields)
+  return d
+
+
+def mnist_path() -> str:
+  """MNIST's directory (the IDX .gz files): $COLLAPSE_JAX_MNIST, else ./data/mnist."""
+  return os.environ.get("COLLAPSE_JAX_MNIST", "data/mnist")
+
+
+def vae(policy: str, data: ml_collections.ConfigDict, arg: str | None
+        ) -> ml_collections.ConfigDict:
+  """A conv VAE trained from scratch each generation (Gerstgrasser et al.'s MNIST VAE)."""
+  c = base(policy)
+  c.num_seeds = 1
+  c.num_generations = 10
+  c.generations_per_chunk = 1
+  c.n_real = c.n_synth = 10000
+  c.data = data
+  c.model = ml_collections.ConfigDict({
+      "name": "vae", "latent_dim": 16, "channels": (32, 64), "likelihood": "bernoulli",
+      "temperature": 1.0, "batch_size": 128, "epochs": 5.0, "steps": 0,
+      "learning_rate": 1e-3, "ema_decay": 0.999, "conv_impl": "auto"})
+  if arg == "smoke":
+    c.num_generations, c.n_real, c.n_synth = 2, 64, 64
+    c.data.limit, c.data.n_test = 256, 64
+    c.model.update({"channels": (8, 16), "epochs": 0.0, "steps": 3, "batch_size": 16})
   return c

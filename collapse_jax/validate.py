@@ -45,7 +45,10 @@ def _first_problem(config) -> str | None:
     problem = getattr(module, "check_config", lambda c: None)(config)
     if problem:
       return problem
-  num_train = data.build(config.data).num_train
+  try:  # loads a dataset: a bad path or file is a config problem too
+    num_train = data.build(config.data).num_train
+  except ValueError as e:
+    return str(e)
   if num_train is not None:
     policy = policy_of(config)
     needed = policy.n_real + config.num_generations * policy.n_fresh

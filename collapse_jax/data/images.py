@@ -9,6 +9,8 @@ nothing is downloaded.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import gzip
 import math
 import pickle
@@ -18,8 +20,12 @@ from typing import Any
 
 import chex
 import grain
+import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
+
+from collapse_jax.data.source import Task
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DATASET_NAMES = ("digits", "mnist", "cifar10", "image_folder", "tfds")
@@ -339,3 +345,63 @@ def batch_iterator(arrays: dict[str, np.ndarray], batch_size: int, seed: int,
   # buffer of 500 batches would copy much of the dataset again.
   options = grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)
   return iter(batches.to_iter_dataset(options))
+
+
+# --- The image Source of the self-consuming loop (config.data.source = "images"). ---
+
+_SPEC_FIELDS = ("name", "path", "resolution", "tfds_name", "limit")
+
+
+@functools.lru_cache(maxsize=4)
+def _load_splits(spec: tuple, n_test: int) -> tuple[np.ndarray, np.ndarray]:
+  """(train, test) images of a spec tuple; cached, since validation loads them first.
+
+  A dataset with one split (an image folder) gives its last ``n_test`` images to the test
+  set, so test images are never trained on.
+  """
+  fields = dict(zip(_SPEC_FIELDS, spec))
+  train, _ = load_images(fields, "train")
+  if fields["name"] == "image_folder":
+    if len(train) <= n_test:
+      raise DataError(f"The image folder {fields['path']} has {len(train)} images; "
+                      f"it needs more than n_test={n_test}.")
+    return train[:-n_test], train[-n_test:]
+  test, _ = load_images(dict(fields, limit=None), "test")
+  return train, test[:n_test]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ImageSource:
+  """Real images: each replicate shuffles the training set once and hands out disjoint
+  blocks of it (block 0: the initial real set; later blocks: fresh_real's new data).
+
+  Rows are ``{"image": [height, width, channels]}`` in [-1, 1].
+  """
+  spec: tuple
+  n_test: int
+
+  @property
+  def num_train(self) -> int:
+    return len(_load_splits(self.spec, self.n_test)[0])
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(_load_splits(self.spec, self.n_test)[0].shape[1:])
+
+  def consts(self) -> dict[str, np.ndarray]:
+    train, test = _load_splits(self.spec, self.n_test)
+    return {"train": train, "test": test}
+
+  def task(self, consts, key: jax.Array):
+    perm = jax.random.permutation(key, consts["train"].shape[0])
+    return Task(test={"image": jnp.asarray(consts["test"])}, aux={"perm": perm})
+
+  def real(self, consts, task, key: jax.Array, block: jax.Array, n: int):
+    del key
+    rows = jax.lax.dynamic_slice_in_dim(task.aux["perm"], block * n, n)
+    return {"image": jnp.asarray(consts["train"])[rows]}
+
+
+def build(data) -> ImageSource:
+  spec = tuple(data.get(f) for f in _SPEC_FIELDS)
+  return ImageSource(spec=spec, n_test=data.n_test)

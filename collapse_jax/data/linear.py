@@ -5,6 +5,9 @@ every generation; true weights ``w* ~ N(0, I_d)``; labels ``y = X w* + N(0, sigm
 A training row is just its label ``{"y": []}``: row i of any block is design row i mod T,
 so the pool never stores the design (100 seeds x 101 blocks x 1000 x 100 floats would not fit).
 The test set is ``n_test`` noiseless points with isotropic inputs.
+
+sigma2 is a runtime input (in ``consts``), not a compile-time constant: a sweep over noise
+levels reuses one compiled program per shape.
 """
 from __future__ import annotations
 
@@ -12,8 +15,19 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from collapse_jax.data.source import Task
+
+
+def fixed_design_labels(design: jax.Array, w: jax.Array, sigma2: jax.Array, key: jax.Array,
+                        n: int) -> jax.Array:
+  """``[n]`` labels ``X w + N(0, sigma2)`` for rows ``0..n-1`` of the design repeated.
+
+  ``design [T, d]``; n is a multiple of T (validated), so the product is tiled, not gathered.
+  """
+  mean = jnp.tile(design @ w, n // design.shape[0])
+  return mean + jnp.sqrt(sigma2) * jax.random.normal(key, (n,))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -25,7 +39,7 @@ class LinearSource:
   num_train = None
 
   def consts(self):
-    return ()
+    return {"sigma2": np.float32(self.sigma2)}
 
   def task(self, consts, key: jax.Array) -> Task:
     kx, kw, kt = jax.random.split(key, 3)
@@ -33,13 +47,14 @@ class LinearSource:
     w_star = jax.random.normal(kw, (self.dim,))
     x_test = jax.random.normal(kt, (self.n_test, self.dim))
     return Task(test={"x": x_test, "y": x_test @ w_star},
-                aux={"design": design, "w_star": w_star})
+                aux={"design": design, "w_star": w_star, "sigma2": consts["sigma2"],
+                     # Factor of X^T X, reused by every fit on whole blocks.
+                     "gram_chol": jnp.linalg.cholesky(design.T @ design)})
 
   def real(self, consts, task: Task, key: jax.Array, block: jax.Array, n: int):
     del block  # fresh labels come from the key, which differs per block
-    x = task.aux["design"][jnp.arange(n) % self.num_rows]
-    noise = jnp.sqrt(self.sigma2) * jax.random.normal(key, (n,))
-    return {"y": x @ task.aux["w_star"] + noise}
+    aux = task.aux
+    return {"y": fixed_design_labels(aux["design"], aux["w_star"], aux["sigma2"], key, n)}
 
 
 def build(data) -> LinearSource:

@@ -53,17 +53,19 @@ class Loop:
   def step(self, consts, carry: Carry, g: jax.Array):
     """Generation ``g``: returns the next carry and ``(metrics, fitted state)``."""
     state, pool, task, root = carry
-    view = TrainView(pool=pool, counts=self.policy.counts(pool, g, rng.stream_key(root, "policy", g)))
+    counts = self.policy.counts(pool, g, rng.stream_key(root, "policy", g))
+    view = TrainView(pool=pool, counts=counts, whole_blocks=self.policy.whole_blocks)
     if self.train_from == "scratch":
       state = self.model.init(rng.stream_key(root, "init", g), task)
-    state = self.model.fit(state, view, rng.stream_key(root, "fit", g))
+    state = self.model.fit(state, view, task, rng.stream_key(root, "fit", g))
     metrics = self.model.evaluate(state, task, rng.stream_key(root, "eval", g)) | view.stats()
     fresh = synth = None
     if self.layout.n_fresh:
       fresh = self.source.real(consts, task, rng.stream_key(root, "real", g + 1), g + 1,
                                self.layout.n_fresh)
     if self.layout.n_synth:
-      synth = self.model.sample(state, rng.stream_key(root, "sample", g), self.layout.n_synth)
+      synth = self.model.sample(state, task, rng.stream_key(root, "sample", g),
+                                 self.layout.n_synth)
     pool = pool.write_block(g + 1, fresh, synth)
     return Carry(state, pool, task, root), (metrics, state)
 

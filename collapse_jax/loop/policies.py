@@ -38,6 +38,7 @@ class Policy:
   n_fresh: int      # fresh real rows added per generation
   keeps_all: bool   # needs every generation's block, not only the latest
   counts: CountsFn
+  whole_blocks: bool = True  # counts select whole blocks (see TrainView)
 
   def layout(self, num_generations: int, multiple_of: int = 1) -> PoolLayout:
     return PoolLayout(n_real=self.n_real, n_fresh=self.n_fresh, n_synth=self.n_synth,
@@ -103,7 +104,7 @@ def make_policy(name: str, *, n_real: int, n_synth: int, mix_lambda: float = 1.0
     return Policy(**common, n_synth=n_synth, n_fresh=0, keeps_all=True, counts=_all)
   if name == "accumulate_subsample":
     return Policy(**common, n_synth=n_synth, n_fresh=0, keeps_all=True,
-                  counts=_subsample(n_synth))
+                  counts=_subsample(n_synth), whole_blocks=False)
   if name == "fully_synthetic" or (name == "mix" and math.isinf(mix_lambda)):
     return Policy(**common, n_synth=n_real, n_fresh=0, keeps_all=False, counts=_latest)
   if name == "mix":

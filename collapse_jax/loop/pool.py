@@ -133,9 +133,13 @@ class TrainView:
   Attributes:
     pool: the DataPool.
     counts: ``[capacity]`` int32 multiplicity of each row in the training set (0 = unused).
+    whole_blocks: static promise that counts are 0 or 1 and constant over the real block
+      and over each generation block's fresh and synthetic parts; models may exploit it
+      (linear regression then reuses one Cholesky factor for every generation).
   """
   pool: DataPool
   counts: jax.Array
+  whole_blocks: bool = flax.struct.field(pytree_node=False, default=False)
 
   def size(self) -> jax.Array:
     """Number of training examples (with multiplicity), int32 scalar."""
@@ -155,16 +159,18 @@ class TrainView:
       return total
     blocked = lambda x: x[lay.n_real:lay.used].reshape(
         (lay.num_blocks, lay.block_size) + x.shape[1:])
+    data, counts = jax.tree.map(blocked, data), blocked(counts)
+    used = jnp.any(counts > 0, axis=1)
+    # Visit blocks up to the last used one only: an accumulating pool is mostly empty
+    # in early generations.
+    end = jnp.max(jnp.where(used, jnp.arange(lay.num_blocks) + 1, 0))
 
-    def add_block(acc, block):
-      rows, c = block
-      part = fn(rows, c)
-      used = jnp.any(c > 0)
-      return jax.tree.map(lambda a, p: jnp.where(used, a + p, a), acc, part), None
+    def add_block(k, acc):
+      take = lambda x: jax.lax.dynamic_index_in_dim(x, k, keepdims=False)
+      part = fn(jax.tree.map(take, data), take(counts))
+      return jax.tree.map(lambda a, p: jnp.where(used[k], a + p, a), acc, part)
 
-    total, _ = jax.lax.scan(add_block, total,
-                            (jax.tree.map(blocked, data), blocked(counts)))
-    return total
+    return jax.lax.fori_loop(0, end, add_block, total)
 
   def draw(self, key: jax.Array, n: int) -> jax.Array:
     """``[n]`` int32 row indices drawn uniformly, with replacement, from the training set."""

@@ -19,15 +19,19 @@ State = Any  # a pytree of arrays
 
 
 class GenerativeModel(Protocol):
-  """Pure functions of arrays: jittable, vmappable over seeds, scannable over generations."""
+  """Pure functions of arrays: jittable, vmappable over seeds, scannable over generations.
+
+  ``task`` holds the replicate's fixed problem arrays (a fixed design, true parameters)
+  and its real test set; they stay out of the state, which is checkpointed per generation.
+  """
 
   def init(self, key: jax.Array, task: Task) -> State:
     """A fresh (untrained) state; shapes come from the task's real test data."""
 
-  def fit(self, state: State, view: TrainView, key: jax.Array) -> State:
+  def fit(self, state: State, view: TrainView, task: Task, key: jax.Array) -> State:
     """Trains on the rows of ``view`` starting from ``state`` (closed form or optax loop)."""
 
-  def sample(self, state: State, key: jax.Array, n: int) -> Batch:
+  def sample(self, state: State, task: Task, key: jax.Array, n: int) -> Batch:
     """``n`` synthetic examples: the same pytree structure as the real training rows."""
 
   def evaluate(self, state: State, task: Task, key: jax.Array) -> dict[str, jax.Array]:

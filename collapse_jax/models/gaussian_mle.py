@@ -29,8 +29,8 @@ class GaussianMLE:
     del key, task
     return {"mu": jnp.zeros(self.dim), "cov": jnp.eye(self.dim)}
 
-  def fit(self, state, view: TrainView, key):
-    del state, key
+  def fit(self, state, view: TrainView, task: Task, key):
+    del state, task, key
     n = view.size().astype(jnp.float32)
     mu = view.reduce(lambda rows, c: c.astype(jnp.float32) @ rows["x"]) / n
 
@@ -40,19 +40,16 @@ class GaussianMLE:
 
     return {"mu": mu, "cov": view.reduce(scatter) / n}
 
-  def _chol(self, cov):
-    return jnp.linalg.cholesky(cov)
-
-  def sample(self, state, key, n: int):
+  def sample(self, state, task: Task, key, n: int):
     z = jax.random.normal(key, (n, self.dim))
-    return {"x": state["mu"] + z @ self._chol(state["cov"]).T}
+    return {"x": state["mu"] + z @ jnp.linalg.cholesky(state["cov"]).T}
 
   def evaluate(self, state, task: Task, key):
     del key
     mu, cov, true_cov = state["mu"], state["cov"], task.aux["cov"]
     _, log_det = jnp.linalg.slogdet(cov)
     _, true_log_det = jnp.linalg.slogdet(true_cov)
-    nll = -gaussian_log_density(task.test["x"], mu, self._chol(cov)).mean()
+    nll = -gaussian_log_density(task.test["x"], mu, jnp.linalg.cholesky(cov)).mean()
     return {"mean_error": jnp.sum((mu - task.aux["mu"]) ** 2),
             "trace_ratio": jnp.trace(cov) / jnp.trace(true_cov),
             "log_det_ratio": log_det - true_log_det,

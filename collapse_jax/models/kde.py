@@ -43,12 +43,12 @@ class KernelDensity:
               else (n * (d + 2) / 4) ** (-1 / (d + 4)))
     return factor * sigma
 
-  def fit(self, state, view: TrainView, key):
-    del state, key
+  def fit(self, state, view: TrainView, task: Task, key):
+    del state, task, key
     return {"points": view.pool.data["x"], "counts": view.counts,
             "bandwidth": self._bandwidth(view)}
 
-  def sample(self, state, key, n: int):
+  def sample(self, state, task: Task, key, n: int):
     k_row, k_noise = jax.random.split(key)
     rows = draw_rows(state["counts"], k_row, n)
     noise = state["bandwidth"] * jax.random.normal(k_noise, (n, self.dim))

@@ -2,53 +2,55 @@
 
 fit: ``w = (X^T C X)^+ X^T b`` where, per design row i, ``c_i`` counts the training rows on
 design row i and ``b_i`` sums their labels: sufficient statistics summed over the pool's
-blocks, so a fit costs O(capacity + T d^2 + d^3) and never materialises the stacked design.
+blocks, so a fit never materialises the stacked design. When the view takes whole blocks
+(every policy but accumulate_subsample) each design row counts k times, so
+``X^T C X = k X^T X`` and the fit reuses the task's Cholesky factor: O(capacity + T d)
+instead of O(capacity + T d^2 + d^3).
 sample: labels ``X w + N(0, sigma2)`` for the same design (the protocol's regenerated labels).
 """
 from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
+from collapse_jax.data.linear import fixed_design_labels
 from collapse_jax.data.source import Task
 from collapse_jax.loop.pool import TrainView
 
-# Relative ridge on X^T C X: changes a full-rank solution by ~1e-7 (float32 round-off), and
-# as it goes to 0 it gives the pseudo-inverse (minimum-norm) solution the reference code
-# computes, for the rare rank-deficient subsample.
+# Relative ridge on X^T C X for subsamples: changes a full-rank solution by ~1e-7 (float32
+# round-off), and as it goes to 0 it gives the pseudo-inverse (minimum-norm) solution the
+# reference code computes, for the rare rank-deficient subsample.
 _RIDGE = 1e-7
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LinearRegression:
   num_rows: int
-  sigma2: float
 
   def init(self, key, task: Task):
     del key
-    design = task.aux["design"]
-    return {"w": jnp.zeros(design.shape[1]), "design": design}
+    return {"w": jnp.zeros(task.aux["design"].shape[1])}
 
-  def fit(self, state, view: TrainView, key):
-    del key
-    design, t = state["design"], self.num_rows
+  def fit(self, state, view: TrainView, task: Task, key):
+    del state, key
+    design, t = task.aux["design"], self.num_rows
 
     def per_design_row(rows, counts):
       counts = counts.astype(jnp.float32).reshape(-1, t)
       return counts.sum(0), (counts * rows["y"].reshape(-1, t)).sum(0)
 
     c, b = view.reduce(per_design_row)
+    rhs = design.T @ b
+    if view.whole_blocks:
+      return {"w": jsl.cho_solve((task.aux["gram_chol"], True), rhs) / c[0]}
     gram = design.T @ (c[:, None] * design)
     gram += _RIDGE * jnp.trace(gram) / gram.shape[0] * jnp.eye(gram.shape[0])
-    w = jsl.cho_solve(jsl.cho_factor(gram), design.T @ b)
-    return {"w": w, "design": design}
+    return {"w": jsl.cho_solve(jsl.cho_factor(gram), rhs)}
 
-  def sample(self, state, key, n: int):
-    x = state["design"][jnp.arange(n) % self.num_rows]
-    return {"y": x @ state["w"] + jnp.sqrt(self.sigma2) * jax.random.normal(key, (n,))}
+  def sample(self, state, task: Task, key, n: int):
+    return {"y": fixed_design_labels(task.aux["design"], state["w"], task.aux["sigma2"], key, n)}
 
   def evaluate(self, state, task: Task, key):
     del key
@@ -59,7 +61,7 @@ class LinearRegression:
 
 def build(config, layout) -> LinearRegression:
   del layout
-  return LinearRegression(num_rows=config.data.num_rows, sigma2=config.data.sigma2)
+  return LinearRegression(num_rows=config.data.num_rows)
 
 
 def check_config(config) -> str | None:

@@ -1,0 +1,131 @@
+"""Convolution building blocks with a CPU-friendly implementation choice.
+
+XLA's CPU convolution is slower than an explicit patches-then-matmul formulation on some
+CPUs, while on GPU/TPU the native convolution is the right choice. `Conv` therefore keeps
+`nn.Conv`'s parameters (`kernel` [kh, kw, in, out], `bias` [out]) and initialisers and only
+changes how the same function is computed, selected by `impl`:
+
+- "xla": `lax.conv_general_dilated`.
+- "im2col": explicit patches + one matmul (see `conv_im2col`).
+- "auto": "im2col" on the CPU backend, "xla" elsewhere.
+
+All tensors are NHWC; padding is always 'SAME' (XLA's convention: for stride 2 the extra
+padding row/column goes at the end).
+"""
+
+from collections.abc import Sequence
+from typing import Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+ConvImpl = Literal["auto", "xla", "im2col"]
+
+_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+
+def resolve_conv_impl(impl: ConvImpl) -> Literal["xla", "im2col"]:
+  """Maps "auto" to "im2col" on the CPU backend and to "xla" on accelerators."""
+  if impl == "auto":
+    return "im2col" if jax.default_backend() == "cpu" else "xla"
+  if impl not in ("xla", "im2col"):
+    raise ValueError(f"unknown conv impl {impl!r}; expected 'auto', 'xla' or 'im2col'")
+  return impl
+
+
+def conv_xla(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """'SAME' convolution with XLA's native op.
+
+  Args:
+    x: [batch, height, width, in_channels].
+    kernel: [kh, kw, in_channels, out_channels].
+    stride: spatial stride (same on both axes).
+
+  Returns:
+    [batch, ceil(height / stride), ceil(width / stride), out_channels].
+  """
+  return lax.conv_general_dilated(
+      x, kernel, (stride, stride), "SAME", dimension_numbers=_DIMENSION_NUMBERS)
+
+
+def conv_im2col(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """'SAME' convolution as patch extraction + a single matmul; same maths as `conv_xla`.
+
+  The patches are built from strided slices of the padded input concatenated on the
+  channel axis, in (kh, kw, in_channels) order, so `kernel.reshape(-1, out)` is the
+  matching weight matrix and XLA fuses pad + slices + concat into one loop.
+
+  Args:
+    x: [batch, height, width, in_channels].
+    kernel: [kh, kw, in_channels, out_channels].
+    stride: spatial stride (same on both axes).
+
+  Returns:
+    [batch, ceil(height / stride), ceil(width / stride), out_channels].
+  """
+  kh, kw, _, out_channels = kernel.shape
+  _, height, width, _ = x.shape
+  (pad_top, pad_bottom), (pad_left, pad_right) = lax.padtype_to_pads(
+      (height, width), (kh, kw), (stride, stride), "SAME")
+  out_h, out_w = -(-height // stride), -(-width // stride)
+  if (kh, kw) == (1, 1):
+    patches = x[:, ::stride, ::stride, :]
+  else:
+    xp = jnp.pad(x, ((0, 0), (pad_top, pad_bottom), (pad_left, pad_right), (0, 0)))
+    patches = jnp.concatenate(
+        [xp[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride]
+         for i in range(kh) for j in range(kw)], axis=-1)
+  return jnp.dot(patches, kernel.reshape(-1, out_channels))
+
+
+class Conv(nn.Module):
+  """2D 'SAME' convolution, parameter-compatible with `nn.Conv` (NHWC, kernel HWIO).
+
+  Attributes:
+    features: output channels.
+    kernel_size: 1 or 3 (square kernels).
+    strides: 1 or 2.
+    use_bias: add a learned bias.
+    impl: "auto" | "xla" | "im2col" (see module docstring).
+    kernel_init / bias_init: as in `nn.Conv` (LeCun normal / zeros by default).
+  """
+  features: int
+  kernel_size: int = 3
+  strides: int = 1
+  use_bias: bool = True
+  impl: ConvImpl = "auto"
+  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+  bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """[batch, h, w, in] -> [batch, ceil(h / strides), ceil(w / strides), features]."""
+    if self.kernel_size not in (1, 3) or self.strides not in (1, 2):
+      raise ValueError(f"Conv supports kernel 1/3 and stride 1/2, got "
+                       f"{self.kernel_size}/{self.strides}")
+    k = self.kernel_size
+    kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
+    conv = conv_im2col if resolve_conv_impl(self.impl) == "im2col" else conv_xla
+    y = conv(x, kernel, self.strides)
+    if self.use_bias:
+      y = y + self.param("bias", self.bias_init, (self.features,))
+    return y
+
+
+def upsample_nearest(x: jax.Array, size: Sequence[int] | None = None) -> jax.Array:
+  """Nearest-neighbour x2 upsampling, optionally cropped to `size`.
+
+  Args:
+    x: [batch, h, w, c].
+    size: (height, width) to crop to; lets an odd-sized skip (e.g. 7 -> 4 -> 7) line up.
+
+  Returns:
+    [batch, 2h, 2w, c], or [batch, *size, c] when `size` is given.
+  """
+  b, h, w, c = x.shape
+  y = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c)).reshape(b, 2 * h, 2 * w, c)
+  if size is not None:
+    y = y[:, :size[0], :size[1]]
+  return y

@@ -1,0 +1,7 @@
+"""VAE on MNIST (IDX files in data.path, default $COLLAPSE_JAX_MNIST), policy: accumulate_subsample.
+Variants: ':smoke'."""
+from collapse_jax import presets
+
+
+def get_config(arg=None):
+  return presets.vae("accumulate_subsample", presets.image_data("mnist", path=presets.mnist_path()), arg)
