@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
+import logging as pylogging
 import pathlib
 import shutil
 import time
@@ -22,7 +22,7 @@ from collapse_jax import checkpoint, rng, validate
 from collapse_jax.data import source as source_lib
 from collapse_jax.loop.generation import CompiledLoop, Loop
 from collapse_jax.loop.pool import PoolLayout
-from collapse_jax.metrics import theory
+from collapse_jax.metrics import image_quality, theory
 from collapse_jax.models import base as model_base
 from collapse_jax.parallel import mesh as mesh_lib
 from collapse_jax.report import plots
@@ -33,6 +33,15 @@ CONTINUABLE = ("num_generations", "generations_per_chunk", "mesh")
 
 class NonFiniteError(RuntimeError):
   """A generation produced non-finite metrics; earlier generations are checkpointed."""
+
+
+def configure_logging() -> None:
+  """absl INFO logging for our progress, without Orbax's per-save INFO chatter."""
+  logging.set_verbosity(logging.INFO)
+  quiet = lambda r: r.levelno >= logging.WARNING or "orbax" not in r.pathname
+  # Some imports install a plain root handler before absl's: filter whichever prints.
+  for handler in [logging.get_absl_handler(), *pylogging.getLogger().handlers]:
+    handler.addFilter(quiet)
 
 
 def _config_dict(config) -> dict:
@@ -134,6 +143,10 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
     (workdir / "config.json").write_text(
         json.dumps(_config_dict(config), indent=2, sort_keys=True))
 
+  quality = None
+  if config.data.source == "images" and config.metrics.num_samples:
+    quality = image_quality.ImageQuality(config, workdir, loop, consts)
+
   # The generation loop, one compiled scan per chunk.
   total = config.num_generations
   chunk = config.generations_per_chunk or total
@@ -145,6 +158,9 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
     metrics = jax.device_get(metrics)
     for i, g in enumerate(gens):
       values = {k: np.asarray(v[:, i], np.float64) for k, v in metrics.items()}
+      state = jax.tree.map(lambda x: x[:, i], states)
+      if quality is not None:
+        values |= quality(state, carry.task, carry.root, int(g))
       bad = [k for k, v in values.items() if not np.all(np.isfinite(v))]
       if bad:
         _write_metrics(config, workdir, history)
@@ -152,7 +168,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
         raise NonFiniteError(
             f"Generation {g} produced non-finite {', '.join(bad)}; generations up to "
             f"{g - 1} are checkpointed in {workdir}.")
-      ckpts.save_model(int(g), jax.tree.map(lambda x: x[:, i], states))
+      ckpts.save_model(int(g), state)
       history.append({k: v.tolist() for k, v in values.items()})
     done = int(gens[-1]) + 1
     ckpts.save_loop(done, carry, {"history": history, "layout": dataclasses.asdict(layout)})

@@ -20,7 +20,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}.")
-  logging.set_verbosity(logging.INFO)
+  experiment.configure_logging()
   try:
     experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
   except (validate.ConfigError, checkpoint.CheckpointError, FileNotFoundError) as e:

@@ -120,7 +120,8 @@ def test_fresh_real_adds_new_real_rows_each_generation():
   for g in range(1, GENS):
     fresh = [1000.0 * g + 500 + i for i in range(N_REAL)]
     assert _trained_on(pol, pools[g], g) == sorted(fresh + _synth(g))
-    view = TrainView(pool=pools[g], counts=pol.counts(pools[g], jnp.int32(g), None))
+    view = TrainView(pool=pools[g], counts=pol.counts(pools[g], jnp.int32(g), None),
+                     generation=jnp.int32(g))
     assert float(view.stats()["train_frac_synthetic"]) == pytest.approx(0.5)
 
 
@@ -138,7 +139,8 @@ def test_pool_reduce_is_bitwise_independent_of_capacity():
     small, large = (p.write_block(jnp.int32(g), None, block) for p in (small, large))
   small, large = (p.replace(data={"x": p.data["x"].at[:N_REAL].set(jnp.arange(N_REAL) / 7)})
                   for p in (small, large))
-  total = lambda p: TrainView(pool=p, counts=pol.counts(p, jnp.int32(2), None)).reduce(
+  total = lambda p: TrainView(pool=p, counts=pol.counts(p, jnp.int32(2), None),
+                              generation=jnp.int32(2)).reduce(
       lambda rows, c: jnp.sum(c * jnp.exp(rows["x"])))
   assert np.asarray(total(small)).tobytes() == np.asarray(total(large)).tobytes()
   np.testing.assert_array_equal(large.resized(pol.layout(40)).generation, large.generation)

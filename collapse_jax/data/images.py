@@ -353,21 +353,22 @@ _SPEC_FIELDS = ("name", "path", "resolution", "tfds_name", "limit")
 
 
 @functools.lru_cache(maxsize=4)
-def _load_splits(spec: tuple, n_test: int) -> tuple[np.ndarray, np.ndarray]:
-  """(train, test) images of a spec tuple; cached, since validation loads them first.
+def _load_splits(spec: tuple, n_test: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+  """(train images, train labels or None, test images) of a spec tuple; cached, since
+  validation loads them first.
 
   A dataset with one split (an image folder) gives its last ``n_test`` images to the test
   set, so test images are never trained on.
   """
   fields = dict(zip(_SPEC_FIELDS, spec))
-  train, _ = load_images(fields, "train")
+  train, labels = load_images(fields, "train")
   if fields["name"] == "image_folder":
     if len(train) <= n_test:
       raise DataError(f"The image folder {fields['path']} has {len(train)} images; "
                       f"it needs more than n_test={n_test}.")
-    return train[:-n_test], train[-n_test:]
+    return train[:-n_test], labels, train[-n_test:]
   test, _ = load_images(dict(fields, limit=None), "test")
-  return train, test[:n_test]
+  return train, labels, test[:n_test]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -388,8 +389,13 @@ class ImageSource:
   def image_shape(self) -> tuple[int, int, int]:
     return tuple(_load_splits(self.spec, self.n_test)[0].shape[1:])
 
+  def labelled_train(self) -> tuple[np.ndarray, np.ndarray | None]:
+    """Training images ``[n, h, w, c]`` and labels ``[n]`` (None: unlabelled dataset)."""
+    train, labels, _ = _load_splits(self.spec, self.n_test)
+    return train, labels
+
   def consts(self) -> dict[str, np.ndarray]:
-    train, test = _load_splits(self.spec, self.n_test)
+    train, _, test = _load_splits(self.spec, self.n_test)
     return {"train": train, "test": test}
 
   def task(self, consts, key: jax.Array):

@@ -54,7 +54,8 @@ class Loop:
     """Generation ``g``: returns the next carry and ``(metrics, fitted state)``."""
     state, pool, task, root = carry
     counts = self.policy.counts(pool, g, rng.stream_key(root, "policy", g))
-    view = TrainView(pool=pool, counts=counts, whole_blocks=self.policy.whole_blocks)
+    view = TrainView(pool=pool, counts=counts, generation=g,
+                     whole_blocks=self.policy.whole_blocks)
     if self.train_from == "scratch":
       state = self.model.init(rng.stream_key(root, "init", g), task)
     state = self.model.fit(state, view, task, rng.stream_key(root, "fit", g))

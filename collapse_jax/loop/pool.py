@@ -133,12 +133,16 @@ class TrainView:
   Attributes:
     pool: the DataPool.
     counts: ``[capacity]`` int32 multiplicity of each row in the training set (0 = unused).
+    generation: int32 scalar, the generation being trained; blocks of later generations
+      do not exist yet. The same for every seed, so loops bounded by it stay unbatched
+      under vmap.
     whole_blocks: static promise that counts are 0 or 1 and constant over the real block
       and over each generation block's fresh and synthetic parts; models may exploit it
       (linear regression then reuses one Cholesky factor for every generation).
   """
   pool: DataPool
   counts: jax.Array
+  generation: jax.Array
   whole_blocks: bool = flax.struct.field(pytree_node=False, default=False)
 
   def size(self) -> jax.Array:
@@ -161,9 +165,9 @@ class TrainView:
         (lay.num_blocks, lay.block_size) + x.shape[1:])
     data, counts = jax.tree.map(blocked, data), blocked(counts)
     used = jnp.any(counts > 0, axis=1)
-    # Visit blocks up to the last used one only: an accumulating pool is mostly empty
-    # in early generations.
-    end = jnp.max(jnp.where(used, jnp.arange(lay.num_blocks) + 1, 0))
+    # Generation g's pool holds blocks of generations 1..g only: an accumulating pool is
+    # mostly empty early on, and g (unlike a bound read off the counts) is not batched.
+    end = jnp.minimum(self.generation, lay.num_blocks)
 
     def add_block(k, acc):
       take = lambda x: jax.lax.dynamic_index_in_dim(x, k, keepdims=False)

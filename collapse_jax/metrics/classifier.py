@@ -1,0 +1,78 @@
+"""A small CNN classifier trained once on the real training images.
+
+Its penultimate layer (128-d) is the offline feature space for Frechet distance and
+precision/recall, for machines without Inception weights. It is trained deterministically
+from the run's seed and cached in the workdir, so every generation (and a resumed run) is
+measured in the same space.
+"""
+from __future__ import annotations
+
+import pathlib
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import traverse_util
+
+from collapse_jax.models.layers import Conv
+
+FEATURE_DIM = 128
+FeatureFn = Callable[[jax.Array], jax.Array]  # images [n, h, w, c] -> features [n, 128]
+
+
+class Classifier(nn.Module):
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``[b, h, w, c]`` -> (features ``[b, 128]``, logits ``[b, num_classes]``)."""
+    h = nn.silu(Conv(32)(x))
+    h = nn.silu(Conv(64, strides=2)(h))
+    h = nn.silu(Conv(64, strides=2)(h))
+    features = nn.silu(nn.Dense(FEATURE_DIM)(h.mean(axis=(1, 2))))
+    return features, nn.Dense(self.num_classes)(features)
+
+
+def train_classifier(images: np.ndarray, labels: np.ndarray, seed: int, *, steps: int = 1500,
+                     batch_size: int = 128) -> tuple[dict, float]:
+  """Adam on cross-entropy; returns (params, training accuracy)."""
+  model = Classifier(int(labels.max()) + 1)
+  key = jax.random.PRNGKey(seed)
+  params = model.init(key, images[:1])["params"]
+  opt = optax.adam(1e-3)
+  x, y = jnp.asarray(images), jnp.asarray(labels)
+
+  def step(carry, k):
+    p, o = carry
+    idx = jax.random.randint(k, (batch_size,), 0, x.shape[0])
+    loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
+        model.apply({"params": p}, x[idx])[1], y[idx]).mean()
+    updates, o = opt.update(jax.grad(loss)(p), o, p)
+    return (optax.apply_updates(p, updates), o), None
+
+  (params, _), _ = jax.jit(lambda c, ks: jax.lax.scan(step, c, ks))(
+      (params, opt.init(params)), jax.random.split(jax.random.fold_in(key, 1), steps))
+  logits = np.concatenate([np.asarray(model.apply({"params": params}, x[i:i + 1000])[1])
+                           for i in range(0, len(x), 1000)])
+  return params, float(np.mean(logits.argmax(1) == labels))
+
+
+def load_or_train(path: pathlib.Path, images: np.ndarray, labels: np.ndarray, seed: int
+                  ) -> tuple[FeatureFn, float]:
+  """The classifier cached at ``path`` (.npz), training and saving it on first use."""
+  num_classes = int(labels.max()) + 1
+  if path.exists():
+    stored = dict(np.load(path))
+    accuracy = float(stored.pop("__accuracy__"))
+    params = traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in stored.items()})
+  else:
+    params, accuracy = train_classifier(images, labels, seed)
+    flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(params).items()}
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, __accuracy__=accuracy, **flat)
+    tmp.replace(path)
+  model = Classifier(num_classes)
+  return jax.jit(lambda x: model.apply({"params": params}, x)[0]), accuracy

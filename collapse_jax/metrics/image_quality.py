@@ -1,0 +1,75 @@
+"""Sample quality of each generation, computed on the host after each compiled chunk.
+
+Per generation and seed, ``num_samples`` images are drawn from the generation's model
+(key stream "quality") and compared with the held-out real test images:
+  fd_classifier, precision, recall   in the feature space of a classifier trained once on
+                                     the real training set (metrics/classifier.py)
+  fid, inception_precision/recall    in Inception-v3 pool3 features, when converted
+                                     weights are given (metrics/inception.py); otherwise
+                                     reported unavailable, never estimated
+Precision/recall are Kynkaanniemi et al.'s with k = 3.
+"""
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import numpy as np
+from absl import logging
+
+from collapse_jax import rng
+from collapse_jax.metrics import classifier, frechet, inception
+from collapse_jax.metrics.precision_recall import precision_recall
+from collapse_jax.report import grids
+
+
+class ImageQuality:
+
+  def __init__(self, config, workdir: pathlib.Path, loop, consts):
+    self.num_samples = config.metrics.num_samples
+    self.workdir = workdir
+    real = np.asarray(consts["test"])
+    train, labels = loop.source.labelled_train()
+    self.spaces = {}  # name -> (feature fn, real features)
+    if labels is not None:
+      fn, accuracy = classifier.load_or_train(workdir / "feature_classifier.npz", train, labels,
+                                              config.seed)
+      logging.info("Feature classifier: training accuracy %.3f.", accuracy)
+      self.spaces["classifier"] = (fn, self._features(fn, real))
+    else:
+      logging.warning("The dataset has no labels: no classifier feature space.")
+    fid = inception.FidFeatureExtractor.from_env(config.metrics.get("inception_weights"))
+    if fid.available:
+      self.spaces["inception"] = (fid, fid(real))
+    else:
+      logging.warning("FID unavailable: %s", fid.reason)
+
+    def draw(state, task, root, g):
+      return loop.model.sample(state, task, rng.stream_key(root, "quality", g),
+                               self.num_samples)["image"]
+
+    self._draw = jax.jit(jax.vmap(draw, in_axes=(0, 0, 0, None)))
+
+  @staticmethod
+  def _features(fn, images: np.ndarray, batch: int = 500) -> np.ndarray:
+    return np.concatenate([np.asarray(fn(images[i:i + batch]))
+                           for i in range(0, len(images), batch)])
+
+  def __call__(self, states, tasks, roots, generation: int) -> dict[str, np.ndarray]:
+    """Per-seed metrics ``{name: [seeds]}`` of one generation; writes its sample grid."""
+    samples = np.asarray(self._draw(states, tasks, roots, generation))
+    grids.save_grid(samples[0, :64], self.workdir / "samples" / f"generation_{generation:03d}.png")
+    out = {}
+    for name, (fn, real) in self.spaces.items():
+      stats_real = frechet.feature_statistics(real)
+      per_seed = []
+      for s in range(samples.shape[0]):
+        fake = self._features(fn, samples[s])
+        pr = precision_recall(real, fake, k=3)
+        per_seed.append((frechet.frechet_distance(*stats_real, *frechet.feature_statistics(fake)),
+                         pr.precision, pr.recall))
+      fd, p, r = np.array(per_seed, np.float64).T
+      prefix = "" if name == "classifier" else "inception_"
+      out |= {("fd_classifier" if name == "classifier" else "fid"): fd,
+              f"{prefix}precision": p, f"{prefix}recall": r}
+    return out

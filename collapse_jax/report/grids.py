@@ -1,0 +1,22 @@
+"""Sample grids: a generation's images as one PNG."""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+from PIL import Image
+
+
+def save_grid(images: np.ndarray, path: pathlib.Path, columns: int = 8, scale: int = 4) -> None:
+  """Writes ``images [n, h, w, c]`` in [-1, 1] as a grid, each pixel ``scale`` x ``scale``."""
+  n, h, w, c = images.shape
+  rows = -(-n // columns)
+  grid = np.ones((rows * (h + 1) + 1, columns * (w + 1) + 1, c), np.float32)
+  for i, image in enumerate(images):
+    r, col = divmod(i, columns)
+    grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + col * (w + 1):1 + col * (w + 1) + w] = (
+        (np.clip(image, -1, 1) + 1) / 2)
+  pixels = (grid * 255).round().astype(np.uint8)
+  pixels = pixels.repeat(scale, 0).repeat(scale, 1)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray(pixels[..., 0] if c == 1 else pixels).save(path)

@@ -1,0 +1,7 @@
+"""OT flow matching with an MLP on 2-D moons, exact test NLL, policy: accumulate.
+Variants: ':smoke'."""
+from collapse_jax import presets
+
+
+def get_config(arg=None):
+  return presets.flow_toy("moons", "accumulate", arg)
