@@ -8,17 +8,21 @@ gives the median (and min) over rounds after warm-up.
 
 Needs torch (`pip install torch==2.13.0`, the CPU build); installs nothing itself.
 
+`--tuned-malloc` re-runs the benchmark with glibc malloc settings that keep freed memory
+for reuse. XLA:CPU allocates each step's temporaries (~0.9 GB for the default UNet) afresh;
+glibc serves that from new mmap()s whose ~200k page faults cost the JAX step ~0.5-1 s here.
+
   python benchmarks/conv_vs_torch.py                   # default config, ~2-3 minutes
   python benchmarks/conv_vs_torch.py --repeats 5 --unet-batch 8   # quicker
 """
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -380,6 +384,12 @@ def print_table(title, times):
     print(f"{name:<14}{med * 1e3:11.1f}{min(ts) * 1e3:10.1f} {ratio}")
 
 
+# One arena (XLA's worker threads would otherwise get per-thread arenas that mmap large
+# blocks anyway), no mmap for large blocks, no trimming: freed temporaries are reused.
+TUNED_MALLOC_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(1 << 32),
+                    "MALLOC_TRIM_THRESHOLD_": str(1 << 36)}
+
+
 def parse_ints(text):
   return tuple(int(v) for v in text.split(",") if v)
 
@@ -404,13 +414,21 @@ def main(argv=None):
   parser.add_argument("--repeats", type=int, default=10)
   parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
   parser.add_argument("--skip", default="", help="comma list of 'unet', 'vae' to skip")
+  parser.add_argument("--tuned-malloc", action="store_true",
+                      help="re-exec with TUNED_MALLOC_ENV (applies to both frameworks)")
   args = parser.parse_args(argv)
+  if args.tuned_malloc and any(os.environ.get(k) != v for k, v in TUNED_MALLOC_ENV.items()):
+    # glibc reads these at start-up only, hence the re-exec.
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **TUNED_MALLOC_ENV})
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
   impls = [i for i in args.impls.split(",") if i]
-  print("command: python " + " ".join(sys.argv))
+  env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
+                 if k.startswith(("MALLOC_", "OMP_", "XLA_FLAGS")))
+  print(f"command: {env} python {' '.join(sys.argv)}".replace(":  ", ": "))
   print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__}, "
-        f"torch threads {torch.get_num_threads()}")
+        f"torch threads {torch.get_num_threads()}, tuned malloc {args.tuned_malloc}, "
+        f"load average {os.getloadavg()[0]:.1f}")
   root = jax.random.PRNGKey(0)
   rng = np.random.default_rng(0)
 

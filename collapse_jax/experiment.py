@@ -155,7 +155,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
   while done < total:
     gens = np.arange(done, min(done + chunk, total))
     carry, (metrics, states) = compiled.run(consts, carry, gens)
-    metrics = jax.device_get(metrics)
+    # To host once: slicing device arrays per generation would compile a program per leaf.
+    metrics, states = jax.device_get((metrics, states))
     for i, g in enumerate(gens):
       values = {k: np.asarray(v[:, i], np.float64) for k, v in metrics.items()}
       state = jax.tree.map(lambda x: x[:, i], states)

@@ -1,12 +1,24 @@
 """Shared test helpers: the real configs, shrunk, run in temporary workdirs."""
 import importlib.util
 import json
+import os
 import pathlib
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
+
+# The real MNIST for the MNIST configs: ../shared/data/mnist beside the checkout (here and
+# on CI). The project never requires it; without it those configs are refused cleanly.
+_SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+
+# Tests check results, not speed: XLA:CPU's lower optimisation level halves compile
+# times, which dominate this suite. Set before JAX starts its backend.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_backend_optimization_level=1").strip()
+if _SHARED_MNIST.exists():
+  os.environ.setdefault("COLLAPSE_JAX_MNIST", str(_SHARED_MNIST))
 
 
 def load_config(name: str, arg: str | None = "smoke"):

@@ -41,7 +41,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, seed: int, *, steps
   """Adam on cross-entropy; returns (params, training accuracy)."""
   model = Classifier(int(labels.max()) + 1)
   key = jax.random.PRNGKey(seed)
-  params = model.init(key, images[:1])["params"]
+  params = jax.jit(model.init)(key, images[:1])["params"]
   opt = optax.adam(1e-3)
   x, y = jnp.asarray(images), jnp.asarray(labels)
 
@@ -55,13 +55,13 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, seed: int, *, steps
 
   (params, _), _ = jax.jit(lambda c, ks: jax.lax.scan(step, c, ks))(
       (params, opt.init(params)), jax.random.split(jax.random.fold_in(key, 1), steps))
-  logits = np.concatenate([np.asarray(model.apply({"params": params}, x[i:i + 1000])[1])
-                           for i in range(0, len(x), 1000)])
-  return params, float(np.mean(logits.argmax(1) == labels))
+  predict = jax.jit(lambda xs: model.apply({"params": params}, xs)[1].argmax(1))
+  predicted = np.concatenate([np.asarray(predict(x[i:i + 1000])) for i in range(0, len(x), 1000)])
+  return params, float(np.mean(predicted == labels))
 
 
-def load_or_train(path: pathlib.Path, images: np.ndarray, labels: np.ndarray, seed: int
-                  ) -> tuple[FeatureFn, float]:
+def load_or_train(path: pathlib.Path, images: np.ndarray, labels: np.ndarray, seed: int,
+                  steps: int) -> tuple[FeatureFn, float]:
   """The classifier cached at ``path`` (.npz), training and saving it on first use."""
   num_classes = int(labels.max()) + 1
   if path.exists():
@@ -69,7 +69,7 @@ def load_or_train(path: pathlib.Path, images: np.ndarray, labels: np.ndarray, se
     accuracy = float(stored.pop("__accuracy__"))
     params = traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in stored.items()})
   else:
-    params, accuracy = train_classifier(images, labels, seed)
+    params, accuracy = train_classifier(images, labels, seed, steps=steps)
     flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(params).items()}
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, __accuracy__=accuracy, **flat)

@@ -33,7 +33,7 @@ class ImageQuality:
     self.spaces = {}  # name -> (feature fn, real features)
     if labels is not None:
       fn, accuracy = classifier.load_or_train(workdir / "feature_classifier.npz", train, labels,
-                                              config.seed)
+                                              config.seed, config.metrics.classifier_steps)
       logging.info("Feature classifier: training accuracy %.3f.", accuracy)
       self.spaces["classifier"] = (fn, self._features(fn, real))
     else:
@@ -52,8 +52,11 @@ class ImageQuality:
 
   @staticmethod
   def _features(fn, images: np.ndarray, batch: int = 500) -> np.ndarray:
-    return np.concatenate([np.asarray(fn(images[i:i + batch]))
-                           for i in range(0, len(images), batch)])
+    """Features of ``images`` in batches padded to one shape (one compiled program)."""
+    n = len(images)
+    padded = np.concatenate([images, np.zeros((-n % batch,) + images.shape[1:], images.dtype)])
+    return np.concatenate([np.asarray(fn(padded[i:i + batch]))
+                           for i in range(0, len(padded), batch)])[:n]
 
   def __call__(self, states, tasks, roots, generation: int) -> dict[str, np.ndarray]:
     """Per-seed metrics ``{name: [seeds]}`` of one generation; writes its sample grid."""

@@ -114,7 +114,7 @@ class UNet(nn.Module):
       train: enables dropout (needs a 'dropout' rng).
 
     Returns:
-      [batch, height, width, channels], dtype of x.
+      [batch, height, width, channels] (float32 with the default float32 params).
     """
     chex.assert_rank(x, 4)
     chex.assert_shape(t, (x.shape[0],))

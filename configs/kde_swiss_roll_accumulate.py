@@ -1,6 +1,0 @@
-"""Kernel density estimation on 2-D swiss_roll, policy: accumulate. Variants: ':smoke'."""
-from collapse_jax import presets
-
-
-def get_config(arg=None):
-  return presets.kde("swiss_roll", "accumulate", arg)
