@@ -1,4 +1,4 @@
-"""Conditional flow matching (Lipman et al. 2023; OT-CFM of Tong et al. 2024, as in Bertrand et al.).
+"""Conditional flow matching (Lipman et al.; Tong et al.'s OT-CFM, as used by Bertrand et al.).
 
 A velocity network ``v(x, t)`` carries noise ``x0 ~ N(0, I)`` at t = 0 to data ``x1`` at
 t = 1. Training regresses it on straight paths
@@ -13,9 +13,9 @@ index pairs are sampled as torchcfm's ``OTPlanSampler`` samples them from its ex
 Sampling integrates dx/dt = v from ``temperature * N(0, I)`` (temperature < 1 is
 Alemohammad et al.'s sampling bias) with Euler or Heun steps (``lax.scan``) or diffrax's
 adaptive Dopri5. Metrics on held-out real data:
-  test_loss  the flow-matching loss (independent coupling: its minimiser, the marginal
-             velocity of the real data, does not depend on a batch size) at ``eval_times``
-             fixed t values with a fixed key, so generations are compared on equal noise
+  test_loss  the training objective on the real test set (coupled as in training, in
+             groups of ``batch_size`` rows) at ``eval_times`` fixed t values, with a fixed
+             key, so every generation is scored on the same noise
   test_nll   with ``exact_nll`` (2-D toys): -log p(x) of the flow whose base density is
              N(0, temperature^2 I), by the instantaneous change of variables with the exact
              Jacobian trace, in nats per example
@@ -102,8 +102,11 @@ def ot_pairs(key: jax.Array, x0: jax.Array, x1: jax.Array, eps: float,
   cost (torchcfm's ``OTPlanSampler.sample_plan``); ``eps`` is relative to the mean cost.
   """
   cost = squared_distances(x0, x1)
-  log_plan = sinkhorn_log_plan(cost, eps * jnp.mean(cost), iters)
-  flat = jax.random.categorical(key, log_plan.reshape(-1), shape=(x0.shape[0],))
+  log_plan = sinkhorn_log_plan(cost, eps * jnp.mean(cost), iters).reshape(-1)
+  # Inverse CDF: O(n^2) work, where categorical's Gumbel trick would draw n^3 numbers.
+  cdf = jnp.cumsum(jnp.exp(log_plan - jnp.max(log_plan)))
+  u = jax.random.uniform(key, (x0.shape[0],)) * cdf[-1]
+  flat = jnp.minimum(jnp.searchsorted(cdf, u, side="right"), cdf.shape[0] - 1)
   return flat // x1.shape[0], flat % x1.shape[0]
 
 
@@ -118,7 +121,7 @@ class Solver:
   steps: int = 100          # euler / heun
   rtol: float = 1e-5        # dopri5
   atol: float = 1e-5
-  max_steps: int = 4096     # dopri5: an unfinished solve returns non-finite values
+  max_steps: int = 4096     # dopri5: a solve that needs more returns NaN
 
   def integrate(self, field: Callable[[jax.Array, Any], Any], y0: Any, t0: float,
                 t1: float) -> Any:
@@ -128,7 +131,10 @@ class Solver:
           diffrax.ODETerm(lambda t, y, args: field(t, y)), diffrax.Dopri5(), t0, t1, None, y0,
           stepsize_controller=diffrax.PIDController(rtol=self.rtol, atol=self.atol),
           saveat=diffrax.SaveAt(t1=True), max_steps=self.max_steps, throw=False)
-      return jax.tree.map(lambda y: y[-1], sol.ys)
+      # A solve that ran out of steps stopped short of t1: make that visible as NaN (the
+      # run then stops at the non-finite metric) rather than return a half-way state.
+      ok = sol.result == diffrax.RESULTS.successful
+      return jax.tree.map(lambda y: jnp.where(ok, y[-1], jnp.nan), sol.ys)
     dt = (t1 - t0) / self.steps
     axpy = lambda a, x, y: jax.tree.map(lambda xi, yi: yi + a * xi, x, y)
 
@@ -171,19 +177,19 @@ def log_likelihood(velocity: Velocity, x: jax.Array, solver: Solver,
   return log_p0 + l0
 
 
-def _chunked(fn: Callable[[Any], jax.Array], xs: Any, size: int, chunk: int) -> jax.Array:
+def _chunked(fn: Callable[[Any], Any], xs: Any, size: int, chunk: int) -> Any:
   """``fn`` over the leading axis of ``xs`` (leaves ``[size, ...]``) in chunks, via lax.map.
 
-  ``fn`` maps leaves ``[chunk, ...]`` to ``[chunk, ...]``; the last chunk is padded by
-  repeating the first rows and the padding dropped.
+  ``fn`` maps leaves ``[chunk, ...]`` to leaves ``[chunk, ...]``; the last chunk is padded
+  by repeating the first rows, and the padding dropped.
   """
   chunk = max(1, min(chunk, size))
   num = -(-size // chunk)
   pad = num * chunk - size
   blocks = jax.tree.map(
       lambda x: jnp.concatenate([x, x[:pad]]).reshape((num, chunk) + x.shape[1:]), xs)
-  out = jax.lax.map(fn, blocks)
-  return out.reshape((num * chunk,) + out.shape[2:])[:size]
+  return jax.tree.map(lambda y: y.reshape((num * chunk,) + y.shape[2:])[:size],
+                      jax.lax.map(fn, blocks))
 
 
 # ----------------------------------------------------------------------------------------
@@ -204,6 +210,7 @@ class FlowMatching:
   eval_times: int                    # t values of test_loss
   chunk: int                         # rows per network call when sampling / evaluating
   budget: training.Budget
+  initial_budget: training.Budget | None = None  # generation 0's, if longer (pretraining)
 
   @property
   def field(self) -> str:
@@ -239,19 +246,28 @@ class FlowMatching:
     v = self.velocity(params, xt, t, train=train, key=k_drop)
     return jnp.mean((v - (x1 - x0)) ** 2, axis=tuple(range(1, x1.ndim)))
 
+  def couple(self, key, x0: jax.Array, x1: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The training pairs of a batch of noise and data: OT-paired, or as given."""
+    if not self.ot_coupling:
+      return x0, x1
+    i, j = ot_pairs(key, x0, x1, self.sinkhorn_eps, self.sinkhorn_iters)
+    return x0[i], x1[j]
+
   def loss(self, params, batch, key) -> jax.Array:
     """``[batch]`` training loss: OT (or independent) coupling, t ~ U[0, 1]."""
-    x1 = batch[self.field]
     k_x0, k_ot, k_t, k_loss = jax.random.split(key, 4)
-    x0 = jax.random.normal(k_x0, x1.shape, x1.dtype)
-    if self.ot_coupling:
-      i, j = ot_pairs(k_ot, x0, x1, self.sinkhorn_eps, self.sinkhorn_iters)
-      x0, x1 = x0[i], x1[j]
+    x1 = batch[self.field]
+    x0, x1 = self.couple(k_ot, jax.random.normal(k_x0, x1.shape, x1.dtype), x1)
     t = jax.random.uniform(k_t, x1.shape[:1], x1.dtype)
     return self.cfm_loss(params, x0, x1, t, k_loss, train=True)
 
   def fit(self, state, view: TrainView, task: Task, key):
-    return training.train(state, view, key, self.loss, self.budget)
+    train = lambda budget: lambda s: training.train(s, view, key, self.loss, budget)
+    if self.initial_budget is None:
+      return train(self.budget)(state)
+    # view.generation is the same for every seed, so this stays a branch under vmap.
+    return jax.lax.cond(view.generation == 0, train(self.initial_budget), train(self.budget),
+                        state)
 
   def sample(self, state, task: Task, key, n: int):
     params = state["ema"]
@@ -271,13 +287,16 @@ class FlowMatching:
     params = state["ema"]
     x1 = task.test[self.field]
     n = x1.shape[0]
-    k_x0, k_loss = jax.random.split(jax.random.PRNGKey(EVAL_SEED))
-    x0 = jax.random.normal(k_x0, x1.shape, x1.dtype)
+    k_x0, k_ot, k_loss = jax.random.split(jax.random.PRNGKey(EVAL_SEED), 3)
+    # Pairs as in training: the test set coupled in groups of the training batch size.
+    pairs = _chunked(lambda b: self.couple(jax.random.fold_in(k_ot, b[2][0]), b[0], b[1]),
+                     (jax.random.normal(k_x0, x1.shape, x1.dtype), x1, jnp.arange(n)),
+                     n, self.budget.batch_size)
 
     def loss_at(t):
       rows = lambda b: self.cfm_loss(params, b[0], b[1], jnp.full(b[0].shape[:1], t),
                                      jax.random.fold_in(k_loss, b[2][0]))
-      return _chunked(rows, (x0, x1, jnp.arange(n)), n, self.chunk)
+      return _chunked(rows, (*pairs, jnp.arange(n)), n, self.chunk)
 
     times = (jnp.arange(self.eval_times, dtype=jnp.float32) + 0.5) / self.eval_times
     out = {"test_loss": jnp.mean(jax.lax.map(loss_at, times))}
@@ -292,6 +311,7 @@ class FlowMatching:
 def build(config, layout) -> FlowMatching:
   del layout
   m = config.model
+  budget = training.Budget.from_config(m)
   net = m.unet if m.network == "unet" else m.mlp
   net_kwargs = tuple((k, tuple(v) if isinstance(v, (list, tuple)) else v)
                      for k, v in sorted(net.to_dict().items()))
@@ -301,7 +321,9 @@ def build(config, layout) -> FlowMatching:
       solver=Solver(name=m.solver, steps=m.ode_steps, rtol=m.rtol, atol=m.atol,
                     max_steps=m.ode_max_steps),
       temperature=m.temperature, exact_nll=m.exact_nll, eval_times=m.eval_times,
-      chunk=m.sample_batch_size, budget=training.Budget.from_config(m))
+      chunk=m.sample_batch_size, budget=budget,
+      initial_budget=(dataclasses.replace(budget, steps=m.initial_steps, epochs=0.0)
+                      if m.get("initial_steps", 0) else None))
 
 
 def check_config(config) -> str | None:
@@ -327,4 +349,9 @@ def check_config(config) -> str | None:
           and m.sample_batch_size >= 1):
     return ("model.temperature, model.eval_times and model.sample_batch_size must be "
             "positive and model.sigma_min non-negative.")
+  if m.get("initial_steps", 0) < 0:
+    return f"model.initial_steps must be >= 0 (0: as later generations), got {m.initial_steps}."
+  if m.get("initial_steps", 0) and config.train_from != "previous":
+    return ("model.initial_steps (a longer generation 0 that later generations fine-tune) "
+            "needs train_from = 'previous'.")
   return training.check_budget(m)
