@@ -114,7 +114,7 @@ def _flow_model(network: str, net: dict, **fields) -> ml_collections.ConfigDict:
       "solver": "dopri5", "ode_steps": 100, "rtol": 1e-5, "atol": 1e-5,
       "ode_max_steps": 4096, "temperature": 1.0, "exact_nll": False, "eval_times": 8,
       "sample_batch_size": 500, "batch_size": 128, "steps": 0, "epochs": 0.0,
-      "learning_rate": 2e-4, "ema_decay": 0.9999, "grad_clip": 1.0})
+      "initial_steps": 0, "learning_rate": 2e-4, "ema_decay": 0.9999, "grad_clip": 1.0})
   m.update(fields)
   return m
 
