@@ -12,6 +12,7 @@ import json
 import logging as pylogging
 import pathlib
 import shutil
+import sys
 import time
 
 import jax
@@ -33,6 +34,19 @@ CONTINUABLE = ("num_generations", "generations_per_chunk", "mesh")
 
 class NonFiniteError(RuntimeError):
   """A generation produced non-finite metrics; earlier generations are checkpointed."""
+
+
+def run_or_exit(fn, *args, **kwargs):
+  """``fn(*args, **kwargs)`` for a launcher: a user's mistake becomes one sentence on stderr
+  and exit 2 (a run that went non-finite: exit 1), never a traceback."""
+  try:
+    return fn(*args, **kwargs)
+  except (validate.ConfigError, checkpoint.CheckpointError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except NonFiniteError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
 
 
 def configure_logging() -> None:

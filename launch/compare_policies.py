@@ -12,7 +12,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from collapse_jax import checkpoint, experiment, validate
+from collapse_jax import experiment
 from collapse_jax.report import compare
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].")
@@ -28,18 +28,12 @@ def main(argv):
     sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}.")
   experiment.configure_logging()
   root = pathlib.Path(_WORKDIR.value)
-  try:
-    for policy in _POLICIES.value:
-      config = _CONFIG.value.copy_and_resolve_references()
-      config.policy.name = policy
-      experiment.train_and_evaluate(config, root / policy, overwrite=_OVERWRITE.value)
-  except (validate.ConfigError, checkpoint.CheckpointError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  except experiment.NonFiniteError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-  png, table = compare.compare([root / p for p in _POLICIES.value], root)
+  for policy in _POLICIES.value:
+    config = _CONFIG.value.copy_and_resolve_references()
+    config.policy.name = policy
+    experiment.run_or_exit(experiment.train_and_evaluate, config, root / policy,
+                           overwrite=_OVERWRITE.value)
+  png, table = experiment.run_or_exit(compare.compare, [root / p for p in _POLICIES.value], root)
   print(table)
   print(f"Wrote {png}, {root / 'comparison.md'} and per-policy sample grids.")
 

@@ -8,7 +8,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from collapse_jax import checkpoint, experiment, validate
+from collapse_jax import experiment
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
                                           lock_config=True)
@@ -21,14 +21,8 @@ def main(argv):
   if len(argv) > 1:
     sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}.")
   experiment.configure_logging()
-  try:
-    experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
-  except (validate.ConfigError, checkpoint.CheckpointError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  except experiment.NonFiniteError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  experiment.run_or_exit(experiment.train_and_evaluate, _CONFIG.value, _WORKDIR.value,
+                         overwrite=_OVERWRITE.value)
 
 
 if __name__ == "__main__":

@@ -55,9 +55,11 @@ def test_vmapped_seeds_equal_single_runs(name):
 
   def run(seed, num_seeds):
     roots = rng.seed_keys(seed, num_seeds)
-    compiled = CompiledLoop(experiment.build_loop(config, layout), make_mesh(1), (), roots)
-    carry = compiled.init((), roots)
-    return jax.device_get(compiled.run((), carry, np.arange(config.num_generations))[1])
+    loop = experiment.build_loop(config, layout)
+    consts = loop.source.consts()
+    compiled = CompiledLoop(loop, make_mesh(1), consts, roots)
+    carry = compiled.init(consts, roots)
+    return jax.device_get(compiled.run(consts, carry, np.arange(config.num_generations))[1])
 
   metrics, states = run(0, 3)
   for s in range(3):

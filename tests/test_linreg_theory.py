@@ -11,13 +11,21 @@ from collapse_jax import rng, validate
 from conftest import load_config
 
 
+def _run(config):
+  """Per-generation metrics ``{name: [seeds, generations]}`` of ``config`` on one device."""
+  layout = validate.policy_of(config).layout(config.num_generations)
+  loop = build_loop(config, layout)
+  consts, roots = loop.source.consts(), rng.seed_keys(0, config.num_seeds)
+  compiled = CompiledLoop(loop, make_mesh(1), consts, roots)
+  carry = compiled.init(consts, roots)
+  return compiled.run(consts, carry, np.arange(config.num_generations))[1][0]
+
+
 @pytest.mark.parametrize("policy", ["replace", "accumulate"])
 def test_monte_carlo_matches_closed_form_within_5_percent(policy):
   config = load_config(f"linreg_{policy}", None)  # d=10, T=100, sigma2=1
   config.num_seeds, config.num_generations = 1000, 10
-  layout = validate.policy_of(config).layout(10)
-  compiled = CompiledLoop(build_loop(config, layout), make_mesh(1), (), rng.seed_keys(0, 1000))
-  _, (metrics, _) = compiled.run((), compiled.init((), rng.seed_keys(0, 1000)), np.arange(10))
+  metrics = _run(config)
   measured = np.asarray(metrics["test_error"]).mean(0)
   expected = theory.linreg_test_error(policy, np.arange(10), sigma2=1.0, dim=10, num_rows=100)
   np.testing.assert_allclose(measured, expected, rtol=0.05)
@@ -33,9 +41,7 @@ def test_subsample_is_bounded_and_above_accumulate():
   for policy in ("accumulate", "accumulate_subsample", "replace"):
     config = load_config(f"linreg_{policy}", None)
     config.num_seeds, config.num_generations = 300, 10
-    layout = validate.policy_of(config).layout(10)
-    compiled = CompiledLoop(build_loop(config, layout), make_mesh(1), (), rng.seed_keys(0, 300))
-    _, (metrics, _) = compiled.run((), compiled.init((), rng.seed_keys(0, 300)), np.arange(10))
+    metrics = _run(config)
     curves[policy] = np.asarray(metrics["test_error"]).mean(0)
   assert np.all(curves["accumulate_subsample"][1:] > curves["accumulate"][1:])
   assert curves["accumulate_subsample"][-1] < 0.5 * curves["replace"][-1]

@@ -262,12 +262,8 @@ class FlowMatching:
     return self.cfm_loss(params, x0, x1, t, k_loss, train=True)
 
   def fit(self, state, view: TrainView, task: Task, key):
-    train = lambda budget: lambda s: training.train(s, view, key, self.loss, budget)
-    if self.initial_budget is None:
-      return train(self.budget)(state)
-    # view.generation is the same for every seed, so this stays a branch under vmap.
-    return jax.lax.cond(view.generation == 0, train(self.initial_budget), train(self.budget),
-                        state)
+    return training.train_generation(state, view, key, self.loss, self.budget,
+                                     self.initial_budget)
 
   def sample(self, state, task: Task, key, n: int):
     params = state["ema"]

@@ -70,6 +70,20 @@ def train(state: dict, view: TrainView, key: jax.Array, loss_fn: LossFn,
   return jax.lax.fori_loop(0, budget.num_steps(view), one_step, state)
 
 
+def train_generation(state: dict, view: TrainView, key: jax.Array, loss_fn: LossFn,
+                     budget: Budget, initial_budget: Budget | None = None) -> dict:
+  """One generation's training: ``initial_budget`` at generation 0 when given.
+
+  Bertrand et al. fine-tune models that were already fully trained, so generation 0 of a
+  ``train_from="previous"`` run trains for much longer than each later generation.
+  """
+  run = lambda b: lambda s: train(s, view, key, loss_fn, b)
+  if initial_budget is None:
+    return run(budget)(state)
+  # view.generation is the same for every seed, so this stays a branch under vmap.
+  return jax.lax.cond(view.generation == 0, run(initial_budget), run(budget), state)
+
+
 def check_budget(model) -> str | None:
   """One sentence if ``model``'s training budget is unusable, else None."""
   if bool(model.get("steps", 0)) == bool(model.get("epochs", 0.0)):
