@@ -30,17 +30,17 @@ class ImageQuality:
     self.workdir = workdir
     real = np.asarray(consts["test"])
     train, labels = loop.source.labelled_train()
-    self.spaces = {}  # name -> (feature fn, real features)
+    self.spaces = {}  # name -> (feature fn, real features, their (mean, covariance))
     if labels is not None:
       fn, accuracy = classifier.load_or_train(workdir / "feature_classifier.npz", train, labels,
                                               config.seed, config.metrics.classifier_steps)
       logging.info("Feature classifier: training accuracy %.3f.", accuracy)
-      self.spaces["classifier"] = (fn, self._features(fn, real))
+      self._add_space("classifier", fn, self._features(fn, real))
     else:
       logging.warning("The dataset has no labels: no classifier feature space.")
     fid = inception.FidFeatureExtractor.from_env(config.metrics.get("inception_weights"))
     if fid.available:
-      self.spaces["inception"] = (fid, fid(real))
+      self._add_space("inception", fid, fid(real))
     else:
       logging.warning("FID unavailable: %s", fid.reason)
 
@@ -49,6 +49,10 @@ class ImageQuality:
                                self.num_samples)["image"]
 
     self._draw = jax.jit(jax.vmap(draw, in_axes=(0, 0, 0, None)))
+
+  def _add_space(self, name, fn, real_features: np.ndarray) -> None:
+    # The real side never changes: its statistics are computed once, not per generation.
+    self.spaces[name] = (fn, real_features, frechet.feature_statistics(real_features))
 
   @staticmethod
   def _features(fn, images: np.ndarray, batch: int = 500) -> np.ndarray:
@@ -63,8 +67,7 @@ class ImageQuality:
     samples = np.asarray(self._draw(states, tasks, roots, generation))
     grids.save_grid(samples[0, :64], self.workdir / "samples" / f"generation_{generation:03d}.png")
     out = {}
-    for name, (fn, real) in self.spaces.items():
-      stats_real = frechet.feature_statistics(real)
+    for name, (fn, real, stats_real) in self.spaces.items():
       per_seed = []
       for s in range(samples.shape[0]):
         fake = self._features(fn, samples[s])
