@@ -36,7 +36,8 @@ def linreg(policy: str, arg: str | None) -> ml_collections.ConfigDict:
   c.num_generations = 10
   c.model = ml_collections.ConfigDict({"name": "linreg"})
   c.data = ml_collections.ConfigDict(
-      {"source": "linear", "dim": 10, "num_rows": 100, "sigma2": 1.0, "n_test": 1000})
+      {"source": "linear", "dim": 10, "num_rows": 100, "sigma2": 1.0, "n_test": 1000,
+       "max_dim": 0})  # max_dim: compiled width (0 = dim); see collapse_jax/data/linear.py
   c.n_real = c.n_synth = c.data.num_rows
   if arg == "smoke":
     c.num_seeds, c.num_generations = 4, 3

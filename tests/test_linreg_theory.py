@@ -45,3 +45,24 @@ def test_subsample_is_bounded_and_above_accumulate():
     curves[policy] = np.asarray(metrics["test_error"]).mean(0)
   assert np.all(curves["accumulate_subsample"][1:] > curves["accumulate"][1:])
   assert curves["accumulate_subsample"][-1] < 0.5 * curves["replace"][-1]
+
+
+@pytest.mark.parametrize("policy", ["replace", "accumulate_subsample"])
+def test_padded_dimension_fits_the_unpadded_problem(policy):
+  """data.max_dim > dim (a sweep's shared program): the padded weights are exactly zero and
+  the first d equal OLS on the design's first d columns."""
+  config = load_config(f"linreg_{policy}", None)
+  config.num_seeds, config.num_generations = 2, 2
+  config.data.dim, config.data.max_dim = 3, 8
+  layout = validate.policy_of(config).layout(config.num_generations)
+  loop = build_loop(config, layout)
+  consts, roots = loop.source.consts(), rng.seed_keys(0, config.num_seeds)
+  compiled = CompiledLoop(loop, make_mesh(1), consts, roots)
+  carry = compiled.init(consts, roots)
+  design = np.asarray(carry.task.aux["design"])             # [S, T, max_dim]
+  labels = np.asarray(carry.pool.data["y"])[:, :config.data.num_rows]
+  w = np.asarray(compiled.run(consts, carry, np.arange(2))[1][1]["w"])  # [S, G, max_dim]
+  assert np.all(design[:, :, 3:] == 0) and np.all(w[:, :, 3:] == 0)
+  for s in range(config.num_seeds):  # generation 0 trains on the real labels
+    ols = np.linalg.lstsq(design[s, :, :3], labels[s], rcond=None)[0]
+    np.testing.assert_allclose(w[s, 0, :3], ols, rtol=1e-4, atol=1e-5)

@@ -6,8 +6,11 @@ A training row is just its label ``{"y": []}``: row i of any block is design row
 so the pool never stores the design (100 seeds x 101 blocks x 1000 x 100 floats would not fit).
 The test set is ``n_test`` noiseless points with isotropic inputs.
 
-sigma2 is a runtime input (in ``consts``), not a compile-time constant: a sweep over noise
-levels reuses one compiled program per shape.
+sigma2 and d are runtime inputs (in ``consts``), not compile-time constants: a sweep over
+noise levels and dimensions reuses one compiled program per ``(T, max_dim)``. The arrays
+are ``max_dim`` wide; the columns from d on are zero in the design and in w*, and the Gram
+factor has 1 on their diagonal, so the fit's weights there are exactly zero. With
+max_dim = d (the default) nothing is padded.
 """
 from __future__ import annotations
 
@@ -33,23 +36,27 @@ def fixed_design_labels(design: jax.Array, w: jax.Array, sigma2: jax.Array, key:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LinearSource:
   dim: int
+  max_dim: int    # compiled width, >= dim
   num_rows: int   # T
   sigma2: float
   n_test: int
   num_train = None
 
   def consts(self):
-    return {"sigma2": np.float32(self.sigma2)}
+    return {"sigma2": np.float32(self.sigma2), "dim": np.int32(self.dim)}
 
   def task(self, consts, key: jax.Array) -> Task:
     kx, kw, kt = jax.random.split(key, 3)
-    design = jax.random.normal(kx, (self.num_rows, self.dim))
-    w_star = jax.random.normal(kw, (self.dim,))
-    x_test = jax.random.normal(kt, (self.n_test, self.dim))
+    active = jnp.arange(self.max_dim) < consts["dim"]
+    design = jnp.where(active, jax.random.normal(kx, (self.num_rows, self.max_dim)), 0.0)
+    w_star = jnp.where(active, jax.random.normal(kw, (self.max_dim,)), 0.0)
+    x_test = jax.random.normal(kt, (self.n_test, self.max_dim))
+    padding = jnp.diag(jnp.where(active, 0.0, 1.0))  # identity on the padded columns
     return Task(test={"x": x_test, "y": x_test @ w_star},
                 aux={"design": design, "w_star": w_star, "sigma2": consts["sigma2"],
+                     "padding": padding,
                      # Factor of X^T X, reused by every fit on whole blocks.
-                     "gram_chol": jnp.linalg.cholesky(design.T @ design)})
+                     "gram_chol": jnp.linalg.cholesky(design.T @ design + padding)})
 
   def real(self, consts, task: Task, key: jax.Array, block: jax.Array, n: int):
     del block  # fresh labels come from the key, which differs per block
@@ -58,7 +65,7 @@ class LinearSource:
 
 
 def build(data) -> LinearSource:
-  return LinearSource(dim=data.dim, num_rows=data.num_rows, sigma2=data.sigma2,
+  return LinearSource(dim=data.dim, max_dim=data.get("max_dim") or data.dim, num_rows=data.num_rows, sigma2=data.sigma2,
                       n_test=data.n_test)
 
 
@@ -67,6 +74,8 @@ def check_config(config) -> str | None:
   d, t = config.data.dim, config.data.num_rows
   if t <= d + 1:
     return f"Linear regression needs num_rows T > dim d + 1, got T={t}, d={d}."
+  if (config.data.get("max_dim") or d) < d:
+    return f"data.max_dim ({config.data.max_dim}) must be at least data.dim ({d})."
   if config.n_real != t:
     return f"Linear regression trains on the fixed design: n_real must equal num_rows ({t})."
   from collapse_jax.validate import policy_of  # late: validate imports every source

@@ -65,22 +65,25 @@ def _real_plus_latest_synthetic(pool: DataPool, g: jax.Array, key: jax.Array) ->
 def uniform_subset(key: jax.Array, m: jax.Array, n: int, capacity: int) -> jax.Array:
   """``[capacity]`` int32 indicator of a uniform n-subset of rows ``[0, m)`` (all if m <= n).
 
-  Cost O(n log n), not O(capacity): the first k distinct values of an i.i.d. uniform
-  sequence form a uniform k-subset. We draw 4n + 64 values and pick k = min(n, m - n)
-  distinct ones, taking the complement when m < 2n so that k <= m / 2 always; the draws
-  then hold k distinct values unless an event many standard deviations out occurs.
+  Cost O(n) draws plus two O(capacity) passes, no sort: the first k distinct values of an
+  i.i.d. uniform sequence form a uniform k-subset. We draw 4n + 64 values and pick
+  k = min(n, m - n) distinct ones, taking the complement when m < 2n so that k <= m / 2
+  always; the draws then hold k distinct values unless an event many standard deviations
+  out occurs. Draw j is a first occurrence iff it is the smallest position holding its
+  value, found by one scatter-min (exact, order-free) instead of a sort.
   """
   draws = jax.random.randint(key, (4 * n + 64,), 0, jnp.maximum(m, 1))
-  order = jnp.argsort(draws, stable=True)
-  sorted_draws = draws[order]
-  first_sorted = jnp.concatenate([jnp.ones((1,), bool), sorted_draws[1:] != sorted_draws[:-1]])
-  first = jnp.zeros_like(first_sorted).at[order].set(first_sorted)
+  position = jnp.arange(draws.shape[0], dtype=jnp.int32)
+  first_at = jnp.full((capacity,), draws.shape[0], jnp.int32).at[draws].min(position)
+  first = first_at[draws] == position
   complement = m < 2 * n
   k = jnp.where(complement, m - n, n)
   chosen = first & (jnp.cumsum(first) <= k)
-  picked = jnp.zeros((capacity,), jnp.int32).at[draws].add(chosen.astype(jnp.int32))
-  prefix = (jnp.arange(capacity) < m).astype(jnp.int32)
-  return jnp.where(m <= n, prefix, jnp.where(complement, prefix - picked, picked))
+  # Chosen values are distinct, so marking them in place (-1) is one scatter with no clashes.
+  picked = first_at.at[jnp.where(chosen, draws, capacity)].set(-1, mode="drop") == -1
+  prefix = jnp.arange(capacity) < m
+  return jnp.where(m <= n, prefix, jnp.where(complement, prefix & ~picked, picked)
+                   ).astype(jnp.int32)
 
 
 def _subsample(n: int) -> CountsFn:

@@ -164,15 +164,16 @@ class TrainView:
     blocked = lambda x: x[lay.n_real:lay.used].reshape(
         (lay.num_blocks, lay.block_size) + x.shape[1:])
     data, counts = jax.tree.map(blocked, data), blocked(counts)
-    used = jnp.any(counts > 0, axis=1)
     # Generation g's pool holds blocks of generations 1..g only: an accumulating pool is
     # mostly empty early on, and g (unlike a bound read off the counts) is not batched.
     end = jnp.minimum(self.generation, lay.num_blocks)
 
     def add_block(k, acc):
       take = lambda x: jax.lax.dynamic_index_in_dim(x, k, keepdims=False)
-      part = fn(jax.tree.map(take, data), take(counts))
-      return jax.tree.map(lambda a, p: jnp.where(used[k], a + p, a), acc, part)
+      block_counts = take(counts)
+      part = fn(jax.tree.map(take, data), block_counts)
+      used = jnp.any(block_counts > 0)
+      return jax.tree.map(lambda a, p: jnp.where(used, a + p, a), acc, part)
 
     return jax.lax.fori_loop(0, end, add_block, total)
 

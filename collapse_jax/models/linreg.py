@@ -46,7 +46,8 @@ class LinearRegression:
     if view.whole_blocks:
       return {"w": jsl.cho_solve((task.aux["gram_chol"], True), rhs) / c[0]}
     gram = design.T @ (c[:, None] * design)
-    gram += _RIDGE * jnp.trace(gram) / gram.shape[0] * jnp.eye(gram.shape[0])
+    active = gram.shape[0] - jnp.trace(task.aux["padding"])
+    gram += _RIDGE * jnp.trace(gram) / active * jnp.eye(gram.shape[0]) + task.aux["padding"]
     return {"w": jsl.cho_solve(jsl.cho_factor(gram), rhs)}
 
   def sample(self, state, task: Task, key, n: int):
