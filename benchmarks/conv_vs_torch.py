@@ -279,7 +279,7 @@ def jax_unet_step(model, optimizer):
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), loss
 
-  return jax.jit(step, donate_argnums=0)
+  return step
 
 
 def torch_unet_step(model, optimizer):
@@ -312,7 +312,7 @@ def jax_vae_step(enc, dec, optimizer):
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), loss
 
-  return jax.jit(step, donate_argnums=0)
+  return step
 
 
 def torch_vae_step(enc, dec, optimizer):
@@ -355,8 +355,18 @@ def time_rounds(steps: dict, warmup: int, repeats: int) -> dict:
   return times
 
 
+def in_loop(step, k):
+  """``k`` training steps per call, in a ``fori_loop`` as collapse_jax trains
+  (models/training.py). It matters on CPU: XLA:CPU's convolution gradients run far slower
+  inside a while loop than in a lone jitted step (see collapse_jax/models/layers.py)."""
+  def many(state, data, key):
+    body = lambda i, carry: step(carry[0], data, jax.random.fold_in(key, i))
+    return jax.lax.fori_loop(0, k, body, (state, jnp.zeros(())))
+  return jax.jit(many, donate_argnums=0)
+
+
 def jax_runner(step, state, data, root):
-  """Closure that runs one step on fresh state each call (state is donated)."""
+  """Closure that runs one call of ``step`` on fresh state each time (state is donated)."""
   box = {"state": state, "i": 0}
 
   def run():
@@ -374,8 +384,10 @@ def torch_runner(step, data):
   return run
 
 
-def print_table(title, times):
-  print(f"\n{title}")
+def print_table(title, times, loop_steps):
+  """Per-step times: the JAX entries ran ``loop_steps`` steps per call."""
+  times = {n: [t / (1 if n == "torch" else loop_steps) for t in ts] for n, ts in times.items()}
+  print(f"\n{title}; JAX: {loop_steps} steps per call in a fori_loop")
   torch_med = statistics.median(times["torch"])
   print(f"{'impl':<14}{'median ms':>11}{'min ms':>10}{'torch/jax':>11}")
   for name, ts in times.items():
@@ -410,6 +422,8 @@ def main(argv=None):
   parser.add_argument("--latent-dim", type=int, default=16)
   parser.add_argument("--vae-conv-channels", type=parse_ints, default=(32, 64))
   parser.add_argument("--impls", default="im2col,xla", help="JAX conv impls to time")
+  parser.add_argument("--loop-steps", type=int, default=4,
+                      help="JAX steps per call, run in a fori_loop as collapse_jax trains")
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--repeats", type=int, default=10)
   parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
@@ -458,12 +472,12 @@ def main(argv=None):
         # put torch into denormal arithmetic, which is far slower).
         load_flax_params(tnet, params["params"])
       optimizer = optax.adam(2e-4)
-      steps[impl] = jax_runner(jax_unet_step(model, optimizer),
+      steps[impl] = jax_runner(in_loop(jax_unet_step(model, optimizer), args.loop_steps),
                                (params, optimizer.init(params)), jnp.asarray(x0), root)
     tstep = torch_unet_step(tnet, torch.optim.Adam(tnet.parameters(), lr=2e-4))
     steps["torch"] = torch_runner(tstep, torch.from_numpy(x0).permute(0, 3, 1, 2).contiguous())
     print_table(f"UNet train step: batch {args.unet_batch}, {shape}, {unet_kw}",
-                time_rounds(steps, args.warmup, args.repeats))
+                time_rounds(steps, args.warmup, args.repeats), args.loop_steps)
 
   if "vae" not in args.skip:
     shape = (args.vae_size, args.vae_size, args.vae_channels)
@@ -489,13 +503,14 @@ def main(argv=None):
         load_flax_params(tenc, params["enc"]["params"])
         load_flax_params(tdec, params["dec"]["params"])
       optimizer = optax.adam(1e-3)
-      steps[impl] = jax_runner(jax_vae_step(enc, dec, optimizer),
+      steps[impl] = jax_runner(in_loop(jax_vae_step(enc, dec, optimizer), args.loop_steps),
                                (params, optimizer.init(params)), jnp.asarray(x), root)
     tparams = list(tenc.parameters()) + list(tdec.parameters())
     tstep = torch_vae_step(tenc, tdec, torch.optim.Adam(tparams, lr=1e-3))
     steps["torch"] = torch_runner(tstep, torch.from_numpy(x).permute(0, 3, 1, 2).contiguous())
     print_table(f"VAE train step: batch {args.vae_batch}, {shape}, latent {args.latent_dim}, "
-                f"channels {args.vae_conv_channels}", time_rounds(steps, args.warmup, args.repeats))
+                f"channels {args.vae_conv_channels}",
+                time_rounds(steps, args.warmup, args.repeats), args.loop_steps)
 
 
 if __name__ == "__main__":

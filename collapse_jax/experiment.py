@@ -52,10 +52,10 @@ def run_or_exit(fn, *args, **kwargs):
 def configure_logging() -> None:
   """absl INFO logging for our progress, without Orbax's per-save INFO chatter."""
   logging.set_verbosity(logging.INFO)
-  quiet = lambda r: r.levelno >= logging.WARNING or "orbax" not in r.pathname
-  # Some imports install a plain root handler before absl's: filter whichever prints.
-  for handler in [logging.get_absl_handler(), *pylogging.getLogger().handlers]:
-    handler.addFilter(quiet)
+  quiet = lambda r: r.levelno >= pylogging.WARNING or "orbax" not in r.pathname
+  # Orbax logs through absl's logger; a filter there acts before any handler (absl's own
+  # handler forwards records without applying the filters set on it).
+  pylogging.getLogger("absl").addFilter(quiet)
 
 
 def _config_dict(config) -> dict:

@@ -2,8 +2,11 @@
 
 Rows are ``{"image": [h, w, c]}`` in [-1, 1]. Likelihoods:
   bernoulli  targets (x + 1) / 2 in [0, 1], per-pixel sigmoid cross-entropy (the usual
-             MNIST VAE); samples are the decoder's mean image
-  gaussian   N(x; decoder mean, sigma^2) with one learned log sigma; samples are the mean
+             MNIST VAE)
+  gaussian   N(x; decoder mean, sigma^2) with one learned log sigma
+``decode`` picks what a sample is: "mean", the decoder's mean image (the usual VAE
+sample), or "sample", a draw from p(x | z) itself (Bernoulli pixels mapped to {-1, 1};
+mean + sigma * noise clipped to [-1, 1]), i.e. a sample of the model's full distribution.
 The test loss is the negative ELBO on held-out real images, in nats per pixel (one
 posterior sample, fixed key). ``temperature`` scales the prior noise at sampling time
 (< 1 is Alemohammad et al.'s sampling bias).
@@ -23,6 +26,7 @@ from collapse_jax.models import training
 from collapse_jax.models.vae_net import Decoder, Encoder
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+DECODES = ("mean", "sample")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -32,6 +36,7 @@ class VAE:
   channels: tuple[int, ...]
   likelihood: str
   temperature: float
+  decode: str = "mean"
   budget: training.Budget
   conv_impl: str = "auto"
 
@@ -70,9 +75,16 @@ class VAE:
     return training.train(state, view, key, self.loss, self.budget)
 
   def sample(self, state, task: Task, key, n: int):
-    z = self.temperature * jax.random.normal(key, (n, self.latent_dim))
+    k_z, k_x = jax.random.split(key)
+    z = self.temperature * jax.random.normal(k_z, (n, self.latent_dim))
     out = self.decoder.apply({"params": state["ema"]["dec"]}, z)
-    image = 2 * jax.nn.sigmoid(out) - 1 if self.likelihood == "bernoulli" else jnp.clip(out, -1, 1)
+    sample = self.decode == "sample"
+    if self.likelihood == "bernoulli":
+      p = jax.nn.sigmoid(out)
+      image = 2 * (jax.random.bernoulli(k_x, p).astype(p.dtype) if sample else p) - 1
+    else:
+      noise = jnp.exp(state["ema"]["log_sigma"]) * jax.random.normal(k_x, out.shape)
+      image = jnp.clip(out + noise if sample else out, -1, 1)
     return {"image": image}
 
   def evaluate(self, state, task: Task, key):
@@ -84,6 +96,7 @@ def build(config, layout) -> VAE:
   m = config.model
   return VAE(image_shape=images.build(config.data).image_shape, latent_dim=m.latent_dim,
              channels=tuple(m.channels), likelihood=m.likelihood, temperature=m.temperature,
+             decode=m.get("decode", "mean"),
              budget=training.Budget.from_config(m), conv_impl=m.conv_impl)
 
 
@@ -92,4 +105,6 @@ def check_config(config) -> str | None:
     return "The vae model needs data.source = 'images'."
   if config.model.likelihood not in LIKELIHOODS:
     return f"Unknown VAE likelihood {config.model.likelihood!r}; choose one of {LIKELIHOODS}."
+  if config.model.get("decode", "mean") not in DECODES:
+    return f"Unknown VAE decode {config.model.decode!r}; choose one of {DECODES}."
   return training.check_budget(config.model)
