@@ -144,6 +144,7 @@ def main():
   roots = rng.seed_keys(0, args.seeds)
   gens = np.arange(args.generations, dtype=np.int32)
   consts = {"dim": np.ones(1, np.int32), "sigma2": np.ones(1, np.float32)}
+  totals = np.zeros(2)
   for policy in POLICIES:
     for d, t in ((10, 100), (32, 316)):
       consts["dim"][0] = d
@@ -160,6 +161,9 @@ def main():
         numpy_reference(policy, d, t, 1.0, args.generations, s)
       numpy_s = (time.time() - tick) / args.baseline_seeds * args.seeds
       print(f"{policy:22s} {d:4d} {t:5d} {numpy_s:10.1f} {jax_s:8.2f} {numpy_s / jax_s:6.0f}x")
+      totals += numpy_s, jax_s
+  print(f"{'whole subset':33s} {totals[0]:10.1f} {totals[1]:8.2f} "
+        f"{totals[0] / totals[1]:6.0f}x  (target >= 30x)")
   print("\naccumulate_subsample's ceiling: its fits alone (new rows every generation)")
   for d, t in ((10, 100), (32, 316)):
     jax_s, numpy_s = fit_floor(d, t, args.seeds, args.generations)
