@@ -36,6 +36,7 @@ def _assert_refused(result, message):
     ("--config.policy.mix_lambda=-0.5", "mix_lambda must be >= 0"),
     ("--config.num_generations=0", "num_generations must be at least 1"),
     ("--config.data.num_rows=11", "num_rows T > dim d + 1"),
+    ("--config.data.max_dim=4", "data.max_dim (4) must be at least data.dim (10)"),
 ])
 def test_bad_config_is_refused_before_touching_the_workdir(tmp_path, override, message):
   workdir = tmp_path / "run"

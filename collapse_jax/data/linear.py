@@ -65,8 +65,8 @@ class LinearSource:
 
 
 def build(data) -> LinearSource:
-  return LinearSource(dim=data.dim, max_dim=data.get("max_dim") or data.dim, num_rows=data.num_rows, sigma2=data.sigma2,
-                      n_test=data.n_test)
+  return LinearSource(dim=data.dim, max_dim=data.get("max_dim") or data.dim,
+                      num_rows=data.num_rows, sigma2=data.sigma2, n_test=data.n_test)
 
 
 def check_config(config) -> str | None:
