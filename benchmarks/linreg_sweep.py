@@ -100,8 +100,10 @@ def sweep_program(policy, t, max_dim, generations, seeds):
 
 
 def run_sweep(generations, seeds):
-  """Runs every program; returns {(policy, d, T, sigma2): mean final test error}. The main thread traces programs and hands each to a
-  thread pool to compile (XLA compiles release the GIL), then runs them as they come."""
+  """Runs every program; returns {(policy, d, T, sigma2): mean final test error}.
+
+  The main thread traces programs and hands each to a thread pool to compile (XLA
+  compiles release the GIL), then runs them in the order they finish compiling."""
   roots = rng.seed_keys(0, seeds)
   gens = np.arange(generations, dtype=np.int32)
   futures = {}
