@@ -127,6 +127,9 @@ def test_tiled_computation_matches_brute_force():
   assert (tiled.precision, tiled.recall) == pytest.approx(expected)
   assert (whole.precision, whole.recall) == pytest.approx(expected)
   assert 0.0 < expected[0] < 1.0 and 0.0 < expected[1] < 1.0
+  # The real balls computed once and passed in give exactly the same answer.
+  radii = precision_recall.knn_sq_radii(real, k=3)
+  assert precision_recall.precision_recall(real, fake, k=3, real_sq_radii=radii) == whole
 
 
 def test_knn_radii_match_brute_force():

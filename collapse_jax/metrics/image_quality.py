@@ -19,8 +19,11 @@ from absl import logging
 
 from collapse_jax import rng
 from collapse_jax.metrics import classifier, frechet, inception
-from collapse_jax.metrics.precision_recall import precision_recall
+from collapse_jax.metrics.precision_recall import knn_sq_radii, precision_recall
 from collapse_jax.report import grids
+
+
+_K = 3  # Kynkaanniemi et al.'s k for precision and recall
 
 
 class ImageQuality:
@@ -30,7 +33,8 @@ class ImageQuality:
     self.workdir = workdir
     real = np.asarray(consts["test"])
     train, labels = loop.source.labelled_train()
-    self.spaces = {}  # name -> (feature fn, real features, their (mean, covariance))
+    # name -> (feature fn, real features, their (mean, covariance), their k-NN sq. radii)
+    self.spaces = {}
     if labels is not None:
       fn, accuracy = classifier.load_or_train(workdir / "feature_classifier.npz", train, labels,
                                               config.seed, config.metrics.classifier_steps)
@@ -52,7 +56,8 @@ class ImageQuality:
 
   def _add_space(self, name, fn, real_features: np.ndarray) -> None:
     # The real side never changes: its statistics are computed once, not per generation.
-    self.spaces[name] = (fn, real_features, frechet.feature_statistics(real_features))
+    self.spaces[name] = (fn, real_features, frechet.feature_statistics(real_features),
+                         knn_sq_radii(real_features, k=_K))
 
   @staticmethod
   def _features(fn, images: np.ndarray, batch: int = 500) -> np.ndarray:
@@ -67,11 +72,11 @@ class ImageQuality:
     samples = np.asarray(self._draw(states, tasks, roots, generation))
     grids.save_grid(samples[0, :64], self.workdir / "samples" / f"generation_{generation:03d}.png")
     out = {}
-    for name, (fn, real, stats_real) in self.spaces.items():
+    for name, (fn, real, stats_real, real_radii) in self.spaces.items():
       per_seed = []
       for s in range(samples.shape[0]):
         fake = self._features(fn, samples[s])
-        pr = precision_recall(real, fake, k=3)
+        pr = precision_recall(real, fake, k=_K, real_sq_radii=real_radii)
         per_seed.append((frechet.frechet_distance(*stats_real, *frechet.feature_statistics(fake)),
                          pr.precision, pr.recall))
       fd, p, r = np.array(per_seed, np.float64).T

@@ -90,38 +90,44 @@ def _as_features(features: npt.ArrayLike) -> jax.Array:
   return features
 
 
-def knn_radii(features: npt.ArrayLike, *, k: int = 3, row_batch: int = 1024,
-              col_batch: int = 8192) -> jax.Array:
-  """Distance ``[n]`` from each of ``[n, d]`` features to its k-th nearest other sample."""
+def knn_sq_radii(features: npt.ArrayLike, *, k: int = 3, row_batch: int = 1024,
+                 col_batch: int = 8192) -> jax.Array:
+  """Squared distance ``[n]`` from each of ``[n, d]`` features to its k-th nearest other
+  sample: the balls of the set's manifold. Pass a real set's to `precision_recall` to
+  compute them once for many fake sets."""
   features = _as_features(features)
   n = features.shape[0]
   if not 0 < k < n:
-    raise ValueError(f"k must be in [1, n - 1] = [1, {n - 1}], got {k}")
-  return jnp.sqrt(_knn_sq_radii(features, k=k, row_batch=min(row_batch, n),
-                                col_batch=min(col_batch, n)))
+    raise ValueError(f"k must be in [1, n - 1]; the set has n = {n}, k = {k}")
+  return _knn_sq_radii(features, k=k, row_batch=min(row_batch, n), col_batch=min(col_batch, n))
+
+
+def knn_radii(features: npt.ArrayLike, **kwargs) -> jax.Array:
+  """Distance ``[n]`` to the k-th nearest other sample (`knn_sq_radii`'s square root)."""
+  return jnp.sqrt(knn_sq_radii(features, **kwargs))
 
 
 def precision_recall(real_features: npt.ArrayLike, fake_features: npt.ArrayLike, *,
-                     k: int = 3, row_batch: int = 1024,
-                     col_batch: int = 8192) -> PrecisionRecall:
+                     k: int = 3, real_sq_radii: jax.Array | None = None,
+                     row_batch: int = 1024, col_batch: int = 8192) -> PrecisionRecall:
   """Improved precision and recall of ``[n_fake, d]`` fake against ``[n_real, d]`` real.
 
   A sample counts as inside a ball when its distance is at most the radius, as in the
-  reference implementation. ``row_batch`` x ``col_batch`` bounds the distance tile held
-  in memory (32 MiB at the defaults).
+  reference implementation. ``real_sq_radii`` (`knn_sq_radii` of the real features, same
+  k) skips recomputing the real balls. ``row_batch`` x ``col_batch`` bounds the distance
+  tile held in memory (32 MiB at the defaults).
   """
   real, fake = _as_features(real_features), _as_features(fake_features)
   chex.assert_equal_shape_suffix([real, fake], 1)
-  for name, x in (("real", real), ("fake", fake)):
-    if not 0 < k < x.shape[0]:
-      raise ValueError(f"k must be in [1, n - 1]; {name} has n = {x.shape[0]}, k = {k}")
+  batch = dict(row_batch=row_batch, col_batch=col_batch)
+  if real_sq_radii is None:
+    real_sq_radii = knn_sq_radii(real, k=k, **batch)
+  chex.assert_shape(real_sq_radii, (real.shape[0],))
+  fake_sq_radii = knn_sq_radii(fake, k=k, **batch)
 
-  def batches(rows, cols):
-    return dict(row_batch=min(row_batch, rows.shape[0]),
-                col_batch=min(col_batch, cols.shape[0]))
+  def covered(queries, support, radii):
+    return jnp.mean(_covered(queries, support, radii, row_batch=min(row_batch, len(queries)),
+                             col_batch=min(col_batch, len(support))))
 
-  real_radii = _knn_sq_radii(real, k=k, **batches(real, real))
-  fake_radii = _knn_sq_radii(fake, k=k, **batches(fake, fake))
-  precision = jnp.mean(_covered(fake, real, real_radii, **batches(fake, real)))
-  recall = jnp.mean(_covered(real, fake, fake_radii, **batches(real, fake)))
-  return PrecisionRecall(precision=float(precision), recall=float(recall))
+  return PrecisionRecall(precision=float(covered(fake, real, real_sq_radii)),
+                         recall=float(covered(real, fake, fake_sq_radii)))
