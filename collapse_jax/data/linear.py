@@ -64,8 +64,12 @@ class LinearSource:
     return {"y": fixed_design_labels(aux["design"], aux["w_star"], aux["sigma2"], key, n)}
 
 
+def _max_dim(data) -> int:
+  return data.get("max_dim") or data.dim  # 0 / absent: unpadded
+
+
 def build(data) -> LinearSource:
-  return LinearSource(dim=data.dim, max_dim=data.get("max_dim") or data.dim,
+  return LinearSource(dim=data.dim, max_dim=_max_dim(data),
                       num_rows=data.num_rows, sigma2=data.sigma2, n_test=data.n_test)
 
 
@@ -74,7 +78,7 @@ def check_config(config) -> str | None:
   d, t = config.data.dim, config.data.num_rows
   if t <= d + 1:
     return f"Linear regression needs num_rows T > dim d + 1, got T={t}, d={d}."
-  if (config.data.get("max_dim") or d) < d:
+  if _max_dim(config.data) < d:
     return f"data.max_dim ({config.data.max_dim}) must be at least data.dim ({d})."
   if config.n_real != t:
     return f"Linear regression trains on the fixed design: n_real must equal num_rows ({t})."

@@ -90,15 +90,19 @@ def _as_features(features: npt.ArrayLike) -> jax.Array:
   return features
 
 
+def _check_k(features: jax.Array, k: int, name: str) -> None:
+  if not 0 < k < features.shape[0]:
+    raise ValueError(f"k must be in [1, n - 1]; {name} has n = {features.shape[0]}, k = {k}")
+
+
 def knn_sq_radii(features: npt.ArrayLike, *, k: int = 3, row_batch: int = 1024,
                  col_batch: int = 8192) -> jax.Array:
   """Squared distance ``[n]`` from each of ``[n, d]`` features to its k-th nearest other
   sample: the balls of the set's manifold. Pass a real set's to `precision_recall` to
   compute them once for many fake sets."""
   features = _as_features(features)
+  _check_k(features, k, "the set")
   n = features.shape[0]
-  if not 0 < k < n:
-    raise ValueError(f"k must be in [1, n - 1]; the set has n = {n}, k = {k}")
   return _knn_sq_radii(features, k=k, row_batch=min(row_batch, n), col_batch=min(col_batch, n))
 
 
@@ -119,6 +123,8 @@ def precision_recall(real_features: npt.ArrayLike, fake_features: npt.ArrayLike,
   """
   real, fake = _as_features(real_features), _as_features(fake_features)
   chex.assert_equal_shape_suffix([real, fake], 1)
+  _check_k(real, k, "real")
+  _check_k(fake, k, "fake")
   batch = dict(row_batch=row_batch, col_batch=col_batch)
   if real_sq_radii is None:
     real_sq_radii = knn_sq_radii(real, k=k, **batch)
