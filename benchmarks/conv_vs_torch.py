@@ -1,4 +1,4 @@
-"""CPU training-step time of our UNet and VAE nets: JAX (im2col / XLA conv) vs PyTorch.
+"""CPU training-step time of our UNet and VAE nets: JAX (matmul / XLA conv) vs PyTorch.
 
 Builds the same networks in PyTorch (a layer-for-layer mirror of collapse_jax.models.unet
 and vae_net, checked by copying the JAX weights over and comparing outputs), then times
@@ -421,7 +421,7 @@ def main(argv=None):
   parser.add_argument("--vae-channels", type=int, default=1)
   parser.add_argument("--latent-dim", type=int, default=16)
   parser.add_argument("--vae-conv-channels", type=parse_ints, default=(32, 64))
-  parser.add_argument("--impls", default="im2col,xla", help="JAX conv impls to time")
+  parser.add_argument("--impls", default="matmul,xla", help="JAX conv impls to time")
   parser.add_argument("--loop-steps", type=int, default=4,
                       help="JAX steps per call, run in a fori_loop as collapse_jax trains")
   parser.add_argument("--warmup", type=int, default=2)

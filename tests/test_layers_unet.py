@@ -8,33 +8,49 @@ from jax.flatten_util import ravel_pytree
 import numpy as np
 import pytest
 
-from collapse_jax.models.layers import (Conv, conv_im2col, conv_xla, resolve_conv_impl,
-                                        upsample_nearest)
+from collapse_jax.models.layers import (WINOGRAD_MIN_CHANNELS, Conv, GroupNorm, conv_matmul,
+                                        conv_xla, resolve_conv_impl, upsample_nearest)
+from collapse_jax.models.winograd import conv3x3_winograd
 from collapse_jax.models.unet import UNet
 from collapse_jax.models.vae_net import Decoder, Encoder
 
 
-@pytest.mark.parametrize("kernel_size", [1, 3])
-@pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("size", [8, 7])
-def test_im2col_matches_xla_values_and_gradients(kernel_size, stride, size):
+def _assert_same_conv(conv, kernel_size, stride, size, in_channels, out_channels):
+  """`conv` and XLA's conv agree in value, input gradient and kernel gradient."""
   kx, kw, ky = jax.random.split(jax.random.PRNGKey(0), 3)
-  x = jax.random.normal(kx, (2, size, size + 1, 5))
-  kernel = jax.random.normal(kw, (kernel_size, kernel_size, 5, 6)) / 5
-  out_shape = (2, -(-size // stride), -(-(size + 1) // stride), 6)
+  x = jax.random.normal(kx, (2, size, size + 1, in_channels))
+  kernel = jax.random.normal(kw, (kernel_size, kernel_size, in_channels, out_channels))
+  kernel = kernel / np.sqrt(kernel_size ** 2 * in_channels)
+  out_shape = (2, -(-size // stride), -(-(size + 1) // stride), out_channels)
   cotangent = jax.random.normal(ky, out_shape)
 
   def value_and_grads(conv):
     out, vjp = jax.vjp(lambda x, k: conv(x, k, stride), x, kernel)
     return (out, *vjp(cotangent))
 
-  for a, b in zip(jax.jit(value_and_grads, static_argnums=0)(conv_im2col),
-                  jax.jit(value_and_grads, static_argnums=0)(conv_xla)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-  assert value_and_grads(conv_im2col)[0].shape == out_shape
+  ours = jax.jit(value_and_grads, static_argnums=0)(conv)
+  for a, b in zip(ours, jax.jit(value_and_grads, static_argnums=0)(conv_xla)):
+    # Winograd's transforms round differently: ~1e-5 of the largest entry.
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5 * float(np.abs(b).max()))
+  assert ours[0].shape == out_shape
 
 
-@pytest.mark.parametrize("impl", ["im2col", "xla"])
+@pytest.mark.parametrize("kernel_size", [1, 3])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [8, 7])
+@pytest.mark.parametrize("channels", [5, WINOGRAD_MIN_CHANNELS])
+def test_matmul_conv_matches_xla_values_and_gradients(kernel_size, stride, size, channels):
+  _assert_same_conv(conv_matmul, kernel_size, stride, size, channels, channels + 1)
+
+
+@pytest.mark.parametrize("size", [4, 6, 9])
+@pytest.mark.parametrize("channels", [(1, 3), (6, 2)])
+def test_winograd_matches_xla_at_any_size_and_width(size, channels):
+  # Sizes that are, and are not, multiples of the 4x4 output tile; any channel counts.
+  _assert_same_conv(lambda x, k, stride: conv3x3_winograd(x, k), 3, 1, size, *channels)
+
+
+@pytest.mark.parametrize("impl", ["matmul", "xla"])
 def test_conv_is_parameter_compatible_with_nn_conv(impl):
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 3))
   ours, ref = Conv(4, strides=2, impl=impl), nn.Conv(4, (3, 3), strides=2, padding="SAME")
@@ -44,13 +60,30 @@ def test_conv_is_parameter_compatible_with_nn_conv(impl):
   np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), rtol=1e-5, atol=1e-5)
 
 
+def test_group_norm_matches_flax_values_and_gradients():
+  x = 3 * jax.random.normal(jax.random.PRNGKey(0), (2, 5, 7, 12)) + 2
+  ours, ref = GroupNorm(num_groups=3), nn.GroupNorm(num_groups=3, epsilon=1e-6)
+  params = ours.init(jax.random.PRNGKey(1), x)
+  jax.tree.map(np.testing.assert_array_equal, params, ref.init(jax.random.PRNGKey(1), x))
+  params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+
+  def value_and_grads(module):
+    out, vjp = jax.vjp(lambda p, x: module.apply(p, x), params, x)
+    return out, vjp(jnp.sin(out))
+
+  for a, b in zip(jax.tree.leaves(value_and_grads(ours)), jax.tree.leaves(value_and_grads(ref))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="do not divide"):
+    GroupNorm(num_groups=5).init(jax.random.PRNGKey(1), x)
+
+
 def test_auto_impl_and_upsample():
   assert resolve_conv_impl("xla") == "xla"
-  assert resolve_conv_impl("im2col") == "im2col"
+  assert resolve_conv_impl("matmul") == "matmul"
   # Training runs in a while loop, where XLA:CPU's conv gradients are slow (layers.py).
-  assert resolve_conv_impl("auto") == ("im2col" if jax.default_backend() == "cpu" else "xla")
+  assert resolve_conv_impl("auto") == ("matmul" if jax.default_backend() == "cpu" else "xla")
   with pytest.raises(ValueError):
-    resolve_conv_impl("winograd")
+    resolve_conv_impl("im2col")
   x = jnp.arange(8.0).reshape(1, 2, 2, 2)
   up = upsample_nearest(x, (3, 4))
   assert up.shape == (1, 3, 4, 2)

@@ -4,14 +4,15 @@
 initialisers and only changes how the same function is computed, selected by `impl`:
 
 - "xla": `lax.conv_general_dilated`, XLA's native convolution.
-- "im2col": explicit patches + one matmul (see `conv_im2col`), for CPU builds of XLA whose
-  native convolution is slow.
-- "auto": "im2col" on CPU, "xla" on GPU/TPU. XLA:CPU runs a lone convolution fast
+- "matmul": the same maths as matmuls (see `conv_matmul`): Winograd F(4x4, 3x3) for wide
+  3x3 stride-1 convs, explicit patches (im2col) otherwise.
+- "auto": "matmul" on CPU, "xla" on GPU/TPU. XLA:CPU runs a lone convolution fast
   (through YNNPACK), but inside a while loop, which is where training runs
-  (`training.train` is a `fori_loop`), its convolution gradients are not: measured
-  here, a 3x3 32->64 kernel gradient took 200 ms in a loop vs 5 ms outside, and a digits
-  VAE generation 38 s with "xla" vs 1.6 s with "im2col" (matmuls are fast everywhere).
-  `resolve_conv_impl` is the one place to change that policy.
+  (`training.train` is a `fori_loop`), its convolution gradients are not: XLA:CPU brings
+  convolutions into the canonical form its fast kernels take only in the entry
+  computation, so the gradient convs of a loop body run as naive loops (measured: a 3x3
+  32->64 kernel gradient 200 ms in a loop vs 5 ms outside; a digits VAE generation 38 s
+  with "xla" vs 1.6 s with im2col). `resolve_conv_impl` is the one place for that policy.
 
 All tensors are NHWC; padding is always 'SAME' (XLA's convention: for stride 2 the extra
 padding row/column goes at the end).
@@ -25,17 +26,25 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-ConvImpl = Literal["auto", "xla", "im2col"]
+from collapse_jax.models.winograd import conv3x3_winograd
+
+ConvImpl = Literal["auto", "xla", "matmul"]
 
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
 
-def resolve_conv_impl(impl: ConvImpl) -> Literal["xla", "im2col"]:
+# Below this many input or output channels, Winograd's transforms cost more than the 4x
+# fewer multiply-adds save (measured on 2 CPU cores: a 1->32 conv step 51 ms vs 15 ms
+# with im2col; 64->32 at 28x28 79 ms vs 118 ms).
+WINOGRAD_MIN_CHANNELS = 32
+
+
+def resolve_conv_impl(impl: ConvImpl) -> Literal["xla", "matmul"]:
   """The implementation `impl` stands for on the default backend (see the module docstring)."""
   if impl == "auto":
-    return "im2col" if jax.default_backend() == "cpu" else "xla"
-  if impl not in ("xla", "im2col"):
-    raise ValueError(f"unknown conv impl {impl!r}; expected 'auto', 'xla' or 'im2col'")
+    return "matmul" if jax.default_backend() == "cpu" else "xla"
+  if impl not in ("xla", "matmul"):
+    raise ValueError(f"unknown conv impl {impl!r}; expected 'auto', 'xla' or 'matmul'")
   return impl
 
 
@@ -54,8 +63,11 @@ def conv_xla(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
       x, kernel, (stride, stride), "SAME", dimension_numbers=_DIMENSION_NUMBERS)
 
 
-def conv_im2col(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-  """'SAME' convolution as patch extraction + one matmul; same maths as `conv_xla`.
+def conv_matmul(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """'SAME' convolution built from matmuls; same maths as `conv_xla`.
+
+  1x1: one matmul. 3x3 stride 1: Winograd F(4x4, 3x3) (`winograd.py`) when both channel
+  counts reach WINOGRAD_MIN_CHANNELS, else 3-tap row patches. Otherwise: full patches.
 
   Args:
     x: [batch, height, width, in_channels].
@@ -65,11 +77,19 @@ def conv_im2col(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   Returns:
     [batch, ceil(height / stride), ceil(width / stride), out_channels].
   """
-  kh, kw, _, out_channels = kernel.shape
+  kh, kw, in_channels, out_channels = kernel.shape
   if (kh, kw) == (1, 1):
     return jnp.dot(x[:, ::stride, ::stride, :], kernel.reshape(-1, out_channels))
   if (kh, kw, stride) == (3, 3, 1):
+    if min(in_channels, out_channels) >= WINOGRAD_MIN_CHANNELS:
+      return conv3x3_winograd(x, kernel)
     return _conv3x3_rows(x, kernel)
+  return _conv_patches(x, kernel, stride)
+
+
+def _conv_patches(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """Full kh x kw patches + one matmul: [b, h, w, c] -> [b, ceil(h/s), ceil(w/s), out]."""
+  kh, kw, _, out_channels = kernel.shape
   _, height, width, _ = x.shape
   (pad_top, pad_bottom), (pad_left, pad_right) = lax.padtype_to_pads(
       (height, width), (kh, kw), (stride, stride), "SAME")
@@ -114,7 +134,7 @@ class Conv(nn.Module):
     kernel_size: 1 or 3 (square kernels).
     strides: 1 or 2.
     use_bias: add a learned bias.
-    impl: "auto" | "xla" | "im2col" (see module docstring).
+    impl: "auto" | "xla" | "matmul" (see module docstring).
     kernel_init / bias_init: as in `nn.Conv` (LeCun normal / zeros by default).
   """
   features: int
@@ -133,11 +153,47 @@ class Conv(nn.Module):
                        f"{self.kernel_size}/{self.strides}")
     k = self.kernel_size
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
-    conv = conv_im2col if resolve_conv_impl(self.impl) == "im2col" else conv_xla
+    conv = conv_matmul if resolve_conv_impl(self.impl) == "matmul" else conv_xla
     y = conv(x, kernel, self.strides)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,))
     return y
+
+
+class GroupNorm(nn.Module):
+  """GroupNorm over NHWC images, parameter-compatible with `nn.GroupNorm` (`scale`, `bias`).
+
+  Same maths as `nn.GroupNorm` (biased variance as E[x^2] - E[x]^2, clamped at 0). Why not
+  `nn.GroupNorm`: it reduces over a [b, h, w, groups, c / groups] view, which XLA:CPU runs
+  ~1.5x slower (forward + backward) than summing each channel over h, w first, as here.
+
+  Attributes:
+    num_groups: groups of channels sharing a mean and variance; must divide the channels.
+    epsilon: added to the variance.
+  """
+  num_groups: int
+  epsilon: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """[batch, h, w, c] -> [batch, h, w, c]."""
+    batch, height, width, channels = x.shape
+    if channels % self.num_groups:
+      raise ValueError(f"{self.num_groups} groups do not divide {channels} channels")
+    group_size = channels // self.num_groups
+    count = height * width * group_size
+
+    def group_mean(values):  # [b, h, w, c] -> [b, groups]
+      return values.sum(axis=(1, 2)).reshape(batch, self.num_groups, group_size).sum(-1) / count
+
+    mean = group_mean(x)
+    var = jnp.maximum(group_mean(x * x) - mean ** 2, 0.0)
+    scale = self.param("scale", nn.initializers.ones_init(), (channels,))
+    bias = self.param("bias", nn.initializers.zeros_init(), (channels,))
+    # y = x * a + d with per-(image, channel) a, d: one elementwise pass over x.
+    a = jnp.repeat(lax.rsqrt(var + self.epsilon), group_size, axis=-1) * scale
+    d = bias - jnp.repeat(mean, group_size, axis=-1) * a
+    return x * a[:, None, None, :] + d[:, None, None, :]
 
 
 def upsample_nearest(x: jax.Array, size: Sequence[int] | None = None) -> jax.Array:

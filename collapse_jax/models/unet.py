@@ -20,14 +20,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from collapse_jax.models.layers import Conv, ConvImpl, upsample_nearest
+from collapse_jax.models.layers import Conv, ConvImpl, GroupNorm, upsample_nearest
 
 _SKIP_SCALE = 1 / math.sqrt(2)
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
+def group_norm(channels: int) -> GroupNorm:
   """DDPM++'s GroupNorm: up to 32 groups of at least 4 channels (so tiny test nets work)."""
-  return nn.GroupNorm(num_groups=max(1, min(32, channels // 4)), epsilon=1e-6)
+  return GroupNorm(num_groups=max(1, min(32, channels // 4)), epsilon=1e-6)
 
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
@@ -95,7 +95,7 @@ class UNet(nn.Module):
     num_res_blocks: residual blocks per encoder level (decoder: one more).
     attn_resolutions: spatial sizes (height) at which self-attention follows each block.
     dropout: dropout rate inside residual blocks (active when `train=True`).
-    conv_impl: "auto" | "xla" | "im2col" (see layers.py).
+    conv_impl: "auto" | "xla" | "matmul" (see layers.py).
   """
   base_channels: int = 128
   channel_mult: Sequence[int] = (1, 2, 2, 2)

@@ -29,7 +29,7 @@ class Encoder(nn.Module):
   Attributes:
     latent_dim: size of z.
     channels: conv channels per level, e.g. (32, 64).
-    conv_impl: "auto" | "xla" | "im2col".
+    conv_impl: "auto" | "xla" | "matmul".
   """
   latent_dim: int
   channels: Sequence[int] = (32, 64)
@@ -54,7 +54,7 @@ class Decoder(nn.Module):
     latent_dim: size of z (checked against the input).
     out_shape: (height, width, channels) of the images.
     channels: the encoder's per-level channels, in encoder order (used reversed).
-    conv_impl: "auto" | "xla" | "im2col".
+    conv_impl: "auto" | "xla" | "matmul".
   """
   latent_dim: int
   out_shape: Sequence[int]
