@@ -67,7 +67,7 @@ def conv_matmul(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   """'SAME' convolution built from matmuls; same maths as `conv_xla`.
 
   1x1: one matmul. 3x3 stride 1: Winograd F(4x4, 3x3) (`winograd.py`) when both channel
-  counts reach WINOGRAD_MIN_CHANNELS, else 3-tap row patches. Otherwise: full patches.
+  counts reach WINOGRAD_MIN_CHANNELS, else 3-tap row patches. 3x3 stride 2: full patches.
 
   Args:
     x: [batch, height, width, in_channels].
@@ -84,22 +84,81 @@ def conv_matmul(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     if min(in_channels, out_channels) >= WINOGRAD_MIN_CHANNELS:
       return conv3x3_winograd(x, kernel)
     return _conv3x3_rows(x, kernel)
-  return _conv_patches(x, kernel, stride)
+  return _conv3x3_stride2(x, kernel)
 
 
-def _conv_patches(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-  """Full kh x kw patches + one matmul: [b, h, w, c] -> [b, ceil(h/s), ceil(w/s), out]."""
-  kh, kw, _, out_channels = kernel.shape
+def _stride2_patches(x: jax.Array) -> jax.Array:
+  """3x3 stride-2 'SAME' patches: [b, h, w, c] -> [b, ceil(h/2), ceil(w/2), 9c], taps in
+  (kh, kw, c) order, matching `kernel.reshape(-1, out)`."""
   _, height, width, _ = x.shape
-  (pad_top, pad_bottom), (pad_left, pad_right) = lax.padtype_to_pads(
-      (height, width), (kh, kw), (stride, stride), "SAME")
-  out_h, out_w = -(-height // stride), -(-width // stride)
-  xp = jnp.pad(x, ((0, 0), (pad_top, pad_bottom), (pad_left, pad_right), (0, 0)))
-  # Patches in (kh, kw, in_channels) order, matching `kernel.reshape(-1, out)`.
-  patches = jnp.concatenate(
-      [xp[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride]
-       for i in range(kh) for j in range(kw)], axis=-1)
-  return jnp.dot(patches, kernel.reshape(-1, out_channels))
+  (top, bottom), (left, right) = lax.padtype_to_pads((height, width), (3, 3), (2, 2), "SAME")
+  out_h, out_w = -(-height // 2), -(-width // 2)
+  xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+  return jnp.concatenate([xp[:, i:i + 2 * out_h - 1:2, j:j + 2 * out_w - 1:2]
+                          for i in range(3) for j in range(3)], axis=-1)
+
+
+@jax.custom_vjp
+def _conv3x3_stride2(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """3x3 stride-2 'SAME' conv, patches + one matmul: [b, h, w, c] -> [b, h', w', out].
+
+  The VJP is written by hand: autodiff of the patches sums 9 padded slices for the input
+  gradient, an elementwise expression that XLA:CPU fuses into (and recomputes in) every
+  consumer, such as transposing copies for later weight gradients (~200 ms per UNet step).
+  Here the input gradient comes from one matmul per output parity instead (see
+  `_stride2_input_grad`), whose results XLA writes once.
+  """
+  return jnp.dot(_stride2_patches(x), kernel.reshape(-1, kernel.shape[-1]))
+
+
+def _stride2_forward(x, kernel):
+  patches = _stride2_patches(x)
+  return jnp.dot(patches, kernel.reshape(-1, kernel.shape[-1])), (patches, kernel, x.shape)
+
+
+def _stride2_backward(residuals, dy):
+  patches, kernel, x_shape = residuals
+  out_channels = kernel.shape[-1]
+  dkernel = jnp.dot(patches.reshape(-1, patches.shape[-1]).T, dy.reshape(-1, out_channels))
+  return _stride2_input_grad(dy, kernel, x_shape), dkernel.reshape(kernel.shape)
+
+
+def _stride2_input_grad(dy: jax.Array, kernel: jax.Array, x_shape) -> jax.Array:
+  """dL/dx of the 3x3 stride-2 'SAME' conv: dy [b, h', w', out] -> [b, h, w, c].
+
+  Input position m = 2k + p (parity p) receives dy[k + offset] @ kernel[t]^T for each tap t
+  with 2 (k + offset) + t - pad_before = m. Per parity pair that is a small conv of dy
+  (1, 2 or 4 taps), computed as patches + matmul; the four results are interleaved.
+  """
+  batch, height, width, in_channels = x_shape
+  pads = lax.padtype_to_pads((height, width), (3, 3), (2, 2), "SAME")
+
+  def taps(parity, pad_before):  # [(kernel tap, offset into dy)] for one axis
+    return [(t, (parity + pad_before - t) // 2) for t in range(3)
+            if (parity + pad_before - t) % 2 == 0]
+
+  dyp = jnp.pad(dy, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  rows = [(height - p + 1) // 2 for p in (0, 1)]  # positions of each parity
+  cols = [(width - p + 1) // 2 for p in (0, 1)]
+  phases = []
+  for pr in (0, 1):
+    row_phases = []
+    for pc in (0, 1):
+      pairs = [(tr, orow, tc, ocol) for tr, orow in taps(pr, pads[0][0])
+               for tc, ocol in taps(pc, pads[1][0])]
+      patches = jnp.concatenate(
+          [dyp[:, 1 + orow:1 + orow + rows[pr], 1 + ocol:1 + ocol + cols[pc]]
+           for _, orow, _, ocol in pairs], axis=-1)
+      weights = jnp.concatenate([kernel[tr, tc].T for tr, _, tc, _ in pairs], axis=0)
+      phase = jnp.dot(patches, weights)  # [b, rows[pr], cols[pc], c]
+      row_phases.append(jnp.pad(phase, ((0, 0), (0, rows[0] - rows[pr]),
+                                        (0, cols[0] - cols[pc]), (0, 0))))
+    phases.append(jnp.stack(row_phases, axis=3))  # [b, rows[0], cols[0], 2, c]
+  dx = jnp.stack(phases, axis=2).reshape(batch, 2 * rows[0], 2 * cols[0], in_channels)
+  return dx[:, :height, :width]
+
+
+_conv3x3_stride2.defvjp(_stride2_forward, _stride2_backward)
 
 
 def _conv3x3_rows(x: jax.Array, kernel: jax.Array) -> jax.Array:
