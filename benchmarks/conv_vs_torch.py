@@ -4,7 +4,8 @@ Builds the same networks in PyTorch (a layer-for-layer mirror of collapse_jax.mo
 and vae_net, checked by copying the JAX weights over and comparing outputs), then times
 one training step (forward + backward + Adam) per framework. Steps of all variants are
 interleaved round by round so that load from other processes hits them alike; the table
-gives the median (and min) over rounds after warm-up.
+gives the median (and min) over rounds after warm-up, and the median of the per-round
+torch/jax ratios.
 
 Needs torch (`pip install torch==2.13.0`, the CPU build); installs nothing itself.
 
@@ -385,15 +386,18 @@ def torch_runner(step, data):
 
 
 def print_table(title, times, loop_steps):
-  """Per-step times: the JAX entries ran ``loop_steps`` steps per call."""
+  """Per-step times: the JAX entries ran ``loop_steps`` steps per call.
+
+  `torch/jax` is the median over rounds of each round's ratio: variants run interleaved
+  within a round, so pairing them cancels the drift of a shared machine's speed.
+  """
   times = {n: [t / (1 if n == "torch" else loop_steps) for t in ts] for n, ts in times.items()}
   print(f"\n{title}; JAX: {loop_steps} steps per call in a fori_loop")
-  torch_med = statistics.median(times["torch"])
   print(f"{'impl':<14}{'median ms':>11}{'min ms':>10}{'torch/jax':>11}")
   for name, ts in times.items():
-    med = statistics.median(ts)
-    ratio = "" if name == "torch" else f"{torch_med / med:10.2f}x"
-    print(f"{name:<14}{med * 1e3:11.1f}{min(ts) * 1e3:10.1f} {ratio}")
+    ratio = statistics.median(t / j for t, j in zip(times["torch"], ts))
+    ratio = "" if name == "torch" else f"{ratio:10.2f}x"
+    print(f"{name:<14}{statistics.median(ts) * 1e3:11.1f}{min(ts) * 1e3:10.1f} {ratio}")
 
 
 # One arena (XLA's worker threads would otherwise get per-thread arenas that mmap large

@@ -8,8 +8,9 @@ from jax.flatten_util import ravel_pytree
 import numpy as np
 import pytest
 
-from collapse_jax.models.layers import (WINOGRAD_MIN_CHANNELS, Conv, GroupNorm, conv_matmul,
-                                        conv_xla, resolve_conv_impl, upsample_nearest)
+from collapse_jax.models.layers import (Conv, GroupNorm, conv_xla, resolve_conv_impl,
+                                        upsample_nearest)
+from collapse_jax.models.matmul_conv import WINOGRAD_MIN_CHANNELS, conv_matmul
 from collapse_jax.models.winograd import conv3x3_winograd
 from collapse_jax.models.unet import UNet
 from collapse_jax.models.vae_net import Decoder, Encoder
