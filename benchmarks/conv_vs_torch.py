@@ -18,10 +18,14 @@ glibc serves that from new mmap()s whose ~200k page faults cost the JAX step ~0.
 """
 
 import argparse
+import collections
+import glob
 import math
 import os
+import re
 import statistics
 import sys
+import tempfile
 import time
 
 import jax
@@ -375,6 +379,30 @@ def jax_runner(step, state, data, root):
     box["i"] += 1
     jax.block_until_ready(loss)
 
+  def profile(top: int, loop_steps: int):
+    """Traces one call and prints the `top` HLO ops by time per step, each with the JAX
+    op_name (layer / primitive) it was lowered from."""
+    hlo = step.lower(box["state"], data, root).compile().as_text()
+    origin = dict(re.findall(r'%(\S+) = .*?op_name="([^"]+)"', hlo))
+    with tempfile.TemporaryDirectory() as trace_dir:
+      jax.profiler.start_trace(trace_dir)
+      run()
+      jax.profiler.stop_trace()
+      (path,) = glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)
+      trace = jax.profiler.ProfileData.from_file(path)
+    ns = collections.Counter()
+    for plane in trace.planes:
+      for line in plane.lines:
+        for event in line.events:
+          if event.name in origin:
+            ns[event.name] += event.duration_ns
+    total = sum(ns.values()) / 1e6 / loop_steps
+    print(f"top HLO ops, ms per step (all ops: {total:.1f} ms; ops overlap across threads):")
+    for name, t in ns.most_common(top):
+      op_name = re.sub(r"^jit\(\w+\)/while/body/(closed_call/)?", "", origin[name])
+      print(f"{t / 1e6 / loop_steps:8.2f}  {name[:30]:30s} {op_name[:90]}")
+
+  run.profile = profile
   return run
 
 
@@ -432,6 +460,8 @@ def main(argv=None):
   parser.add_argument("--repeats", type=int, default=10)
   parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
   parser.add_argument("--skip", default="", help="comma list of 'unet', 'vae' to skip")
+  parser.add_argument("--profile", type=int, default=0, metavar="N",
+                      help="after timing, print each JAX step's N most expensive HLO ops")
   parser.add_argument("--tuned-malloc", action="store_true",
                       help="re-exec with TUNED_MALLOC_ENV (applies to both frameworks)")
   args = parser.parse_args(argv)
@@ -482,6 +512,7 @@ def main(argv=None):
     steps["torch"] = torch_runner(tstep, torch.from_numpy(x0).permute(0, 3, 1, 2).contiguous())
     print_table(f"UNet train step: batch {args.unet_batch}, {shape}, {unet_kw}",
                 time_rounds(steps, args.warmup, args.repeats), args.loop_steps)
+    profile_jax_steps(steps, args)
 
   if "vae" not in args.skip:
     shape = (args.vae_size, args.vae_size, args.vae_channels)
@@ -515,6 +546,14 @@ def main(argv=None):
     print_table(f"VAE train step: batch {args.vae_batch}, {shape}, latent {args.latent_dim}, "
                 f"channels {args.vae_conv_channels}",
                 time_rounds(steps, args.warmup, args.repeats), args.loop_steps)
+    profile_jax_steps(steps, args)
+
+
+def profile_jax_steps(steps, args):
+  for name, run in steps.items():
+    if args.profile and name != "torch":
+      print(f"\n{name}: ", end="")
+      run.profile(args.profile, args.loop_steps)
 
 
 if __name__ == "__main__":
