@@ -5,7 +5,8 @@ nearest-neighbour upsampling.
 initialisers and only changes how the same function is computed, selected by `impl`:
 
 - "xla": `lax.conv_general_dilated`, XLA's native convolution.
-- "matmul": the same maths as matmuls with hand-written gradients (`matmul_conv.py`):
+- "matmul": the same maths as matmuls, gradients by hand where autodiff's are slow
+  (`matmul_conv.py`):
   Winograd F(4x4, 3x3) for wide 3x3 stride-1 convs, explicit patches (im2col) otherwise.
 - "auto": "matmul" on CPU, "xla" on GPU/TPU. XLA:CPU runs a lone convolution fast
   (through YNNPACK), but inside a while loop, which is where training runs
