@@ -37,8 +37,8 @@ _AT_KRON = np.kron(_AT, _AT)  # [16, 36]: (row, col) of the output tile x (k, l)
 def _combine(matrix: np.ndarray, parts: list[jax.Array]) -> list[jax.Array]:
   """[sum_i matrix[k, i] * parts[i] for each row k], zero terms left out.
 
-  Written as elementwise sums (not a dot with the constant matrix) so that XLA fuses a
-  whole transform into one loop over memory.
+  Written as elementwise sums (not a dot with the constant matrix) so that XLA fuses each
+  stage of the input transform into one pass over memory.
   """
   out = []
   for row in matrix:
