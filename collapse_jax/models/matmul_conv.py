@@ -23,18 +23,11 @@ WINOGRAD_MIN_CHANNELS = 32
 
 
 def conv_matmul(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-  """'SAME' convolution built from matmuls; same maths as `layers.conv_xla`.
+  """'SAME' convolution built from matmuls: a drop-in for `layers.conv_xla` (same
+  arguments, same [batch, ceil(h / stride), ceil(w / stride), out] result, same maths).
 
   1x1: one matmul. 3x3 stride 1: Winograd F(4x4, 3x3) (`winograd.py`) when both channel
   counts reach WINOGRAD_MIN_CHANNELS, else 3-tap row patches. 3x3 stride 2: full patches.
-
-  Args:
-    x: [batch, height, width, in_channels].
-    kernel: [kh, kw, in_channels, out_channels].
-    stride: spatial stride (same on both axes).
-
-  Returns:
-    [batch, ceil(height / stride), ceil(width / stride), out_channels].
   """
   kh, kw, in_channels, out_channels = kernel.shape
   if (kh, kw) == (1, 1):
