@@ -11,27 +11,29 @@ import pytest
 from collapse_jax.models.layers import (Conv, GroupNorm, conv_xla, resolve_conv_impl,
                                         upsample_nearest)
 from collapse_jax.models.matmul_conv import WINOGRAD_MIN_CHANNELS, conv_matmul
-from collapse_jax.models.winograd import conv3x3_winograd
+from collapse_jax.models.winograd import (_transforms, conv3x3_winograd,
+                                          upsample_conv3x3_winograd)
 from collapse_jax.models.unet import UNet
 from collapse_jax.models.vae_net import Decoder, Encoder
 
 
-def _assert_same_conv(conv, kernel_size, stride, size, in_channels, out_channels,
+def _assert_same_conv(conv, reference, kernel_size, size, in_channels, out_channels,
                       winograd=False):
-  """`conv` and XLA's conv agree in value, input gradient and kernel gradient."""
+  """conv(x, kernel) and reference(x, kernel) agree in value and both gradients."""
   kx, kw, ky = jax.random.split(jax.random.PRNGKey(0), 3)
   x = jax.random.normal(kx, (2, size, size + 1, in_channels))
   kernel = jax.random.normal(kw, (kernel_size, kernel_size, in_channels, out_channels))
   kernel = kernel / np.sqrt(kernel_size ** 2 * in_channels)
-  out_shape = (2, -(-size // stride), -(-(size + 1) // stride), out_channels)
+  out_shape = jax.eval_shape(reference, x, kernel).shape
   cotangent = jax.random.normal(ky, out_shape)
 
+  @partial(jax.jit, static_argnums=0)
   def value_and_grads(conv):
-    out, vjp = jax.vjp(lambda x, k: conv(x, k, stride), x, kernel)
+    out, vjp = jax.vjp(conv, x, kernel)
     return (out, *vjp(cotangent))
 
-  ours = jax.jit(value_and_grads, static_argnums=0)(conv)
-  for a, b in zip(ours, jax.jit(value_and_grads, static_argnums=0)(conv_xla)):
+  ours = value_and_grads(conv)
+  for a, b in zip(ours, value_and_grads(reference)):
     # Winograd's transforms round differently: ~1e-5 of the largest entry.
     atol = 2e-5 * float(np.abs(b).max()) if winograd else 1e-5
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=atol)
@@ -44,15 +46,53 @@ def _assert_same_conv(conv, kernel_size, stride, size, in_channels, out_channels
 @pytest.mark.parametrize("channels", [5, WINOGRAD_MIN_CHANNELS])
 def test_matmul_conv_matches_xla_values_and_gradients(kernel_size, stride, size, channels):
   winograd = (kernel_size, stride) == (3, 1) and channels >= WINOGRAD_MIN_CHANNELS
-  _assert_same_conv(conv_matmul, kernel_size, stride, size, channels, channels + 1, winograd)
+  _assert_same_conv(partial(conv_matmul, stride=stride), partial(conv_xla, stride=stride),
+                    kernel_size, size, channels, channels + 1, winograd)
 
 
 @pytest.mark.parametrize("size", [4, 6, 9])
 @pytest.mark.parametrize("channels", [(1, 3), (6, 2)])
 def test_winograd_matches_xla_at_any_size_and_width(size, channels):
   # Sizes that are, and are not, multiples of the 4x4 output tile; any channel counts.
-  _assert_same_conv(lambda x, k, stride: conv3x3_winograd(x, k), 3, 1, size, *channels,
+  _assert_same_conv(conv3x3_winograd, partial(conv_xla, stride=1), 3, size, *channels,
                     winograd=True)
+
+
+def _upsample_then_conv_xla(x, kernel):
+  return conv_xla(upsample_nearest(x), kernel, 1)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3])
+@pytest.mark.parametrize("channels", [5, WINOGRAD_MIN_CHANNELS])
+def test_matmul_conv_with_upsampling_matches_xla(kernel_size, channels):
+  winograd = kernel_size == 3 and channels >= WINOGRAD_MIN_CHANNELS  # the fused op
+  _assert_same_conv(partial(conv_matmul, stride=1, upsample=True), _upsample_then_conv_xla,
+                    kernel_size, 7, channels, channels + 1, winograd)
+
+
+@pytest.mark.parametrize("size", [1, 3, 4, 7, 14])
+def test_fused_upsample_conv_matches_xla_at_any_size(size):
+  # Sizes whose (size + 1) outputs per parity pick each of the F(3|4|5, 2) tiles, whole or
+  # cropped; odd channel counts.
+  _assert_same_conv(upsample_conv3x3_winograd, _upsample_then_conv_xla, 3, size, 3, 5,
+                    winograd=True)
+
+
+@pytest.mark.parametrize("m, r", [(4, 3), (3, 2), (4, 2), (5, 2)])
+def test_winograd_transforms_compute_a_correlation(m, r):
+  tf = _transforms(m, r)
+  d, g = np.random.default_rng(0).standard_normal((2, m + r - 1))
+  np.testing.assert_allclose(tf.at @ ((tf.g @ g[:r]) * (tf.bt @ d)), np.correlate(d, g[:r], "valid"),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_conv_layer_upsamples_exactly_or_with_a_crop():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, WINOGRAD_MIN_CHANNELS))
+  for size in [(8, 8), (7, 8)]:  # fused x2 in the matmul path; a crop is never fused
+    outs = [Conv(3, impl=impl).init_with_output(jax.random.PRNGKey(1), x, upsample_to=size)[0]
+            for impl in ("matmul", "xla")]
+    assert outs[0].shape == (2, *size, 3)
+    np.testing.assert_allclose(*outs, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("impl", ["matmul", "xla"])

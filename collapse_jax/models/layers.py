@@ -6,8 +6,9 @@ initialisers and only changes how the same function is computed, selected by `im
 
 - "xla": `lax.conv_general_dilated`, XLA's native convolution.
 - "matmul": the same maths as matmuls, gradients by hand where autodiff's are slow
-  (`matmul_conv.py`):
-  Winograd F(4x4, 3x3) for wide 3x3 stride-1 convs, explicit patches (im2col) otherwise.
+  (`matmul_conv.py`): Winograd F(4x4, 3x3) for wide 3x3 stride-1 convs (fused with a
+  preceding x2 upsampling, `Conv(...)(x, upsample_to=...)`), explicit patches (im2col)
+  otherwise.
 - "auto": "matmul" on CPU, "xla" on GPU/TPU. XLA:CPU runs a lone convolution fast
   (through YNNPACK), but inside a while loop, which is where training runs
   (`training.train` is a `fori_loop`), its convolution gradients are not: XLA:CPU brings
@@ -80,15 +81,25 @@ class Conv(nn.Module):
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """[batch, h, w, in] -> [batch, ceil(h / strides), ceil(w / strides), features]."""
+  def __call__(self, x: jax.Array, upsample_to: Sequence[int] | None = None) -> jax.Array:
+    """[batch, h, w, in] -> [batch, ceil(h / strides), ceil(w / strides), features].
+
+    With `upsample_to` = (height, width), x is first `upsample_nearest`-ed to that size.
+    The matmul path fuses an exact x2 upsampling into a stride-1 conv.
+    """
     if self.kernel_size not in (1, 3) or self.strides not in (1, 2):
       raise ValueError(f"Conv supports kernel 1/3 and stride 1/2, got "
                        f"{self.kernel_size}/{self.strides}")
     k = self.kernel_size
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
-    conv = conv_matmul if resolve_conv_impl(self.impl) == "matmul" else conv_xla
-    y = conv(x, kernel, self.strides)
+    matmul = resolve_conv_impl(self.impl) == "matmul"
+    if upsample_to is None:
+      y = (conv_matmul if matmul else conv_xla)(x, kernel, self.strides)
+    elif matmul and self.strides == 1 and tuple(upsample_to) == (2 * x.shape[1], 2 * x.shape[2]):
+      y = conv_matmul(x, kernel, self.strides, upsample=True)
+    else:
+      x = upsample_nearest(x, upsample_to)
+      y = (conv_matmul if matmul else conv_xla)(x, kernel, self.strides)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,))
     return y

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from collapse_jax.models.layers import Conv, ConvImpl, GroupNorm, upsample_nearest
+from collapse_jax.models.layers import Conv, ConvImpl, GroupNorm
 
 _SKIP_SCALE = 1 / math.sqrt(2)
 
@@ -146,8 +146,7 @@ class UNet(nn.Module):
       for _ in range(self.num_res_blocks + 1):
         h = res_block(jnp.concatenate([h, skips.pop()], axis=-1), level)
       if level != 0:
-        h = upsample_nearest(h, skips[-1].shape[1:3])
-        h = Conv(h.shape[-1], impl=self.conv_impl)(h)
+        h = Conv(h.shape[-1], impl=self.conv_impl)(h, upsample_to=skips[-1].shape[1:3])
     assert not skips
 
     h = nn.silu(group_norm(h.shape[-1])(h))

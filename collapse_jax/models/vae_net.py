@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from collapse_jax.models.layers import Conv, ConvImpl, upsample_nearest
+from collapse_jax.models.layers import Conv, ConvImpl
 
 
 def _bottom_size(size: int, levels: int) -> int:
@@ -72,6 +72,5 @@ class Decoder(nn.Module):
     bh, bw = sizes[-1]
     h = nn.silu(nn.Dense(bh * bw * self.channels[-1])(z)).reshape(-1, bh, bw, self.channels[-1])
     for level in reversed(range(levels)):
-      h = upsample_nearest(h, sizes[level])
-      h = nn.silu(Conv(self.channels[level], impl=self.conv_impl)(h))
+      h = nn.silu(Conv(self.channels[level], impl=self.conv_impl)(h, upsample_to=sizes[level]))
     return Conv(out_channels, impl=self.conv_impl)(h)
