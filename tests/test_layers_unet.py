@@ -50,6 +50,14 @@ def test_matmul_conv_matches_xla_values_and_gradients(kernel_size, stride, size,
                     kernel_size, size, channels, channels + 1, winograd)
 
 
+@pytest.mark.parametrize("size", [8, 7])
+@pytest.mark.parametrize("channels", [(1, 8), (5, 6), (8, 1)])
+def test_narrow_conv_matches_xla_for_each_tap_split(size, channels):
+  # 1->8: all taps in patches; 5->6: row taps on the output side; 8->1: all on the output.
+  _assert_same_conv(partial(conv_matmul, stride=1), partial(conv_xla, stride=1), 3, size,
+                    *channels)
+
+
 @pytest.mark.parametrize("size", [4, 6, 9])
 @pytest.mark.parametrize("channels", [(1, 3), (6, 2)])
 def test_winograd_matches_xla_at_any_size_and_width(size, channels):
