@@ -90,8 +90,8 @@ def test_fused_upsample_conv_matches_xla_at_any_size(size):
 def test_winograd_transforms_compute_a_correlation(m, r):
   tf = _transforms(m, r)
   d, g = np.random.default_rng(0).standard_normal((2, m + r - 1))
-  np.testing.assert_allclose(tf.at @ ((tf.g @ g[:r]) * (tf.bt @ d)), np.correlate(d, g[:r], "valid"),
-                             rtol=1e-5, atol=1e-5)
+  winograd = tf.at @ ((tf.g @ g[:r]) * (tf.bt @ d))
+  np.testing.assert_allclose(winograd, np.correlate(d, g[:r], "valid"), rtol=1e-5, atol=1e-5)
 
 
 def test_conv_layer_upsamples_exactly_or_with_a_crop():

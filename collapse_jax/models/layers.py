@@ -23,6 +23,7 @@ padding row/column goes at the end).
 """
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Literal
 
 import flax.linen as nn
@@ -92,14 +93,14 @@ class Conv(nn.Module):
                        f"{self.kernel_size}/{self.strides}")
     k = self.kernel_size
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
-    matmul = resolve_conv_impl(self.impl) == "matmul"
-    if upsample_to is None:
-      y = (conv_matmul if matmul else conv_xla)(x, kernel, self.strides)
-    elif matmul and self.strides == 1 and tuple(upsample_to) == (2 * x.shape[1], 2 * x.shape[2]):
-      y = conv_matmul(x, kernel, self.strides, upsample=True)
-    else:
-      x = upsample_nearest(x, upsample_to)
-      y = (conv_matmul if matmul else conv_xla)(x, kernel, self.strides)
+    conv = conv_matmul if resolve_conv_impl(self.impl) == "matmul" else conv_xla
+    if upsample_to is not None:
+      exact = tuple(upsample_to) == (2 * x.shape[1], 2 * x.shape[2])
+      if conv is conv_matmul and exact and self.strides == 1:
+        conv = partial(conv_matmul, upsample=True)  # x stays at low resolution
+      else:
+        x = upsample_nearest(x, upsample_to)
+    y = conv(x, kernel, self.strides)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,))
     return y

@@ -134,12 +134,17 @@ def _conv3x3_shifted(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """
   b, h, w, c = x.shape
   o = kernel.shape[-1]
-  # Kernel axes (rows, columns) whose taps are gathered into patches.
+  # (rows_in, cols_in): the kernel axes whose taps are gathered into patches.
+  def floats_moved_per_pixel(split):
+    taps_in = (3 if split[0] else 1) * (3 if split[1] else 1)
+    return taps_in * c + 9 // taps_in * o
+
   rows_in, cols_in = min([(True, True), (False, True), (False, False)],
-                         key=lambda split: (1 + 2 * split[0]) * (1 + 2 * split[1]) * c +
-                         (3 - 2 * split[0]) * (3 - 2 * split[1]) * o)
-  in_taps = [(i, j) for i in (range(3) if rows_in else [0]) for j in (range(3) if cols_in else [0])]
-  out_taps = [(i, j) for i in ([0] if rows_in else range(3)) for j in ([0] if cols_in else range(3))]
+                         key=floats_moved_per_pixel)
+  in_rows, in_cols = (range(3) if rows_in else [0]), (range(3) if cols_in else [0])
+  out_rows, out_cols = ([0] if rows_in else range(3)), ([0] if cols_in else range(3))
+  in_taps = [(i, j) for i in in_rows for j in in_cols]
+  out_taps = [(i, j) for i in out_rows for j in out_cols]
   # Block (input tap, output tap) of the weight matrix is the kernel tap they add up to.
   weights = jnp.block([[kernel[ii + io, ji + jo] for io, jo in out_taps] for ii, ji in in_taps])
   # Patches cover the output rows / columns, plus the 2 padding ones where the output side

@@ -71,7 +71,8 @@ def _transforms(m: int, r: int) -> _Transforms:
   g[:-1] = p[:, None] ** np.arange(r)[None, :] / scale[:, None]
   g[-1, -1] = 1
   coefficients = np.einsum("ij,jk->ikj", at, g).reshape(m * r, alpha)
-  targets = np.array([[float(l == i + k) for l in range(alpha)] for i in range(m) for k in range(r)])
+  targets = np.array([[float(l == i + k) for l in range(alpha)]
+                      for i in range(m) for k in range(r)])
   bt = np.linalg.lstsq(coefficients, targets, rcond=None)[0]
   bt = np.vectorize(lambda v: float(Fraction(v).limit_denominator(64)))(bt)
   np.testing.assert_allclose(coefficients @ bt, targets, atol=1e-12)
@@ -214,20 +215,21 @@ conv3x3_winograd.defvjp(_conv3x3_vjp_forward, _conv3x3_vjp_backward)
 # ---------------------------------------------------------------------------------------
 # Nearest x2 upsampling + 3x3 'SAME' convolution, F(m x m, 2x2) on the low-res input.
 
-# _TAPS[a, u, i] = 1 where tap i of the 3x3 kernel (on the upsampled image) reads window row
-# u of the 2x2 kernel (on the padded low-res image) for output rows of parity a. Output row
-# 2k (a = 0) reads upsampled rows 2k-1, 2k, 2k+1 = low-res rows k-1, k, k; row 2k+1 reads
-# k, k, k+1. Window rows of parity a start at padded row k + a.
-_TAPS = np.array([[[1, 0, 0], [0, 1, 1]],
-                  [[1, 1, 0], [0, 0, 1]]], np.float32)
+# _TAPS[p, u, i] = 1 where tap i of the 3x3 kernel (on the upsampled image) reads window row
+# u of the 2x2 kernel (on the low-res image padded by 1) for output rows of parity a; p = 1 - a
+# (parity 1 first: see `_upsample_conv_forward`). Output row 2k (a = 0) reads upsampled rows
+# 2k-1, 2k, 2k+1 = low-res rows k-1, k, k; row 2k+1 reads k, k, k+1. The window of parity a
+# starts at padded row k + a.
+_TAPS = np.array([[[1, 1, 0], [0, 0, 1]],    # a = 1
+                  [[1, 0, 0], [0, 1, 1]]],   # a = 0
+                 np.float32)
 
 
 def _parity_kernel(kernel: jax.Array) -> jax.Array:
   """The 3x3 kernel as one 2x2 kernel per output parity: [3, 3, c, o] -> [2, 2, c, 4 o],
-  output channels ordered (row parity, column parity, o) with parity 1 first."""
+  output channels ordered (row parity, column parity, o) as in `_TAPS`."""
   c, o = kernel.shape[2:]
-  taps = _TAPS[::-1]  # parity 1 first: see `_upsample_conv_forward`
-  return jnp.einsum("aui,bvj,ijco->uvcabo", taps, taps, kernel).reshape(2, 2, c, 4 * o)
+  return jnp.einsum("pui,qvj,ijco->uvcpqo", _TAPS, _TAPS, kernel).reshape(2, 2, c, 4 * o)
 
 
 def _best_tile(size: int) -> int:
@@ -279,10 +281,8 @@ def _upsample_conv_vjp_backward(residuals, dy):
   dx = _correlate(dy, _flip_transpose(pk), _best_tile(max(h, w)), h, w)[0]
   dpk = _kernel_grad(v, dy, m, 2)
   c = dpk.shape[2]
-  taps = _TAPS[::-1]
-  dkernel = jnp.einsum("aui,bvj,uvcabo->ijco", taps, taps, dpk.reshape(2, 2, c, 2, 2, o))
+  dkernel = jnp.einsum("pui,qvj,uvcpqo->ijco", _TAPS, _TAPS, dpk.reshape(2, 2, c, 2, 2, o))
   return dx, dkernel
 
 
-upsample_conv3x3_winograd.defvjp(lambda x, kernel: _upsample_conv_forward(x, kernel),
-                                 _upsample_conv_vjp_backward)
+upsample_conv3x3_winograd.defvjp(_upsample_conv_forward, _upsample_conv_vjp_backward)
