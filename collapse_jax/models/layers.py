@@ -109,9 +109,8 @@ class Conv(nn.Module):
 class GroupNorm(nn.Module):
   """GroupNorm over NHWC images, parameter-compatible with `nn.GroupNorm` (`scale`, `bias`).
 
-  Same maths as `nn.GroupNorm` (biased variance as E[x^2] - E[x]^2, clamped at 0). Why not
-  `nn.GroupNorm`: it reduces over a [b, h, w, groups, c / groups] view, which XLA:CPU runs
-  ~1.5x slower (forward + backward) than summing each channel over h, w first, as here.
+  Same maths as `nn.GroupNorm` (biased variance as E[x^2] - E[x]^2, clamped at 0), computed
+  by `group_norm` below.
 
   Attributes:
     num_groups: groups of channels sharing a mean and variance; must divide the channels.
@@ -123,23 +122,72 @@ class GroupNorm(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """[batch, h, w, c] -> [batch, h, w, c]."""
-    batch, height, width, channels = x.shape
+    channels = x.shape[-1]
     if channels % self.num_groups:
       raise ValueError(f"{self.num_groups} groups do not divide {channels} channels")
-    group_size = channels // self.num_groups
-    count = height * width * group_size
-
-    def group_mean(values):  # [b, h, w, c] -> [b, groups]
-      return values.sum(axis=(1, 2)).reshape(batch, self.num_groups, group_size).sum(-1) / count
-
-    mean = group_mean(x)
-    var = jnp.maximum(group_mean(x * x) - mean ** 2, 0.0)
     scale = self.param("scale", nn.initializers.ones_init(), (channels,))
     bias = self.param("bias", nn.initializers.zeros_init(), (channels,))
-    # y = x * a + d with per-(image, channel) a, d: one elementwise pass over x.
-    a = jnp.repeat(lax.rsqrt(var + self.epsilon), group_size, axis=-1) * scale
-    d = bias - jnp.repeat(mean, group_size, axis=-1) * a
-    return x * a[:, None, None, :] + d[:, None, None, :]
+    return group_norm(x, scale, bias, self.num_groups, self.epsilon)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, num_groups: int,
+               epsilon: float) -> jax.Array:
+  """GroupNorm of x [b, h, w, c] with per-channel scale and bias [c].
+
+  Why not `nn.GroupNorm`: it reduces over a [b, h, w, groups, c / groups] view, which
+  XLA:CPU runs ~1.5x slower (forward + backward) than summing each channel over h, w
+  first, as here. Why a hand-written VJP: autodiff's input gradient is a sum of several
+  full-size terms (through the mean, E[x^2] and the output), which XLA:CPU fuses into each
+  consumer and recomputes there; written as dx = dy * A + x * B + C with per-(image,
+  channel) A, B, C, each consumer reads two tensors (measured: UNet training step 7%
+  faster, paired over 12 rounds).
+  """
+  return _group_norm_forward(x, scale, bias, num_groups, epsilon)[0]
+
+
+def _group_norm_forward(x, scale, bias, num_groups, epsilon):
+  batch, height, width, channels = x.shape
+  group_size = channels // num_groups
+  count = height * width * group_size
+
+  def group_mean(values):  # [b, h, w, c] -> [b, groups]
+    return values.sum(axis=(1, 2)).reshape(batch, num_groups, group_size).sum(-1) / count
+
+  mean = group_mean(x)
+  var = jnp.maximum(group_mean(x * x) - mean ** 2, 0.0)
+  rstd = lax.rsqrt(var + epsilon)
+  # y = x * a + d with per-(image, channel) a, d [b, c]: one elementwise pass over x.
+  a = jnp.repeat(rstd, group_size, axis=-1) * scale
+  d = bias - jnp.repeat(mean, group_size, axis=-1) * a
+  return x * a[:, None, None, :] + d[:, None, None, :], (x, scale, mean, rstd)
+
+
+def _group_norm_backward(num_groups, epsilon, residuals, dy):
+  del epsilon  # in rstd already
+  x, scale, mean, rstd = residuals
+  batch, height, width, channels = x.shape
+  group_size = channels // num_groups
+  count = height * width * group_size
+
+  def group_sum(values):  # [b, c] -> [b, groups]
+    return values.reshape(batch, num_groups, group_size).sum(-1)
+
+  def per_channel(values):  # [b, groups] -> [b, 1, 1, c]
+    return jnp.repeat(values, group_size, axis=-1)[:, None, None, :]
+
+  # Per-(image, channel) sums over h, w of dy and of dy * xhat, xhat = (x - mean) * rstd.
+  sum_dy = dy.sum(axis=(1, 2))
+  rstd_c = jnp.repeat(rstd, group_size, axis=-1)
+  sum_dy_xhat = rstd_c * ((dy * x).sum(axis=(1, 2)) - jnp.repeat(mean, group_size, -1) * sum_dy)
+  # With g = dy * scale: dx = rstd * (g - mean_group(g) - xhat * mean_group(g * xhat)).
+  coef_x = -rstd ** 2 * group_sum(scale * sum_dy_xhat) / count        # [b, groups]
+  coef_1 = -rstd * group_sum(scale * sum_dy) / count - coef_x * mean
+  dx = dy * (rstd_c * scale)[:, None, None, :] + x * per_channel(coef_x) + per_channel(coef_1)
+  return dx, sum_dy_xhat.sum(0), sum_dy.sum(0)
+
+
+group_norm.defvjp(_group_norm_forward, _group_norm_backward)
 
 
 def upsample_nearest(x: jax.Array, size: Sequence[int] | None = None) -> jax.Array:
