@@ -6,9 +6,9 @@ initialisers and only changes how the same function is computed, selected by `im
 
 - "xla": `lax.conv_general_dilated`, XLA's native convolution.
 - "matmul": the same maths as matmuls, gradients by hand where autodiff's are slow
-  (`matmul_conv.py`): Winograd F(4x4, 3x3) for wide 3x3 stride-1 convs (fused with a
-  preceding x2 upsampling, `Conv(...)(x, upsample_to=...)`), explicit patches (im2col)
-  otherwise.
+  (`matmul_conv.py`): Winograd for wide 3x3 stride-1 convs (fused with a preceding x2
+  upsampling, `Conv(...)(x, upsample_to=...)`), patches (im2col) and shifted matmul
+  outputs otherwise.
 - "auto": "matmul" on CPU, "xla" on GPU/TPU. XLA:CPU runs a lone convolution fast
   (through YNNPACK), but inside a while loop, which is where training runs
   (`training.train` is a `fori_loop`), its convolution gradients are not: XLA:CPU brings
