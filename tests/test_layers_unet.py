@@ -70,11 +70,20 @@ def _upsample_then_conv_xla(x, kernel):
   return conv_xla(upsample_nearest(x), kernel, 1)
 
 
+def _upsampling_conv_layer(impl):
+  """conv(x, kernel) of the Conv layer after an exact x2 upsampling, in `impl`."""
+  def conv(x, kernel):
+    layer = Conv(kernel.shape[-1], kernel_size=kernel.shape[0], use_bias=False, impl=impl)
+    return layer.apply({"params": {"kernel": kernel}}, x,
+                       upsample_to=(2 * x.shape[1], 2 * x.shape[2]))
+  return conv
+
+
 @pytest.mark.parametrize("kernel_size", [1, 3])
 @pytest.mark.parametrize("channels", [5, WINOGRAD_MIN_CHANNELS])
-def test_matmul_conv_with_upsampling_matches_xla(kernel_size, channels):
+def test_conv_layer_with_upsampling_matches_xla(kernel_size, channels):
   winograd = kernel_size == 3 and channels >= WINOGRAD_MIN_CHANNELS  # the fused op
-  _assert_same_conv(partial(conv_matmul, stride=1, upsample=True), _upsample_then_conv_xla,
+  _assert_same_conv(_upsampling_conv_layer("matmul"), _upsample_then_conv_xla,
                     kernel_size, 7, channels, channels + 1, winograd)
 
 

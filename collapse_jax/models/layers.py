@@ -31,7 +31,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from collapse_jax.models.matmul_conv import conv_matmul
+from collapse_jax.models.matmul_conv import conv_matmul, uses_winograd
+from collapse_jax.models.winograd import upsample_conv3x3_winograd
 
 ConvImpl = Literal["auto", "xla", "matmul"]
 
@@ -86,7 +87,7 @@ class Conv(nn.Module):
     """[batch, h, w, in] -> [batch, ceil(h / strides), ceil(w / strides), features].
 
     With `upsample_to` = (height, width), x is first `upsample_nearest`-ed to that size.
-    The matmul path fuses an exact x2 upsampling into a stride-1 conv.
+    The matmul path fuses an exact x2 upsampling into a stride-1 Winograd conv.
     """
     if self.kernel_size not in (1, 3) or self.strides not in (1, 2):
       raise ValueError(f"Conv supports kernel 1/3 and stride 1/2, got "
@@ -94,13 +95,13 @@ class Conv(nn.Module):
     k = self.kernel_size
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
     conv = conv_matmul if resolve_conv_impl(self.impl) == "matmul" else conv_xla
-    if upsample_to is not None:
-      exact = tuple(upsample_to) == (2 * x.shape[1], 2 * x.shape[2])
-      if conv is conv_matmul and exact and self.strides == 1:
-        conv = partial(conv_matmul, upsample=True)  # x stays at low resolution
-      else:
-        x = upsample_nearest(x, upsample_to)
-    y = conv(x, kernel, self.strides)
+    if upsample_to is None:
+      y = conv(x, kernel, self.strides)
+    elif (conv is conv_matmul and self.strides == 1 and uses_winograd(kernel.shape)
+          and tuple(upsample_to) == (2 * x.shape[1], 2 * x.shape[2])):
+      y = upsample_conv3x3_winograd(x, kernel)  # x stays at low resolution
+    else:
+      y = conv(upsample_nearest(x, upsample_to), kernel, self.strides)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,))
     return y
@@ -173,18 +174,20 @@ def _group_norm_backward(num_groups, epsilon, residuals, dy):
   def group_sum(values):  # [b, c] -> [b, groups]
     return values.reshape(batch, num_groups, group_size).sum(-1)
 
-  def per_channel(values):  # [b, groups] -> [b, 1, 1, c]
-    return jnp.repeat(values, group_size, axis=-1)[:, None, None, :]
+  def per_channel(values):  # [b, groups] -> [b, c]
+    return jnp.repeat(values, group_size, axis=-1)
 
   # Per-(image, channel) sums over h, w of dy and of dy * xhat, xhat = (x - mean) * rstd.
   sum_dy = dy.sum(axis=(1, 2))
-  rstd_c = jnp.repeat(rstd, group_size, axis=-1)
-  sum_dy_xhat = rstd_c * ((dy * x).sum(axis=(1, 2)) - jnp.repeat(mean, group_size, -1) * sum_dy)
-  # With g = dy * scale: dx = rstd * (g - mean_group(g) - xhat * mean_group(g * xhat)).
+  rstd_c = per_channel(rstd)
+  sum_dy_xhat = rstd_c * ((dy * x).sum(axis=(1, 2)) - per_channel(mean) * sum_dy)
+  # With g = dy * scale: dx = rstd * (g - mean_group(g) - xhat * mean_group(g * xhat)),
+  # i.e. dx = dy * A + x * B + C with per-(image, channel) A, B, C [b, c].
   coef_x = -rstd ** 2 * group_sum(scale * sum_dy_xhat) / count        # [b, groups]
   coef_1 = -rstd * group_sum(scale * sum_dy) / count - coef_x * mean
-  dx = dy * (rstd_c * scale)[:, None, None, :] + x * per_channel(coef_x) + per_channel(coef_1)
-  return dx, sum_dy_xhat.sum(0), sum_dy.sum(0)
+  a, b, c = (v[:, None, None, :] for v in (rstd_c * scale, per_channel(coef_x),
+                                           per_channel(coef_1)))
+  return dy * a + x * b + c, sum_dy_xhat.sum(0), sum_dy.sum(0)
 
 
 group_norm.defvjp(_group_norm_forward, _group_norm_backward)

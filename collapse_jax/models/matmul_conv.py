@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from collapse_jax.models.winograd import conv3x3_winograd, upsample_conv3x3_winograd
+from collapse_jax.models.winograd import conv3x3_winograd
 
 # Below this many input or output channels, Winograd's transforms cost more than the 4x
 # fewer multiply-adds save (measured on 2 CPU cores: a 1->32 conv step 51 ms vs 15 ms
@@ -22,31 +22,29 @@ from collapse_jax.models.winograd import conv3x3_winograd, upsample_conv3x3_wino
 WINOGRAD_MIN_CHANNELS = 32
 
 
-def conv_matmul(x: jax.Array, kernel: jax.Array, stride: int,
-                upsample: bool = False) -> jax.Array:
+def uses_winograd(kernel_shape) -> bool:
+  """Whether a stride-1 conv with this [kh, kw, in, out] kernel runs by Winograd: 3x3, with
+  both channel counts at least WINOGRAD_MIN_CHANNELS. Such a conv after a nearest x2
+  upsampling runs as one op, `winograd.upsample_conv3x3_winograd` (see `layers.Conv`)."""
+  kh, kw, in_channels, out_channels = kernel_shape
+  return (kh, kw) == (3, 3) and min(in_channels, out_channels) >= WINOGRAD_MIN_CHANNELS
+
+
+def conv_matmul(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   """'SAME' convolution built from matmuls: a drop-in for `layers.conv_xla` (same
   arguments, same [batch, ceil(h / stride), ceil(w / stride), out] result, same maths).
 
-  1x1: one matmul. 3x3 stride 1: Winograd F(4x4, 3x3) (`winograd.py`) when both channel
-  counts reach WINOGRAD_MIN_CHANNELS, else patches and shifted outputs
-  (`_conv3x3_shifted`). 3x3 stride 2: full patches.
-
-  With `upsample`, x is first upsampled x2 by nearest neighbour (the conv output is
-  [batch, 2h, 2w, out]; stride must be 1). For a wide 3x3 kernel the two are one Winograd
-  op on the low-resolution input, which never writes the upsampled image.
+  1x1: one matmul. 3x3 stride 1: Winograd F(4x4, 3x3) (`winograd.py`) where
+  `uses_winograd`, else patches and shifted outputs (`_conv3x3_shifted`). 3x3 stride 2:
+  full patches.
   """
-  kh, kw, in_channels, out_channels = kernel.shape
-  wide = min(in_channels, out_channels) >= WINOGRAD_MIN_CHANNELS
-  if upsample:
-    if stride != 1:
-      raise ValueError(f"upsampling conv needs stride 1, got {stride}")
-    if (kh, kw) == (3, 3) and wide:
-      return upsample_conv3x3_winograd(x, kernel)
-    x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+  kh, kw, _, out_channels = kernel.shape
   if (kh, kw) == (1, 1):
     return jnp.dot(x[:, ::stride, ::stride, :], kernel.reshape(-1, out_channels))
   if (kh, kw, stride) == (3, 3, 1):
-    return conv3x3_winograd(x, kernel) if wide else _conv3x3_shifted(x, kernel)
+    if uses_winograd(kernel.shape):
+      return conv3x3_winograd(x, kernel)
+    return _conv3x3_shifted(x, kernel)
   return _conv3x3_stride2(x, kernel)
 
 
