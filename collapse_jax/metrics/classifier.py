@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from collapse_jax.models.layers import Conv
+from collapse_jax.nets.layers import Conv
 
 FEATURE_DIM = 128
 FeatureFn = Callable[[jax.Array], jax.Array]  # images [n, h, w, c] -> features [n, 128]

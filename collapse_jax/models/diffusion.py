@@ -45,8 +45,8 @@ from jax.scipy.special import ndtri
 from collapse_jax.data.source import Task
 from collapse_jax.loop.pool import TrainView
 from collapse_jax.models import training
-from collapse_jax.models.mlp import TimeMLP
-from collapse_jax.models.unet import UNet
+from collapse_jax.nets.mlp import TimeMLP
+from collapse_jax.nets.unet import UNet
 
 KINDS = ("ddpm", "edm")
 NETWORKS = ("unet", "mlp")

@@ -37,8 +37,8 @@ import jax.numpy as jnp
 from collapse_jax.data.source import Task
 from collapse_jax.loop.pool import TrainView
 from collapse_jax.models import training
-from collapse_jax.models.mlp import TimeMLP
-from collapse_jax.models.unet import UNet
+from collapse_jax.nets.mlp import TimeMLP
+from collapse_jax.nets.unet import UNet
 
 NETWORKS = {"images": "unet", "toy2d": "mlp"}   # data.source -> model.network
 SOLVERS = ("euler", "heun", "dopri5")

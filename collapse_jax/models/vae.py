@@ -23,7 +23,7 @@ from collapse_jax.data import images
 from collapse_jax.data.source import Task
 from collapse_jax.loop.pool import TrainView
 from collapse_jax.models import training
-from collapse_jax.models.vae_net import Decoder, Encoder
+from collapse_jax.nets.vae import Decoder, Encoder
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 DECODES = ("mean", "sample")

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from collapse_jax.models.winograd import conv3x3_winograd
+from collapse_jax.ops.winograd import conv3x3_winograd
 
 # Below this many input or output channels, Winograd's transforms cost more than the 4x
 # fewer multiply-adds save (measured on 2 CPU cores: a 1->32 conv step 51 ms vs 15 ms

@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from collapse_jax.models.matmul_conv import conv_matmul, uses_winograd
-from collapse_jax.models.winograd import upsample_conv3x3_winograd
+from collapse_jax.ops.matmul_conv import conv_matmul, uses_winograd
+from collapse_jax.ops.winograd import upsample_conv3x3_winograd
 
 ConvImpl = Literal["auto", "xla", "matmul"]
 

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from collapse_jax.models.layers import Conv, ConvImpl
+from collapse_jax.nets.layers import Conv, ConvImpl
 
 
 def _bottom_size(size: int, levels: int) -> int:

@@ -11,7 +11,7 @@ import chex
 import flax.linen as nn
 import jax
 
-from collapse_jax.models.unet import timestep_embedding
+from collapse_jax.nets.unet import timestep_embedding
 
 
 class TimeMLP(nn.Module):

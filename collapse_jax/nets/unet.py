@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from collapse_jax.models.layers import Conv, ConvImpl, GroupNorm
+from collapse_jax.nets.layers import Conv, ConvImpl, GroupNorm
 
 _SKIP_SCALE = 1 / math.sqrt(2)
 

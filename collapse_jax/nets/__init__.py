@@ -1,0 +1,1 @@
+"""Flax modules the model families use: UNet, VAE encoder/decoder, MLPs, transformer, GNNs."""

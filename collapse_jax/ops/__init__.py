@@ -1,0 +1,1 @@
+"""Backend-specific kernels behind a stable interface: the CPU matmul/Winograd convolutions."""

@@ -1,0 +1,50 @@
+"""Writes tests/golden_metrics.json: every config's ':smoke' metrics and the quick-start's
+generations 0..2 (policy accumulate), under the test suite's XLA flags.
+
+    python tools/make_golden.py [--only NAME ...]
+
+The golden-metrics test (tests/test_configs.py) compares fresh runs with this file bitwise.
+Regenerate only when a result moves on purpose, and say why in the commit.
+"""
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+import conftest  # noqa: E402  (sets the suite's XLA flags and data paths before JAX starts)
+
+from collapse_jax import experiment  # noqa: E402
+
+GOLDEN = ROOT / "tests" / "golden_metrics.json"
+QUICKSTART = "digits_vae:quickstart_g3"
+
+
+def quickstart_config():
+  """The README's main job (policy accumulate) cut to its first 3 generations."""
+  config = conftest.load_config("digits_vae", None)
+  config.num_generations = 3
+  return config
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--only", nargs="*", default=None)
+  args = parser.parse_args()
+  golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+  names = sorted(p.stem for p in conftest.CONFIGS.glob("*.py")) + [QUICKSTART]
+  for name in names:
+    if args.only and name not in args.only:
+      continue
+    config = quickstart_config() if name == QUICKSTART else conftest.load_config(name)
+    with tempfile.TemporaryDirectory() as tmp:
+      golden[name] = experiment.train_and_evaluate(config, tmp)
+    print(name, "done", flush=True)
+  GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+  main()
