@@ -1,7 +1,7 @@
 """CPU training-step time of our UNet and VAE nets: JAX (matmul / XLA conv) vs PyTorch.
 
-Builds the same networks in PyTorch (a layer-for-layer mirror of collapse_jax.models.unet
-and vae_net, checked by copying the JAX weights over and comparing outputs), then times
+Builds the same networks in PyTorch (a layer-for-layer mirror of collapse_jax.nets.unet
+and nets.vae, checked by copying the JAX weights over and comparing outputs), then times
 one training step (forward + backward + Adam) per framework. Steps of all variants are
 interleaved round by round so that load from other processes hits them alike; the table
 gives the median (and min) over rounds after warm-up, and the median of the per-round
@@ -35,8 +35,8 @@ import optax
 import torch
 import torch.nn.functional as F
 
-from collapse_jax.models.unet import UNet
-from collapse_jax.models.vae_net import Decoder, Encoder
+from collapse_jax.nets.unet import UNet
+from collapse_jax.nets.vae import Decoder, Encoder
 
 
 # ----------------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ class TorchAttnBlock(torch.nn.Module):
 
 
 class TorchUNet(torch.nn.Module):
-  """Mirror of collapse_jax.models.unet.UNet; the Flax call order fixes the names."""
+  """Mirror of collapse_jax.nets.unet.UNet; the Flax call order fixes the names."""
 
   def __init__(self, in_channels, size, base_channels, channel_mult, num_res_blocks,
                attn_resolutions, dropout):
@@ -363,7 +363,7 @@ def time_rounds(steps: dict, warmup: int, repeats: int) -> dict:
 def in_loop(step, k):
   """``k`` training steps per call, in a ``fori_loop`` as collapse_jax trains
   (models/training.py). It matters on CPU: XLA:CPU's convolution gradients run far slower
-  inside a while loop than in a lone jitted step (see collapse_jax/models/layers.py)."""
+  inside a while loop than in a lone jitted step (see collapse_jax/nets/layers.py)."""
   def many(state, data, key):
     body = lambda i, carry: step(carry[0], data, jax.random.fold_in(key, i))
     return jax.lax.fori_loop(0, k, body, (state, jnp.zeros(())))

@@ -23,7 +23,8 @@ from collapse_jax import checkpoint, rng, validate
 from collapse_jax.data import source as source_lib
 from collapse_jax.loop.generation import CompiledLoop, Loop
 from collapse_jax.loop.pool import PoolLayout
-from collapse_jax.metrics import image_quality, theory
+from collapse_jax.evals import base as evals_base
+from collapse_jax.metrics import theory
 from collapse_jax.models import base as model_base
 from collapse_jax.parallel import mesh as mesh_lib
 from collapse_jax.report import plots
@@ -80,9 +81,10 @@ def prepare_workdir(config, workdir: pathlib.Path, overwrite: bool) -> None:
 
 
 def build_loop(config, layout: PoolLayout) -> Loop:
-  return Loop(model=model_base.family(config.model.name).build(config, layout),
-              source=source_lib.source_module(config.data.source).build(config.data),
-              policy=validate.policy_of(config), layout=layout, train_from=config.train_from)
+  source = source_lib.source_module(config.data.source).build(config.data)
+  model = model_base.family(config.model.name).build(config, layout, source.row_spec)
+  return Loop(model=model, source=source, policy=validate.policy_of(config), layout=layout,
+              train_from=config.train_from)
 
 
 def _metric_rows(config, history: list[dict]) -> list[dict]:
@@ -157,9 +159,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
     (workdir / "config.json").write_text(
         json.dumps(_config_dict(config), indent=2, sort_keys=True))
 
-  quality = None
-  if config.data.source == "images" and config.metrics.num_samples:
-    quality = image_quality.ImageQuality(config, workdir, loop, consts)
+  evaluators = evals_base.build_all(
+      config, evals_base.Context(config=config, workdir=workdir, loop=loop, consts=consts))
 
   # The generation loop, one compiled scan per chunk.
   total = config.num_generations
@@ -174,8 +175,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
     for i, g in enumerate(gens):
       values = {k: np.asarray(v[:, i], np.float64) for k, v in metrics.items()}
       state = jax.tree.map(lambda x: x[:, i], states)
-      if quality is not None:
-        values |= quality(state, carry.task, carry.root, int(g))
+      for evaluator in evaluators.values():
+        values |= evaluator(state, carry.task, carry.root, int(g))
       bad = [k for k, v in values.items() if not np.all(np.isfinite(v))]
       if bad:
         _write_metrics(config, workdir, history)

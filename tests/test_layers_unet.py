@@ -8,13 +8,13 @@ from jax.flatten_util import ravel_pytree
 import numpy as np
 import pytest
 
-from collapse_jax.models.layers import (Conv, GroupNorm, conv_xla, resolve_conv_impl,
+from collapse_jax.nets.layers import (Conv, GroupNorm, conv_xla, resolve_conv_impl,
                                         upsample_nearest)
-from collapse_jax.models.matmul_conv import WINOGRAD_MIN_CHANNELS, conv_matmul
-from collapse_jax.models.winograd import (_transforms, conv3x3_winograd,
+from collapse_jax.ops.matmul_conv import WINOGRAD_MIN_CHANNELS, conv_matmul
+from collapse_jax.ops.winograd import (_transforms, conv3x3_winograd,
                                           upsample_conv3x3_winograd)
-from collapse_jax.models.unet import UNet
-from collapse_jax.models.vae_net import Decoder, Encoder
+from collapse_jax.nets.unet import UNet
+from collapse_jax.nets.vae import Decoder, Encoder
 
 
 def _assert_same_conv(conv, reference, kernel_size, size, in_channels, out_channels,

@@ -10,7 +10,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from collapse_jax.data.source import Task
+from collapse_jax.data.source import RowSpec, Task
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -19,6 +19,10 @@ class GaussianSource:
   condition: float
   n_test: int
   num_train = None
+
+  @property
+  def row_spec(self) -> RowSpec:
+    return RowSpec(fields={"x": ((self.dim,), "float32")}, data="x")
 
   def consts(self):
     return ()

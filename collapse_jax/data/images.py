@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from collapse_jax.data.source import Task
+from collapse_jax.data.source import RowSpec, Task
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DATASET_NAMES = ("digits", "mnist", "cifar10", "image_folder", "tfds")
@@ -386,8 +386,9 @@ class ImageSource:
     return len(_load_splits(self.spec, self.n_test)[0])
 
   @property
-  def image_shape(self) -> tuple[int, int, int]:
-    return tuple(_load_splits(self.spec, self.n_test)[0].shape[1:])
+  def row_spec(self) -> RowSpec:
+    shape = tuple(_load_splits(self.spec, self.n_test)[0].shape[1:])
+    return RowSpec(fields={"image": (shape, "float32")}, data="image")
 
   def labelled_train(self) -> tuple[np.ndarray, np.ndarray | None]:
     """Training images ``[n, h, w, c]`` and labels ``[n]`` (None: unlabelled dataset)."""

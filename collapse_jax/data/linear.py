@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from collapse_jax.data.source import Task
+from collapse_jax.data.source import RowSpec, Task
 
 
 def fixed_design_labels(design: jax.Array, w: jax.Array, sigma2: jax.Array, key: jax.Array,
@@ -41,6 +41,8 @@ class LinearSource:
   sigma2: float
   n_test: int
   num_train = None
+  # A row is one label of the fixed design's next draw.
+  row_spec = RowSpec(fields={"y": ((), "float32")}, data="y")
 
   def consts(self):
     return {"sigma2": np.float32(self.sigma2), "dim": np.int32(self.dim)}

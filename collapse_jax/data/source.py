@@ -1,17 +1,57 @@
-"""Real data: the `Source` contract and the per-replicate `Task` it produces.
+"""Real data: the `Source` contract, the `RowSpec` of its rows, the per-replicate `Task`.
 
 A source lives in ``collapse_jax/data/<name>.py`` and exposes ``build(data_config)``;
-``config.data.source`` picks it.
+``config.data.source`` picks it. Families never ask which source they train on: they read
+the source's `RowSpec` (which fields a row has, which one is the data, which is its mask).
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
+import dataclasses
 from typing import Any, NamedTuple, Protocol
 
 import jax
+import numpy as np
+
+from collapse_jax import registry
 
 Batch = Any
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RowSpec:
+  """What one training row of a source is.
+
+  Attributes:
+    fields: field name -> (per-row shape, dtype name), e.g. ``{"image": ((8, 8, 1),
+      "float32")}``; a batch is a dict of these with a leading example axis.
+    data: the field a generative model learns and samples ("image", "x", "tokens", ...).
+    mask: a field of the same leading shape as ``data`` marking its valid entries (1) and
+      padding (0), or None when every entry is valid; models exclude padding from noise,
+      losses and means.
+    aux: other fields a model conditions on and copies into its samples (e.g. a molecule's
+      atom types and bonds), never generated.
+  """
+  fields: dict[str, tuple[tuple[int, ...], str]]
+  data: str
+  mask: str | None = None
+
+  def __post_init__(self):
+    for name in (self.data, self.mask):
+      if name is not None and name not in self.fields:
+        raise ValueError(f"RowSpec field {name!r} is not among {sorted(self.fields)}.")
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    """Per-row shape of the data field."""
+    return self.fields[self.data][0]
+
+  @property
+  def aux(self) -> tuple[str, ...]:
+    return tuple(k for k in self.fields if k not in (self.data, self.mask))
+
+  def zeros(self, n: int) -> dict[str, np.ndarray]:
+    """A batch of ``n`` zero rows (for shapes at init)."""
+    return {k: np.zeros((n,) + s, d) for k, (s, d) in self.fields.items()}
 
 
 class Task(NamedTuple):
@@ -31,6 +71,8 @@ class Source(Protocol):
 
   # Rows available for training, or None for a generative source with no limit.
   num_train: int | None
+  # What a row holds.
+  row_spec: RowSpec
 
   def consts(self) -> Any:
     """Arrays passed once into the compiled run (not per replicate)."""
@@ -43,12 +85,8 @@ class Source(Protocol):
 
 
 def source_names() -> list[str]:
-  import collapse_jax.data as pkg
-  return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)
-                if hasattr(importlib.import_module(f"collapse_jax.data.{m.name}"), "build"))
+  return registry.names("data")
 
 
 def source_module(name: str):
-  if name not in source_names():
-    raise ValueError(f"Unknown data source {name!r}; choose one of {', '.join(source_names())}.")
-  return importlib.import_module(f"collapse_jax.data.{name}")
+  return registry.lookup("data", name, "data source")

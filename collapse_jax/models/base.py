@@ -1,18 +1,18 @@
 """The contract every model family implements, and how a family is found by name.
 
-A family lives in ``collapse_jax/models/<name>.py`` and exposes ``build(config, layout)``
-returning a `GenerativeModel`; ``config.model.name`` picks it. Adding a family touches only
+A family lives in ``collapse_jax/models/<name>.py`` and exposes ``build(config, layout, spec)``
+(``spec``: the source's `RowSpec`) returning a `GenerativeModel`, and optionally
+``check_config(config, spec) -> str | None``; ``config.model.name`` picks it. Adding a family touches only
 its module and a config.
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any, Protocol
 
 import jax
 
-from collapse_jax.data.source import Task
+from collapse_jax import registry
+from collapse_jax.data.source import RowSpec, Task
 from collapse_jax.loop.pool import Batch, PoolLayout, TrainView
 
 State = Any  # a pytree of arrays
@@ -39,13 +39,9 @@ class GenerativeModel(Protocol):
 
 
 def family_names() -> list[str]:
-  import collapse_jax.models as pkg
-  return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)
-                if hasattr(importlib.import_module(f"collapse_jax.models.{m.name}"), "build"))
+  return registry.names("models")
 
 
 def family(name: str):
   """The module of model family ``name`` (has ``build``, may have ``check_config``)."""
-  if name not in family_names():
-    raise ValueError(f"Unknown model {name!r}; choose one of {', '.join(family_names())}.")
-  return importlib.import_module(f"collapse_jax.models.{name}")
+  return registry.lookup("models", name, "model")

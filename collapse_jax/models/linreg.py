@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
 from collapse_jax.data.linear import fixed_design_labels
-from collapse_jax.data.source import Task
+from collapse_jax.data.source import RowSpec, Task
 from collapse_jax.loop.pool import TrainView
 
 # Relative ridge on X^T C X for subsamples: changes a full-rank solution by ~1e-7 (float32
@@ -60,12 +60,13 @@ class LinearRegression:
             "test_mse": jnp.mean(residual ** 2)}
 
 
-def build(config, layout) -> LinearRegression:
-  del layout
+def build(config, layout, spec: RowSpec) -> LinearRegression:
+  del layout, spec
   return LinearRegression(num_rows=config.data.num_rows)
 
 
-def check_config(config) -> str | None:
-  if config.data.source != "linear":
-    return "The linreg model needs data.source = 'linear' (its fixed design comes from there)."
+def check_config(config, spec: RowSpec) -> str | None:
+  if spec.fields != {"y": ((), "float32")}:
+    return ("The linreg model needs rows of labels 'y' over a fixed design (data.source = "
+            f"'linear'); this source's rows are {spec.fields}.")
   return None

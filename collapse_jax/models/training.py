@@ -4,6 +4,9 @@ State is a plain pytree ``{"params", "opt", "ema", "step"}``. A generation train
 budget of ``steps`` or of ``epochs`` of the current view (accumulate's view grows, so its
 step count does too); minibatches are drawn from the view on device, with replacement, by
 `TrainView.draw`. Keys fold in the global step, so a resumed run draws the same batches.
+
+The optimizer comes from the config: gradient clipping, then Adam (the default) or AdamW,
+with a constant learning rate or a linear warm-up and cosine decay over the generation.
 """
 from __future__ import annotations
 
@@ -16,8 +19,21 @@ import optax
 
 from collapse_jax.loop.pool import TrainView
 
-# loss_fn(params, batch, key) -> per-example losses [batch]; the loop reduces them.
-LossFn = Callable[[Any, Any, jax.Array], jax.Array]
+# loss_fn(params, batch, key) -> per-example losses [batch], averaged uniformly; or a pair
+# (sum, weight) of scalars, minimised as sum / weight (token-weighted cross-entropy: the
+# sum over non-pad tokens and their count).
+LossFn = Callable[[Any, Any, jax.Array], jax.Array | tuple[jax.Array, jax.Array]]
+
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("constant", "cosine")
+
+
+def mean_loss(out: jax.Array | tuple[jax.Array, jax.Array]) -> jax.Array:
+  """The scalar a `LossFn`'s output stands for."""
+  if isinstance(out, tuple):
+    total, weight = out
+    return total / jnp.maximum(weight, 1e-12)
+  return jnp.mean(out)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -28,15 +44,47 @@ class Budget:
   learning_rate: float = 2e-4
   ema_decay: float = 0.999
   grad_clip: float = 1.0
+  optimizer_name: str = "adam"     # "adam" or "adamw"
+  b1: float = 0.9
+  b2: float = 0.999
+  weight_decay: float = 0.0        # adamw only
+  schedule: str = "constant"       # "constant" or "cosine" (to 0 over a generation's steps)
+  warmup_steps: int = 0            # linear warm-up from 0 before the schedule
 
   @classmethod
   def from_config(cls, model) -> "Budget":
     return cls(batch_size=model.batch_size, steps=model.get("steps", 0),
                epochs=model.get("epochs", 0.0), learning_rate=model.learning_rate,
-               ema_decay=model.ema_decay, grad_clip=model.get("grad_clip", 1.0))
+               ema_decay=model.ema_decay, grad_clip=model.get("grad_clip", 1.0),
+               optimizer_name=model.get("optimizer", "adam"), b1=model.get("b1", 0.9),
+               b2=model.get("b2", 0.999), weight_decay=model.get("weight_decay", 0.0),
+               schedule=model.get("lr_schedule", "constant"),
+               warmup_steps=model.get("warmup_steps", 0))
+
+  def learning_rate_at(self, step: jax.Array, total: jax.Array) -> jax.Array:
+    """The learning rate at ``step`` (counted within the generation) of ``total`` steps."""
+    step = step.astype(jnp.float32)
+    warm = jnp.maximum(self.warmup_steps, 1)
+    factor = jnp.where(step < self.warmup_steps, (step + 1) / warm, 1.0)
+    if self.schedule == "cosine":
+      span = jnp.maximum(total - self.warmup_steps, 1).astype(jnp.float32)
+      done = jnp.clip((step - self.warmup_steps) / span, 0.0, 1.0)
+      factor = factor * 0.5 * (1 + jnp.cos(jnp.pi * done))
+    return self.learning_rate * factor
 
   def optimizer(self) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(self.grad_clip), optax.adam(self.learning_rate))
+    """Clip + Adam(W). A schedule scales the updates by ``learning_rate_at / learning_rate``
+    in `train`, so the optimizer state never depends on the generation's length."""
+    if self.optimizer_name == "adamw":
+      opt = optax.adamw(self.learning_rate, b1=self.b1, b2=self.b2,
+                        weight_decay=self.weight_decay)
+    else:
+      opt = optax.adam(self.learning_rate, b1=self.b1, b2=self.b2)
+    return optax.chain(optax.clip_by_global_norm(self.grad_clip), opt)
+
+  @property
+  def scheduled(self) -> bool:
+    return self.schedule != "constant" or self.warmup_steps > 0
 
   def num_steps(self, view: TrainView) -> jax.Array:
     if self.steps:
@@ -53,13 +101,19 @@ def train(state: dict, view: TrainView, key: jax.Array, loss_fn: LossFn,
           budget: Budget) -> dict:
   """Runs the generation's budget of Adam steps on minibatches of ``view``."""
   opt = budget.optimizer()
+  total = budget.num_steps(view)
+  first = state["step"]
 
   def one_step(_, s):
     k = jax.random.fold_in(key, s["step"])
     k_batch, k_loss = jax.random.split(k)
     batch = view.gather(view.draw(k_batch, budget.batch_size))
-    grads = jax.grad(lambda p: jnp.mean(loss_fn(p, batch, k_loss)))(s["params"])
+    grads = jax.grad(lambda p: mean_loss(loss_fn(p, batch, k_loss)))(s["params"])
     updates, opt_state = opt.update(grads, s["opt"], s["params"])
+    if budget.scheduled:
+      # Adam(W)'s update is linear in the learning rate, so scaling it is the schedule.
+      scale = budget.learning_rate_at(s["step"] - first, total) / budget.learning_rate
+      updates = jax.tree.map(lambda u: u * scale, updates)
     params = optax.apply_updates(s["params"], updates)
     # EMA warm-up (decay grows from 0.1 to ema_decay): a generation trained from
     # scratch is far shorter than the 1 / (1 - decay) steps a plain EMA needs.
@@ -67,7 +121,7 @@ def train(state: dict, view: TrainView, key: jax.Array, loss_fn: LossFn,
     ema = optax.incremental_update(params, s["ema"], 1 - decay)
     return {"params": params, "opt": opt_state, "ema": ema, "step": s["step"] + 1}
 
-  return jax.lax.fori_loop(0, budget.num_steps(view), one_step, state)
+  return jax.lax.fori_loop(0, total, one_step, state)
 
 
 def train_generation(state: dict, view: TrainView, key: jax.Array, loss_fn: LossFn,
@@ -90,4 +144,11 @@ def check_budget(model) -> str | None:
     return "Give the training budget as exactly one of model.steps or model.epochs (> 0)."
   if model.get("steps", 0) < 0 or model.get("epochs", 0.0) < 0 or model.batch_size < 1:
     return "model.steps, model.epochs and model.batch_size must be positive."
+  if model.get("optimizer", "adam") not in OPTIMIZERS:
+    return f"Unknown optimizer {model.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}."
+  if model.get("lr_schedule", "constant") not in SCHEDULES:
+    return (f"Unknown learning-rate schedule {model.lr_schedule!r}; choose one of "
+            f"{', '.join(SCHEDULES)}.")
+  if model.get("warmup_steps", 0) < 0 or model.get("weight_decay", 0.0) < 0:
+    return "model.warmup_steps and model.weight_decay must be >= 0."
   return None

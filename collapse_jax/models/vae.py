@@ -1,6 +1,6 @@
 """Variational autoencoder on images (Gerstgrasser et al. / Shumailov et al. on MNIST).
 
-Rows are ``{"image": [h, w, c]}`` in [-1, 1]. Likelihoods:
+Rows hold images ``[h, w, c]`` in [-1, 1] in the source's data field. Likelihoods:
   bernoulli  targets (x + 1) / 2 in [0, 1], per-pixel sigmoid cross-entropy (the usual
              MNIST VAE)
   gaussian   N(x; decoder mean, sigma^2) with one learned log sigma
@@ -19,8 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from collapse_jax.data import images
-from collapse_jax.data.source import Task
+from collapse_jax.data.source import RowSpec, Task
 from collapse_jax.loop.pool import TrainView
 from collapse_jax.models import training
 from collapse_jax.nets.vae import Decoder, Encoder
@@ -31,6 +30,7 @@ DECODES = ("mean", "sample")
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class VAE:
+  field: str                         # the rows' image field
   image_shape: tuple[int, int, int]
   latent_dim: int
   channels: tuple[int, ...]
@@ -50,7 +50,7 @@ class VAE:
 
   def init(self, key, task: Task):
     k_enc, k_dec = jax.random.split(key)
-    x = task.test["image"][:1]
+    x = task.test[self.field][:1]
     params = {"enc": self.encoder.init(k_enc, x)["params"],
               "dec": self.decoder.init(k_dec, jnp.zeros((1, self.latent_dim)))["params"],
               "log_sigma": jnp.zeros(())}
@@ -58,7 +58,7 @@ class VAE:
 
   def loss(self, params, batch, key) -> jax.Array:
     """``[batch]`` negative ELBO in nats per pixel."""
-    x = batch["image"]
+    x = batch[self.field]
     mean, logvar = self.encoder.apply({"params": params["enc"]}, x)
     z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
     out = self.decoder.apply({"params": params["dec"]}, z)
@@ -85,24 +85,25 @@ class VAE:
     else:
       noise = jnp.exp(state["ema"]["log_sigma"]) * jax.random.normal(k_x, out.shape)
       image = jnp.clip(out + noise if sample else out, -1, 1)
-    return {"image": image}
+    return {self.field: image}
 
   def evaluate(self, state, task: Task, key):
     return {"test_loss": jnp.mean(self.loss(state["ema"], task.test, key))}
 
 
-def build(config, layout) -> VAE:
+def build(config, layout, spec: RowSpec) -> VAE:
   del layout
   m = config.model
-  return VAE(image_shape=images.build(config.data).image_shape, latent_dim=m.latent_dim,
+  return VAE(field=spec.data, image_shape=spec.shape, latent_dim=m.latent_dim,
              channels=tuple(m.channels), likelihood=m.likelihood, temperature=m.temperature,
              decode=m.get("decode", "mean"),
              budget=training.Budget.from_config(m), conv_impl=m.conv_impl)
 
 
-def check_config(config) -> str | None:
-  if config.data.source != "images":
-    return "The vae model needs data.source = 'images'."
+def check_config(config, spec: RowSpec) -> str | None:
+  if len(spec.shape) != 3 or spec.aux or spec.mask:
+    return (f"The vae model needs rows of one image [height, width, channels]; this source's "
+            f"rows are {spec.fields}.")
   if config.model.likelihood not in LIKELIHOODS:
     return f"Unknown VAE likelihood {config.model.likelihood!r}; choose one of {LIKELIHOODS}."
   if config.model.get("decode", "mean") not in DECODES:

@@ -1,23 +1,26 @@
-"""Sample quality of each generation, computed on the host after each compiled chunk.
+"""Evaluator ``image_quality``: sample quality of each generation of an image family.
 
-Per generation and seed, ``num_samples`` images are drawn from the generation's model
-(key stream "quality") and compared with the held-out real test images:
+Options: ``num_samples``, ``classifier_steps``, ``inception_weights`` (see
+presets.image_quality). Per generation and seed, ``num_samples`` images are drawn from the
+generation's model (key stream "quality") and compared with the held-out real test images:
   fd_classifier, precision, recall   in the feature space of a classifier trained once on
                                      the real training set (metrics/classifier.py)
   fid, inception_precision/recall    in Inception-v3 pool3 features, when converted
                                      weights are given (metrics/inception.py); otherwise
                                      reported unavailable, never estimated
-Precision/recall are Kynkaanniemi et al.'s with k = 3.
+Precision/recall are Kynkaanniemi et al.'s with k = 3. The classifier space needs a source
+that offers ``labelled_train()`` (images with labels); the real side is the held-out test
+set of the first replicate (image sources give every replicate the same one). The first
+seed's samples are saved as a grid per generation in ``samples/``.
 """
 from __future__ import annotations
-
-import pathlib
 
 import jax
 import numpy as np
 from absl import logging
 
 from collapse_jax import rng
+from collapse_jax.evals.base import Context
 from collapse_jax.metrics import classifier, frechet, inception
 from collapse_jax.metrics.precision_recall import knn_sq_radii, precision_recall
 from collapse_jax.report import grids
@@ -26,33 +29,55 @@ from collapse_jax.report import grids
 _K = 3  # Kynkaanniemi et al.'s k for precision and recall
 
 
+def check_config(options, config, spec) -> str | None:
+  del config
+  if len(spec.shape) != 3:
+    return (f"The image_quality evaluator needs image rows [height, width, channels]; the "
+            f"data field {spec.data!r} has shape {spec.shape}.")
+  if options.get("num_samples", 0) < 2:
+    return "image_quality needs num_samples >= 2."
+  return None
+
+
+def build(options, context: Context) -> "ImageQuality":
+  return ImageQuality(options, context)
+
+
 class ImageQuality:
 
-  def __init__(self, config, workdir: pathlib.Path, loop, consts):
-    self.num_samples = config.metrics.num_samples
-    self.workdir = workdir
-    real = np.asarray(consts["test"])
-    train, labels = loop.source.labelled_train()
+  def __init__(self, options, context: Context):
+    self.num_samples = options["num_samples"]
+    self.workdir = context.workdir
+    loop, field = context.loop, context.loop.source.row_spec.data
+    self._options, self._seed = options, context.config.seed
+    self._labelled = getattr(loop.source, "labelled_train", lambda: (None, None))
     # name -> (feature fn, real features, their (mean, covariance), their k-NN sq. radii)
+    self.spaces = None
+
+    def draw(state, task, root, g):
+      return loop.model.sample(state, task, rng.stream_key(root, "quality", g),
+                               self.num_samples)[field]
+
+    self._draw = jax.jit(jax.vmap(draw, in_axes=(0, 0, 0, None)))
+    self._field = field
+
+  def _feature_spaces(self, real: np.ndarray) -> None:
+    """The feature spaces and their real-side statistics, once (the first generation)."""
     self.spaces = {}
+    train, labels = self._labelled()
     if labels is not None:
-      fn, accuracy = classifier.load_or_train(workdir / "feature_classifier.npz", train, labels,
-                                              config.seed, config.metrics.classifier_steps)
+      fn, accuracy = classifier.load_or_train(
+          self.workdir / "feature_classifier.npz", train, labels, self._seed,
+          self._options.get("classifier_steps", 1500))
       logging.info("Feature classifier: training accuracy %.3f.", accuracy)
       self._add_space("classifier", fn, self._features(fn, real))
     else:
       logging.warning("The dataset has no labels: no classifier feature space.")
-    fid = inception.FidFeatureExtractor.from_env(config.metrics.get("inception_weights"))
+    fid = inception.FidFeatureExtractor.from_env(self._options.get("inception_weights"))
     if fid.available:
       self._add_space("inception", fid, fid(real))
     else:
       logging.warning("FID unavailable: %s", fid.reason)
-
-    def draw(state, task, root, g):
-      return loop.model.sample(state, task, rng.stream_key(root, "quality", g),
-                               self.num_samples)["image"]
-
-    self._draw = jax.jit(jax.vmap(draw, in_axes=(0, 0, 0, None)))
 
   def _add_space(self, name, fn, real_features: np.ndarray) -> None:
     # The real side never changes: its statistics are computed once, not per generation.
@@ -69,6 +94,8 @@ class ImageQuality:
 
   def __call__(self, states, tasks, roots, generation: int) -> dict[str, np.ndarray]:
     """Per-seed metrics ``{name: [seeds]}`` of one generation; writes its sample grid."""
+    if self.spaces is None:
+      self._feature_spaces(np.asarray(tasks.test[self._field][0]))
     samples = np.asarray(self._draw(states, tasks, roots, generation))
     grids.save_grid(samples[0, :64], self.workdir / "samples" / f"generation_{generation:03d}.png")
     out = {}
