@@ -14,19 +14,22 @@ import pathlib
 import shutil
 import sys
 import time
+from typing import Any, NamedTuple
 
 import jax
+import ml_collections
 import numpy as np
 from absl import logging
 
-from collapse_jax import checkpoint, rng, validate
+from collapse_jax import checkpoint, progress, rng, validate
 from collapse_jax.data import source as source_lib
-from collapse_jax.loop.generation import CompiledLoop, Loop
+from collapse_jax.loop.generation import CompiledLoop, Loop, SegmentedLoop, is_trained
 from collapse_jax.loop.pool import PoolLayout
 from collapse_jax.evals import base as evals_base
 from collapse_jax.metrics import theory
 from collapse_jax.models import base as model_base
 from collapse_jax.parallel import mesh as mesh_lib
+from collapse_jax.report import curves as curve_plots
 from collapse_jax.report import plots
 
 # Fields that may change between a run and its continuation.
@@ -48,6 +51,9 @@ def run_or_exit(fn, *args, **kwargs):
   except NonFiniteError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  except progress.Preempted as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(0)
 
 
 def configure_logging() -> None:
@@ -110,13 +116,15 @@ def _write_metrics(config, workdir: pathlib.Path, history: list[dict]) -> None:
 
 
 def _resume(config, ckpts, compiled: CompiledLoop, mesh, consts, roots):
-  """(generations done, carry, metrics history) from the latest loop checkpoint, or None."""
+  """(generations done, carry, metrics history, training curves) from the latest loop
+  checkpoint, or None."""
   step = ckpts.latest_loop_step()
   if step is None:
     return None
   meta = ckpts.restore_meta(step)
+  curves = meta.get("curves", {})
   if step >= config.num_generations:  # already done: nothing to continue
-    return step, None, meta["history"][:config.num_generations]
+    return step, None, meta["history"][:config.num_generations], curves
   old_layout = PoolLayout(**meta["layout"])
   old = CompiledLoop(build_loop(config, old_layout), mesh, consts, roots)
   carry = ckpts.restore_carry(step, old.abstract_carry, old.carry_shardings)
@@ -129,12 +137,78 @@ def _resume(config, ckpts, compiled: CompiledLoop, mesh, consts, roots):
       # Only nonparametric states (KDE) are sized by the pool; a scratch run re-initialises
       # them anyway before the next fit.
       carry = carry._replace(state=compiled.init(consts, roots).state)
-  return step, carry, meta["history"]
+  return step, carry, meta["history"], curves
+
+
+def segment_steps(config, loop: Loop, compiled: CompiledLoop) -> int:
+  """Steps per training segment of a generation; 0: the generation runs inside one compiled
+  scan (analytic families, and short generations where a checkpoint would cost more than a
+  restart).
+
+  ``config.checkpoint_every_steps``: N > 0 segments of N steps, 0 never, -1 (default) by
+  model size: 5e9 / parameters, within [200, 10000] steps (a 9M-parameter LM every ~550
+  steps, a 35M UNet every 200), when a generation is longer than one segment.
+  """
+  every = config.get("checkpoint_every_steps", -1)
+  if every == 0 or not is_trained(loop.model):
+    return 0
+  if every > 0:
+    return every
+  state = compiled.abstract_carry.state
+  params = sum(x.size for x in jax.tree.leaves(state["params"])) // config.num_seeds
+  auto = int(np.clip(5e9 / max(params, 1), 200, 10_000))
+  m = config.model
+  longest = max(m.get("steps", 0), m.get("initial_steps", 0))
+  if m.get("epochs", 0.0):  # an accumulating pool at its largest
+    rows = config.n_real + config.num_generations * config.n_synth
+    longest = max(longest, int(m.epochs * rows / m.batch_size))
+  return auto if longest > auto else 0
+
+
+def _segmented_generation(config, workdir, g: int, seg: SegmentedLoop, ckpts, consts, carry,
+                          reporter: progress.Reporter, stop: progress.StopRequest,
+                          abstract_state, state_shardings):
+  """Generation ``g`` in training segments with a checkpoint after each; resumes from the
+  newest one. Returns ``(carry, (metrics, states) with a generation axis of 1, curve)``."""
+  local = ckpts.latest_train(g)
+  if local is None:
+    state, total = seg.start(consts, carry, g)
+    first_step = jax.device_get(state["step"])
+    local, curve = 0, []
+  else:
+    state, meta = ckpts.restore_train(g, local, abstract_state, state_shardings)
+    first_step, total, curve = np.asarray(meta["first_step"], np.int32), meta["total"], meta["curve"]
+    logging.info("Resuming generation %d at step %d of %d.", g, local, total)
+  reporter.start_generation(g, total, local)
+  window = max(1, config.get("log_every_steps", 100))
+  while local < total:
+    end = min(local + seg.segment_steps, total)
+    new_state, losses = seg.segment(carry, state, g, first_step, end)
+    losses = np.asarray(jax.device_get(losses))[:, :end - local]
+    bad = ~np.isfinite(losses).all(0)
+    if bad.any():
+      raise NonFiniteError(
+          f"Generation {g} reached a non-finite training loss at step "
+          f"{local + int(np.argmax(bad)) + 1}; its last good checkpoint (step {local}) and "
+          f"every earlier generation are intact in {workdir}.")
+    ends, means = progress.window_means(losses, local, window)
+    curve += [[e, m] for e, m in zip(ends, means)]
+    state, local = new_state, end
+    ckpts.save_train(g, local, state, {"first_step": first_step.tolist(), "total": total,
+                                       "curve": curve})
+    reporter.segment([int(first_step.max()) + e for e in ends], means, local)
+    if stop.requested:
+      raise progress.Preempted(
+          f"Stopped on SIGTERM in generation {g} at step {local} of {total}, checkpointed "
+          f"in {workdir}; rerun the same command to continue.")
+  carry, (metrics, state) = seg.finish(consts, carry, state, g)
+  return carry, jax.tree.map(lambda x: x[:, None], (metrics, state)), curve
 
 
 def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool = False
                        ) -> list[dict]:
   """Runs (or resumes) ``config`` in ``workdir``; returns the metrics rows."""
+  rng.configure_jax()
   validate.check(config)
   workdir = pathlib.Path(workdir)
   prepare_workdir(config, workdir, overwrite)
@@ -146,14 +220,16 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
   consts = loop.source.consts()
   roots = rng.seed_keys(config.seed, config.num_seeds)
   compiled = CompiledLoop(loop, mesh, consts, roots)
+  seg_steps = segment_steps(config, loop, compiled)
+  seg = SegmentedLoop(compiled, seg_steps) if seg_steps else None
 
   # Start or resume.
   ckpts = checkpoint.RunCheckpoints(workdir)
   resumed = _resume(config, ckpts, compiled, mesh, consts, roots)
   if resumed is None:
-    done, carry, history = 0, compiled.init(consts, roots), []
+    done, carry, history, curves = 0, compiled.init(consts, roots), [], {}
   else:
-    done, carry, history = resumed
+    done, carry, history, curves = resumed
     logging.info("Resuming %s after generation %d.", workdir, done - 1)
   if jax.process_index() == 0:  # only now: a refused resume leaves the workdir as it was
     (workdir / "config.json").write_text(
@@ -161,41 +237,108 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
 
   evaluators = evals_base.build_all(
       config, evals_base.Context(config=config, workdir=workdir, loop=loop, consts=consts))
+  reporter = progress.Reporter(workdir, config.num_generations)
 
-  # The generation loop, one compiled scan per chunk.
+  # The generation loop: one compiled scan per chunk, or one generation in segments.
   total = config.num_generations
-  chunk = config.generations_per_chunk or total
+  chunk = 1 if seg else (config.generations_per_chunk or total)
   start = time.time()
   first = done
-  while done < total:
-    gens = np.arange(done, min(done + chunk, total))
-    carry, (metrics, states) = compiled.run(consts, carry, gens)
-    # To host once: slicing device arrays per generation would compile a program per leaf.
-    metrics, states = jax.device_get((metrics, states))
-    for i, g in enumerate(gens):
-      values = {k: np.asarray(v[:, i], np.float64) for k, v in metrics.items()}
-      state = jax.tree.map(lambda x: x[:, i], states)
-      for evaluator in evaluators.values():
-        values |= evaluator(state, carry.task, carry.root, int(g))
-      bad = [k for k, v in values.items() if not np.all(np.isfinite(v))]
-      if bad:
+  stop = progress.StopRequest()
+  try:
+    with stop.installed():
+      while done < total:
+        gens = np.arange(done, min(done + chunk, total))
+        if seg:
+          carry, (metrics, states), curves[str(done)] = _segmented_generation(
+              config, workdir, done, seg, ckpts, consts, carry, reporter, stop,
+              compiled.abstract_carry.state, compiled.carry_shardings.state)
+        else:
+          carry, (metrics, states) = compiled.run(consts, carry, gens)
+        # To host once: slicing device arrays per generation would compile a program per leaf.
+        metrics, states = jax.device_get((metrics, states))
+        for i, g in enumerate(gens):
+          values = {k: np.asarray(v[:, i], np.float64) for k, v in metrics.items()}
+          state = jax.tree.map(lambda x: x[:, i], states)
+          for evaluator in evaluators.values():
+            values |= evaluator(state, carry.task, carry.root, int(g))
+          bad = [k for k, v in values.items() if not np.all(np.isfinite(v))]
+          if bad:
+            _write_metrics(config, workdir, history)
+            raise NonFiniteError(
+                f"Generation {g} produced non-finite {', '.join(bad)}; generations up to "
+                f"{g - 1} are checkpointed in {workdir}.")
+          ckpts.save_model(int(g), state)
+          history.append({k: v.tolist() for k, v in values.items()})
+          reporter.end_generation(int(g), values)
+        done = int(gens[-1]) + 1
+        ckpts.save_loop(done, carry, {"history": history, "curves": curves,
+                                      "layout": dataclasses.asdict(layout)})
+        if seg:
+          ckpts.drop_train(done - 1)
         _write_metrics(config, workdir, history)
-        ckpts.close()
-        raise NonFiniteError(
-            f"Generation {g} produced non-finite {', '.join(bad)}; generations up to "
-            f"{g - 1} are checkpointed in {workdir}.")
-      ckpts.save_model(int(g), state)
-      history.append({k: v.tolist() for k, v in values.items()})
-    done = int(gens[-1]) + 1
-    ckpts.save_loop(done, carry, {"history": history, "layout": dataclasses.asdict(layout)})
-    _write_metrics(config, workdir, history)
-    elapsed = time.time() - start
-    eta = elapsed / (done - first) * (total - done)
-    summary = ", ".join(f"{k}={np.mean(v):.4g}" for k, v in history[-1].items())
-    logging.info("generation %d/%d | %.1fs elapsed | ETA %.1fs | %s", done, total, elapsed,
-                 eta, summary)
-  ckpts.close()
+        if jax.process_index() == 0 and curves:
+          curve_plots.plot_training_curves(curves, workdir / "plots" / "train_loss.png")
+        elapsed = time.time() - start
+        eta = elapsed / (done - first) * (total - done)
+        summary = ", ".join(f"{k}={np.mean(v):.4g}" for k, v in history[-1].items())
+        logging.info("generation %d/%d | %.1fs elapsed | ETA %.1fs | %s", done, total,
+                     elapsed, eta, summary)
+        if stop.requested and done < total:
+          raise progress.Preempted(
+              f"Stopped on SIGTERM after generation {done - 1}, checkpointed in {workdir}; "
+              "rerun the same command to continue.")
+  finally:
+    reporter.close()
+    ckpts.close()
   rows = _metric_rows(config, history)
   if jax.process_index() == 0:
     plots.plot_run(rows, workdir / "plots", title=f"{config.model.name}, {config.policy.name}")
   return rows
+
+
+class Generation(NamedTuple):
+  """Generation g's fitted model in a workdir, ready to sample: ``state`` and ``tasks``
+  have leaves ``[seeds, ...]``; ``roots`` are the replicates' root keys ``[seeds, 2]``."""
+  config: Any
+  loop: Loop
+  state: Any
+  tasks: Any
+  roots: jax.Array
+
+
+def load_generation(workdir: str | pathlib.Path, generation: int) -> Generation:
+  """Restores generation ``generation``'s model of the run in ``workdir`` (all seeds)."""
+  rng.configure_jax()
+  workdir = pathlib.Path(workdir)
+  saved = workdir / "config.json"
+  if not saved.exists():
+    raise FileNotFoundError(f"{workdir} holds no run (no config.json).")
+  config = ml_collections.ConfigDict(json.loads(saved.read_text()))
+  ckpts = checkpoint.RunCheckpoints(workdir)
+  done = ckpts.model_generations()
+  if generation not in done:
+    ckpts.close()
+    raise validate.ConfigError(
+        f"{workdir} has no model of generation {generation}; it has "
+        f"{', '.join(map(str, done)) or 'none yet'}.")
+  mesh = mesh_lib.make_mesh(1)
+  layout = validate.policy_of(config).layout(config.num_generations, multiple_of=mesh.size)
+  loop = build_loop(config, layout)
+  consts = loop.source.consts()
+  roots = rng.seed_keys(config.seed, config.num_seeds)
+  compiled = CompiledLoop(loop, mesh, consts, roots)
+  state = ckpts.restore_model(generation, compiled.abstract_carry.state,
+                             mesh_lib.replicated(mesh))
+  ckpts.close()
+  tasks = jax.jit(jax.vmap(lambda r: loop.source.task(consts, rng.stream_key(r, "task"))))(roots)
+  return Generation(config, loop, state, tasks, roots)
+
+
+def sample_generation(gen: Generation, num: int, seed_index: int = 0, key_seed: int = 0):
+  """``num`` samples (a batch of rows) from replicate ``seed_index`` of ``gen``'s model, with
+  the key stream "user_sample" folded with ``key_seed``."""
+  pick = lambda tree: jax.tree.map(lambda x: x[seed_index], tree)
+  key = rng.stream_key(gen.roots[seed_index], "user_sample", key_seed)
+  draw = jax.jit(lambda s, t, k: gen.loop.model.sample(s, t, k, num))
+  return jax.device_get(draw(pick(gen.state), pick(gen.tasks), key))

@@ -1,81 +1,98 @@
-"""Experiment configs shared by the files in configs/.
+"""Builders shared by the files in configs/.
 
-Each file in configs/ is ``get_config(arg)`` returning one of these with its policy fixed;
-``arg == "smoke"`` (big_vision's runlocal idea) shrinks the same experiment to seconds, and
-the tests run exactly that.
+A file in configs/ is ``get_config(arg)``: one experiment's fields, readable there, and
+``arg`` its variants, parsed by `variant` (collapse_jax/variants.py): a policy name,
+``smoke`` (big_vision's runlocal idea: the same experiment shrunk to seconds; the tests run
+exactly that) and, for policy mix, the lambda. What several experiments share lives here:
+the fields every run has (`base`), image data and the image-quality evaluator, and the
+neural families' model fields.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import pathlib
 
 import ml_collections
+from ml_collections import config_dict
+
+from collapse_jax import variants
+from collapse_jax.loop import policies
 
 
-def base(policy: str) -> ml_collections.ConfigDict:
+def variant(arg: str | None, *, policy: str = "accumulate", policy_variant: bool = True,
+            choices: dict[str, tuple[str, ...]] | None = None) -> dict:
+  """``arg``'s variants: ``{"smoke": bool, "policy": name, "mix_lambda": float or None, ...}``.
+
+  ``policy`` is the default policy (the only one if not ``policy_variant``: a config file
+  named for its policy); a number is the mix lambda and needs policy ``mix``; ``choices``
+  adds the config's own (e.g. ``{"kind": ("ddpm", "edm")}``). Anything else is refused
+  with `variants.VariantError`.
+  """
+  own = {"policy": policies.NAMES} if policy_variant else {}
+  v = variants.parse(arg, flags=("smoke",), choices={**own, **(choices or {})},
+                     number="mix_lambda")
+  v["policy"] = v.get("policy") or policy
+  if v["mix_lambda"] is not None and v["policy"] != "mix":
+    raise variants.VariantError(f"A mix lambda ({v['mix_lambda']:g}) only applies to policy "
+                                f"'mix', not {v['policy']!r}.")
+  return v
+
+
+def same_as(here: str, target: str, arg: str | None) -> ml_collections.ConfigDict:
+  """``get_config`` of ``target`` (``"file.py:variants"``, a file beside ``here``, the
+  calling config's ``__file__``) with ``arg``'s variants added: keeps an older config name
+  such as configs/linreg_replace.py working as configs/linreg.py:replace."""
+  name, _, fixed = target.partition(":")
+  path = pathlib.Path(here).with_name(name)
+  spec = importlib.util.spec_from_file_location(path.stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(",".join(a for a in (fixed, arg) if a))
+
+
+def base(policy: str, mix_lambda: float | None = None) -> ml_collections.ConfigDict:
   """Fields every experiment has."""
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.num_seeds = 1
   c.num_generations = 10
   c.generations_per_chunk = 0      # generations per compiled scan and loop checkpoint; 0: all
+  # Families trained by the shared optax loop: train a generation in segments of this many
+  # steps with a checkpoint after each (0: never; -1: by model size, for long generations).
+  c.checkpoint_every_steps = -1
+  c.log_every_steps = 100          # training-loss curve: one point per this many steps
   c.train_from = "scratch"         # "scratch" (Gerstgrasser) or "previous" (Bertrand)
   c.n_real = 1000                  # initial real training rows
-  c.n_synth = 1000                 # synthetic rows sampled per generation (mix: lambda*n_real)
-  c.policy = ml_collections.ConfigDict({"name": policy, "mix_lambda": 1.0})
+  # Synthetic rows sampled per generation (mix: lambda * n_real). A reference: it follows
+  # n_real, also an override of it (--config.n_real=200), until it is set itself.
+  c.n_synth = c.get_ref("n_real").identity()
+  c.policy = ml_collections.ConfigDict(
+      {"name": policy, "mix_lambda": 1.0 if mix_lambda is None else mix_lambda})
   c.mesh = ml_collections.ConfigDict({"data": -1})   # devices on the data axis; -1: all
-  # Image sample quality per generation (images only; 0 turns it off).
-  c.metrics = ml_collections.ConfigDict(
-      {"num_samples": 0, "inception_weights": None, "classifier_steps": 1500})
+  # Host-side evaluators per generation: name -> {"type": module in collapse_jax/evals/, ...}.
+  c.evals = ml_collections.ConfigDict()
   return c
 
 
-def linreg(policy: str, arg: str | None) -> ml_collections.ConfigDict:
-  """OLS on a fixed design (RESEARCH.md section 2): d=10, T=100, sigma2=1, 100 seeds."""
-  c = base(policy)
-  c.num_seeds = 100
-  c.num_generations = 10
-  c.model = ml_collections.ConfigDict({"name": "linreg"})
-  c.data = ml_collections.ConfigDict(
-      {"source": "linear", "dim": 10, "num_rows": 100, "sigma2": 1.0, "n_test": 1000,
-       "max_dim": 0})  # max_dim: compiled width (0 = dim); see collapse_jax/data/linear.py
-  c.n_real = c.n_synth = c.data.num_rows
-  if arg == "smoke":
-    c.num_seeds, c.num_generations = 4, 3
-  return c
-
-
-def gaussian(policy: str, arg: str | None) -> ml_collections.ConfigDict:
-  """MLE of a 2-d Gaussian from 100 samples, 100 generations (Kazdan et al.)."""
-  c = base(policy)
-  c.num_seeds = 20
-  c.num_generations = 100
-  c.n_real = c.n_synth = 100
-  c.model = ml_collections.ConfigDict({"name": "gaussian_mle"})
-  c.data = ml_collections.ConfigDict(
-      {"source": "gaussian", "dim": 2, "condition": 4.0, "n_test": 1000})
-  if arg == "smoke":
-    c.num_seeds, c.num_generations = 2, 3
-  return c
-
-
-def kde(toy: str, policy: str, arg: str | None) -> ml_collections.ConfigDict:
-  """Gaussian KDE on a 2-D toy, Scott bandwidth, NLL of 500 real test points."""
-  c = base(policy)
-  c.num_seeds = 5
-  c.num_generations = 20
-  c.n_real = c.n_synth = 500
-  c.model = ml_collections.ConfigDict({"name": "kde", "bandwidth": "scott"})
-  c.data = ml_collections.ConfigDict({"source": "toy2d", "name": toy, "n_test": 500})
-  if arg == "smoke":
-    c.num_seeds, c.num_generations, c.n_real, c.n_synth = 2, 3, 64, 64
-  return c
+def image_quality(c: ml_collections.ConfigDict, num_samples: int, classifier_steps: int = 1500
+                  ) -> None:
+  """Declares (or, with ``num_samples == 0``, removes) ``c.evals.quality``: FD / precision /
+  recall of ``num_samples`` samples per generation, and sample grids."""
+  evals = {k: v for k, v in c.evals.items() if k != "quality"}
+  if num_samples:
+    evals["quality"] = {"type": "image_quality", "num_samples": num_samples,
+                        "inception_weights": None, "classifier_steps": classifier_steps}
+  c.evals = ml_collections.ConfigDict(evals)
 
 
 def image_data(name: str, **fields) -> ml_collections.ConfigDict:
   """An image dataset (collapse_jax/data/images.py); ``path`` from the field or ``env``."""
-  d = ml_collections.ConfigDict({"source": "images", "name": name, "path": None,
-                                 "resolution": None, "tfds_name": None, "limit": None,
-                                 "n_test": 500})
+  # Typed placeholders (None until given) so that --config.data.limit=100 can be parsed.
+  d = ml_collections.ConfigDict({
+      "source": "images", "name": name, "path": config_dict.placeholder(str),
+      "resolution": config_dict.placeholder(int), "tfds_name": config_dict.placeholder(str),
+      "limit": config_dict.placeholder(int), "n_test": 500})
   d.update(fields)
   return d
 
@@ -85,23 +102,24 @@ def mnist_path() -> str:
   return os.environ.get("COLLAPSE_JAX_MNIST", "data/mnist")
 
 
-def vae(policy: str, data: ml_collections.ConfigDict, arg: str | None
+def vae(policy: str, data: ml_collections.ConfigDict, smoke: bool = False
         ) -> ml_collections.ConfigDict:
-  """A conv VAE trained from scratch each generation (Gerstgrasser et al.'s MNIST VAE)."""
+  """A conv VAE trained from scratch each generation (Gerstgrasser et al.'s MNIST VAE);
+  ``smoke``: shrunk to seconds."""
   c = base(policy)
   c.num_seeds = 1
   c.num_generations = 10
   c.generations_per_chunk = 1
-  c.n_real = c.n_synth = 10000
+  c.n_real = 10000
   c.data = data
   c.model = ml_collections.ConfigDict({
       "name": "vae", "latent_dim": 16, "channels": (32, 64), "likelihood": "bernoulli",
       "decode": "mean", "temperature": 1.0, "batch_size": 128, "epochs": 5.0, "steps": 0,
       "learning_rate": 1e-3, "ema_decay": 0.999, "conv_impl": "auto"})
-  c.metrics.num_samples = 1000
-  if arg == "smoke":
-    c.metrics.num_samples, c.metrics.classifier_steps = 64, 20
-    c.num_generations, c.n_real, c.n_synth = 2, 64, 64
+  image_quality(c, 1000)
+  if smoke:
+    image_quality(c, 64, classifier_steps=20)
+    c.num_generations, c.n_real = 2, 64
     c.data.limit, c.data.n_test = 256, 64
     c.model.update({"channels": (8, 16), "epochs": 0.0, "steps": 3, "batch_size": 16})
   return c
@@ -114,27 +132,20 @@ def _flow_model(network: str, net: dict, **fields) -> ml_collections.ConfigDict:
       "ot_coupling": True, "sinkhorn_eps": 1e-3, "sinkhorn_iters": 300,
       "solver": "dopri5", "ode_steps": 100, "rtol": 1e-5, "atol": 1e-5,
       "ode_max_steps": 4096, "temperature": 1.0, "exact_nll": False, "eval_times": 8,
-      "sample_batch_size": 500, "batch_size": 128, "steps": 0, "epochs": 0.0,
-      "initial_steps": 0, "learning_rate": 2e-4, "ema_decay": 0.9999, "grad_clip": 1.0})
+      "inference_batch_size": 500, "batch_size": 128, "steps": 0, "epochs": 0.0,
+      "initial_steps": 0, "learning_rate": 2e-4, "ema_decay": 0.9999, "grad_clip": 1.0,
+      "eval_seed": 0})
   m.update(fields)
   return m
 
 
 def _flow_args(arg: str | None, c: ml_collections.ConfigDict) -> bool:
-  """Applies a comma-separated ``arg`` of a mix lambda ("0", "0.5", "1", "inf") and/or
-  "smoke" to ``c``; returns whether "smoke" was given."""
-  parts = [p for p in (arg or "").split(",") if p]
-  for p in parts:
-    if p == "smoke":
-      continue
-    try:
-      lam = float(p)
-    except ValueError:
-      raise ValueError(f"Unknown config variant {p!r}; give a mix lambda and/or 'smoke'.")
-    if c.policy.name != "mix":
-      raise ValueError(f"A lambda ({p}) only applies to policy 'mix', not {c.policy.name!r}.")
-    c.policy.mix_lambda = lam
-  return "smoke" in parts
+  """Applies ``arg``'s variants (`variant`: a mix lambda, "smoke"; the policy is the
+  file's) to ``c``; returns whether "smoke" was given."""
+  v = variant(arg, policy=c.policy.name, policy_variant=False)
+  if v["mix_lambda"] is not None:
+    c.policy.mix_lambda = v["mix_lambda"]
+  return v["smoke"]
 
 
 def flow_images(policy: str, data: ml_collections.ConfigDict, arg: str | None
@@ -159,16 +170,16 @@ def flow_images(policy: str, data: ml_collections.ConfigDict, arg: str | None
       "base_channels": 128, "channel_mult": (1, 2, 2, 2), "num_res_blocks": 2,
       "attn_resolutions": (16,), "dropout": 0.1, "conv_impl": "auto"},
       steps=391, initial_steps=400_000)
-  c.metrics.num_samples = 50000
+  image_quality(c, 50000)
   if _flow_args(arg, c):
     c.data = image_data("digits", limit=256, n_test=64)
     c.num_generations, c.n_real, c.n_synth = 2, 64, 64
-    c.metrics.num_samples = 0
+    image_quality(c, 0)
     # One level (attention in the middle block only): the UNet's compile time dominates.
     c.model.unet.update({"base_channels": 8, "channel_mult": (1,), "num_res_blocks": 1,
                          "attn_resolutions": ()})
     c.model.update({"steps": 3, "initial_steps": 0, "batch_size": 16, "sinkhorn_iters": 20,
-                    "eval_times": 2, "rtol": 1e-3, "atol": 1e-3, "sample_batch_size": 64})
+                    "eval_times": 2, "rtol": 1e-3, "atol": 1e-3, "inference_batch_size": 64})
   return c
 
 
@@ -185,7 +196,7 @@ def flow_toy(toy: str, policy: str, arg: str | None) -> ml_collections.ConfigDic
   c.data = ml_collections.ConfigDict({"source": "toy2d", "name": toy, "n_test": 500})
   c.model = _flow_model("mlp", {"width": 256, "depth": 3}, exact_nll=True, steps=2000,
                         batch_size=256, learning_rate=1e-3, ema_decay=0.999,
-                        sinkhorn_eps=3e-3, sinkhorn_iters=100, sample_batch_size=1000)
+                        sinkhorn_eps=3e-3, sinkhorn_iters=100, inference_batch_size=1000)
   if _flow_args(arg, c):
     c.num_seeds, c.num_generations, c.n_real, c.n_synth = 2, 3, 64, 64
     c.data.n_test = 64
@@ -196,33 +207,24 @@ def flow_toy(toy: str, policy: str, arg: str | None) -> ml_collections.ConfigDic
 
 
 def _diffusion_args(arg: str | None, c: ml_collections.ConfigDict) -> tuple[bool, str | None]:
-  """Applies a comma-separated ``arg`` of a mix lambda ("0", "0.5", "1", "inf"), a kind
-  ("ddpm", "edm") and/or "smoke" to ``c``; returns (smoke given, kind given or None)."""
-  smoke, kind = False, None
-  for p in (p.strip() for p in (arg or "").split(",")):
-    if p == "smoke":
-      smoke = True
-    elif p in ("ddpm", "edm"):
-      kind = p
-    elif p:
-      try:
-        lam = float(p)
-      except ValueError:
-        raise ValueError(f"Unknown config variant {p!r}; give a mix lambda, 'ddpm' or "
-                         "'edm', and/or 'smoke'.") from None
-      if c.policy.name != "mix":
-        raise ValueError(f"A lambda ({p}) only applies to policy 'mix', not {c.policy.name!r}.")
-      c.policy.mix_lambda = lam
-  return smoke, kind
+  """Applies ``arg``'s variants (`variant`: a mix lambda, "smoke", a kind "ddpm" or "edm";
+  the policy is the file's) to ``c``; returns (smoke given, kind given or None)."""
+  v = variant(arg, policy=c.policy.name, policy_variant=False,
+              choices={"kind": ("ddpm", "edm")})
+  if v["mix_lambda"] is not None:
+    c.policy.mix_lambda = v["mix_lambda"]
+  return v["smoke"], v["kind"]
 
 
-def _diffusion_model(kind: str, network: str, **fields) -> ml_collections.ConfigDict:
-  """config.model of diffusion (collapse_jax/models/diffusion.py) with the papers' defaults."""
+def _diffusion_model(kind: str, network: str, net: dict, **fields) -> ml_collections.ConfigDict:
+  """config.model of diffusion (collapse_jax/models/diffusion.py) with the papers' defaults;
+  the network's settings in ``model.<network>``, as flow matching's."""
   m = ml_collections.ConfigDict({
-      "name": "diffusion", "kind": kind, "network": network,
-      "sampler_steps": 100 if kind == "ddpm" else 18, "temperature": 1.0,
+      "name": "diffusion", "kind": kind, "network": network, network: net,
+      "sampler_steps": 100 if kind == "ddpm" else 18, "temperature": 1.0, "exact_nll": False,
       "inference_batch_size": 500, "batch_size": 128, "steps": 0, "epochs": 0.0,
-      "learning_rate": 2e-4, "ema_decay": 0.9999, "grad_clip": 1.0})
+      "initial_steps": 0, "learning_rate": 2e-4, "ema_decay": 0.9999, "grad_clip": 1.0,
+      "eval_seed": 2022})
   if kind == "ddpm":
     m.update({"num_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02})
   else:
@@ -254,11 +256,13 @@ def diffusion_images(kind: str, policy: str, data: ml_collections.ConfigDict, ar
   c.generations_per_chunk = 1
   c.n_real = c.n_synth = n_real
   c.data = data
-  c.model = _diffusion_model(kind, "unet", base_channels=128, channel_mult=(1, 2, 2, 2),
-                             num_res_blocks=2, attn_resolutions=(16,), dropout=0.1,
-                             conv_impl="auto", steps=391, initial_steps=400_000)
-  c.model.update(model)
-  c.metrics.num_samples = n_real
+  c.model = _diffusion_model(kind, "unet", {
+      "base_channels": 128, "channel_mult": (1, 2, 2, 2), "num_res_blocks": 2,
+      "attn_resolutions": (16,), "dropout": 0.1, "conv_impl": "auto"},
+      steps=391, initial_steps=400_000)
+  for k, v in model.items():  # a UNet setting (FFHQ's dropout) or a model field
+    (c.model.unet if k in c.model.unet else c.model)[k] = v
+  image_quality(c, n_real)
   smoke, chosen = _diffusion_args(arg, c)
   if chosen:
     raise ValueError(f"This config's kind is {kind!r}; use the config of kind {chosen!r}.")
@@ -266,10 +270,11 @@ def diffusion_images(kind: str, policy: str, data: ml_collections.ConfigDict, ar
     c.data = smoke_data or image_data("digits", limit=256)
     c.data.n_test = 16
     c.num_generations, c.n_real, c.n_synth = 2, 32, 32
-    c.metrics.num_samples = 0  # the quality metrics train a feature classifier: slow
-    c.model.update({"base_channels": 8, "channel_mult": (1,), "num_res_blocks": 1,
-                    "attn_resolutions": (), "steps": 3, "initial_steps": 0, "batch_size": 16,
-                    "sampler_steps": 4, "inference_batch_size": 32})
+    image_quality(c, 0)  # the quality metrics train a feature classifier: slow
+    c.model.unet.update({"base_channels": 8, "channel_mult": (1,), "num_res_blocks": 1,
+                         "attn_resolutions": ()})
+    c.model.update({"steps": 3, "initial_steps": 0, "batch_size": 16, "sampler_steps": 4,
+                    "inference_batch_size": 32})
   return c
 
 
@@ -290,36 +295,13 @@ def diffusion_toy(kind: str, toy: str, policy: str, arg: str | None
   smoke, chosen = _diffusion_args(arg, c)
   kind = chosen or kind
   # EDM preconditioning: sigma_data 1 is about the toys' per-coordinate standard deviation.
-  c.model = _diffusion_model(kind, "mlp", width=256, depth=3, steps=3000, batch_size=256,
-                             learning_rate=1e-3, ema_decay=0.999, inference_batch_size=1000,
+  c.model = _diffusion_model(kind, "mlp", {"width": 256, "depth": 3}, steps=3000,
+                             batch_size=256, learning_rate=1e-3, ema_decay=0.999,
+                             inference_batch_size=1000,
                              **({} if kind == "ddpm" else {"precond": "edm", "sigma_data": 1.0}))
   if smoke:
     c.num_seeds, c.num_generations, c.n_real, c.n_synth = 2, 2, 64, 64
     c.data.n_test = 64
-    c.model.update({"width": 32, "depth": 1, "steps": 5, "batch_size": 32, "sampler_steps": 4})
-  return c
-
-
-def digits_vae(policy: str, arg: str | None) -> ml_collections.ConfigDict:
-  """The quick-start: a small VAE on scikit-learn's embedded digits (no download).
-
-  1,000 real 8x8 images, 1,000 synthetic per generation, 8 generations, each trained
-  from scratch for 30 epochs of its training set (Gerstgrasser et al.'s protocol: an
-  accumulating run trains longer because it has more data). Gaussian likelihood, and
-  synthetic images drawn from the model's full distribution (decoder mean + learned
-  noise): with mean-only samples every generation also inherits a blur bias, which
-  accumulating data does not undo.
-  """
-  c = vae(policy, image_data("digits", n_test=359), None)
-  c.num_seeds, c.num_generations = 1, 8
-  c.n_real = c.n_synth = 1000
-  c.metrics.num_samples = 359
-  c.model.update({"channels": (32, 64), "latent_dim": 16, "epochs": 30.0, "steps": 0,
-                  "batch_size": 64, "learning_rate": 2e-3, "likelihood": "gaussian",
-                  "decode": "sample"})
-  c.policy.mix_lambda = 0.5
-  if arg == "smoke":
-    c.num_generations, c.n_real, c.n_synth = 2, 64, 64
-    c.metrics.num_samples, c.metrics.classifier_steps = 64, 20
-    c.model.update({"channels": (8, 16), "epochs": 0.0, "steps": 3, "batch_size": 16})
+    c.model.mlp.update({"width": 32, "depth": 1})
+    c.model.update({"steps": 5, "batch_size": 32, "sampler_steps": 4})
   return c

@@ -4,8 +4,10 @@ from __future__ import annotations
 import math
 
 from collapse_jax.data import source as source_lib
+from collapse_jax.evals import base as evals_base
 from collapse_jax.loop import policies
 from collapse_jax.models import base as model_base
+from collapse_jax.parallel import mesh as mesh_lib
 
 
 class ConfigError(ValueError):
@@ -36,19 +38,26 @@ def _first_problem(config) -> str | None:
     return f"n_real and n_synth must be positive, got {config.n_real} and {config.n_synth}."
   if config.train_from not in ("scratch", "previous"):
     return f"train_from must be 'scratch' or 'previous', got {config.train_from!r}."
+  problem = mesh_lib.check(config.mesh.data)
+  if problem:
+    return problem
   try:
     model = model_base.family(config.model.name)
     data = source_lib.source_module(config.data.source)
   except ValueError as e:
     return str(e)
-  for module in (data, model):
-    problem = getattr(module, "check_config", lambda c: None)(config)
-    if problem:
-      return problem
+  problem = getattr(data, "check_config", lambda c: None)(config)
+  if problem:
+    return problem
   try:  # loads a dataset: a bad path or file is a config problem too
-    num_train = data.build(config.data).num_train
+    source = data.build(config.data)
+    num_train, spec = source.num_train, source.row_spec
   except ValueError as e:
     return str(e)
+  problem = (getattr(model, "check_config", lambda c, s: None)(config, spec)
+             or evals_base.check_config(config, spec))
+  if problem:
+    return problem
   if num_train is not None:
     policy = policy_of(config)
     needed = policy.n_real + config.num_generations * policy.n_fresh

@@ -1,7 +1,9 @@
-"""VAE on MNIST (IDX files in data.path, default $COLLAPSE_JAX_MNIST), policy: replace.
+"""VAE on MNIST, policy replace.
+
+The same as configs/mnist_vae.py:replace, kept under this name for existing scripts.
 Variants: ':smoke'."""
 from collapse_jax import presets
 
 
 def get_config(arg=None):
-  return presets.vae("replace", presets.image_data("mnist", path=presets.mnist_path()), arg)
+  return presets.same_as(__file__, "mnist_vae.py:replace", arg)

@@ -1,29 +1,24 @@
-"""Runs one self-consuming experiment.
+r"""Runs one self-consuming experiment.
 
-    python launch/main.py --config=configs/linreg_accumulate.py[:smoke] --workdir=runs/acc \
+    python launch/main.py --config=configs/linreg.py:accumulate[,smoke] --workdir=runs/acc \
         [--config.num_seeds=10] [--overwrite]
 """
-import sys
+from absl import flags
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from collapse_jax import cli
 
-from collapse_jax import experiment
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
-                                          lock_config=True)
+_CONFIG = cli.config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, plots.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete the run already in --workdir.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}.")
+  del argv  # cli.run refuses positional arguments
+  from collapse_jax import experiment  # late: a refused command line needs no JAX start
   experiment.configure_logging()
-  experiment.run_or_exit(experiment.train_and_evaluate, _CONFIG.value, _WORKDIR.value,
-                         overwrite=_OVERWRITE.value)
+  experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

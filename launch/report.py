@@ -3,10 +3,10 @@
     python launch/report.py runs/replace runs/accumulate runs/accumulate_subsample --out=runs/cmp
 """
 import pathlib
-import sys
 
-from absl import app, flags
+from absl import flags
 
+from collapse_jax import cli
 from collapse_jax.report import compare
 
 _OUT = flags.DEFINE_string("out", "report", "Directory for comparison.png and comparison.md.")
@@ -14,15 +14,11 @@ _OUT = flags.DEFINE_string("out", "report", "Directory for comparison.png and co
 
 def main(argv):
   if len(argv) < 2:
-    sys.exit("error: give one or more workdirs to compare.")
-  try:
-    png, table = compare.compare([pathlib.Path(a) for a in argv[1:]], pathlib.Path(_OUT.value))
-  except FileNotFoundError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    cli.fail("give one or more workdirs to compare, e.g. launch/report.py runs/a runs/b.")
+  png, table = compare.compare([pathlib.Path(a) for a in argv[1:]], pathlib.Path(_OUT.value))
   print(table)
   print(f"Wrote {png} and {png.with_suffix('.md')}.")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, positional=True)

@@ -41,6 +41,8 @@ def config_loader():
 def pytest_configure(config):
   # Many tests compile the same programs (a config run in several workdirs): reuse them.
   import jax
+  from collapse_jax import rng
+  rng.configure_jax()
   cache = ROOT / ".pytest_cache" / "jax"
   jax.config.update("jax_compilation_cache_dir", str(cache))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -1,4 +1,4 @@
-"""Real image datasets as host numpy arrays, and a grain pipeline that batches them.
+"""Real image datasets as host numpy arrays, and the image Source of the loop.
 
 Every loader returns ``(images, labels)``: ``images`` float32 ``[n, height, width, channels]``
 scaled to [-1, 1], ``labels`` int32 ``[n]`` or None where the dataset has none. Loading is
@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import chex
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -307,44 +306,6 @@ def load_images(spec: Mapping[str, Any], split: str) -> Arrays:
   if labels is not None:
     chex.assert_shape(labels, (len(images),))
   return images, labels
-
-
-# ----------------------------------------------------------------------------------------
-# Input pipeline.
-
-
-def batch_iterator(arrays: dict[str, np.ndarray], batch_size: int, seed: int,
-                   num_epochs: int | None = None, shard_index: int = 0,
-                   shard_count: int = 1) -> grain.DatasetIterator:
-  """Iterates over shuffled batches ``{key: [batch_size, ...]}`` of this process's shard.
-
-  All arrays share their leading dimension ``n``. Each epoch is one global permutation of
-  the rows, drawn from ``seed`` and the epoch number, so every process computes the same
-  one; shard ``i`` takes permuted rows ``i, i + shard_count, ...`` of its first
-  ``(n // shard_count) * shard_count``, so shards are disjoint and equal in size and all
-  processes run the same number of steps. Batches are consecutive rows of the repeated
-  shard (a batch may span two epochs); an incomplete last batch is dropped so every batch
-  has the static shape jit needs. ``num_epochs=None`` repeats forever. The returned
-  iterator's ``get_state``/``set_state`` resume it exactly.
-  """
-  chex.assert_equal_shape_prefix(list(arrays.values()), 1)
-  if not 0 <= shard_index < shard_count:
-    raise DataError(f"shard_index must be in [0, {shard_count}), got {shard_index}.")
-  n = len(next(iter(arrays.values())))
-  rows_per_shard = n // shard_count
-  if not 1 <= batch_size <= rows_per_shard:
-    raise DataError(f"batch_size must be in [1, {rows_per_shard}], the rows of one shard, "
-                    f"got {batch_size}.")
-  rows = grain.MapDataset.range(n).shuffle(seed=seed)
-  rows = rows[:rows_per_shard * shard_count][shard_index::shard_count]
-  # `repeat` reseeds the upstream shuffle with the epoch number, through the slices.
-  batches = rows.repeat(num_epochs).batch(batch_size, drop_remainder=True)
-  # Gathering whole batches of indices is one numpy take per array instead of per row.
-  batches = batches.map(lambda index: {key: value[index] for key, value in arrays.items()})
-  # Rows are already in host memory, so a short prefetch hides the gather; grain's default
-  # buffer of 500 batches would copy much of the dataset again.
-  options = grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)
-  return iter(batches.to_iter_dataset(options))
 
 
 # --- The image Source of the self-consuming loop (config.data.source = "images"). ---

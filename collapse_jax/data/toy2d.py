@@ -10,8 +10,9 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from collapse_jax.data.source import Task
+from collapse_jax.data.source import RowSpec, Task
 
 
 def moons(key, n):
@@ -61,12 +62,22 @@ def checkerboard(key, n):
 SAMPLERS = {"moons": moons, "circles": circles, "blobs": blobs, "swiss_roll": swiss_roll,
             "8gaussians": eight_gaussians, "checkerboard": checkerboard}
 
+# The mode toys' equal-weight isotropic mixtures, ``name -> (centres [k, 2], std)``, for
+# metrics and figures (metrics/sample_distances.py). The samplers above keep their own
+# constants: changing how they compute a draw would move every golden metric by rounding.
+MODES = {
+    "8gaussians": (np.array([[2 * np.cos(a), 2 * np.sin(a)]
+                             for a in 2 * np.pi * np.arange(8) / 8], np.float32), 0.1),
+    "blobs": (np.array([[-2.0, -2.0], [2.0, -1.0], [0.0, 2.5]], np.float32), 0.5),
+}
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Toy2DSource:
   name: str
   n_test: int
   num_train = None
+  row_spec = RowSpec(fields={"x": ((2,), "float32")}, data="x")
 
   def consts(self):
     return ()

@@ -12,16 +12,19 @@ Every key is derived from the replicate's root key by stream name and generation
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 
 from collapse_jax import rng
 from collapse_jax.data.source import Source, Task
 from collapse_jax.loop.policies import Policy
 from collapse_jax.loop.pool import DataPool, PoolLayout, TrainView
+from collapse_jax.models import training
 from collapse_jax.models.base import GenerativeModel
 from collapse_jax.parallel import mesh as mesh_lib
 
@@ -50,15 +53,21 @@ class Loop:
     state = self.model.init(rng.stream_key(root, "init", 0), task)
     return Carry(state, DataPool.create(real, self.layout), task, root)
 
-  def step(self, consts, carry: Carry, g: jax.Array):
-    """Generation ``g``: returns the next carry and ``(metrics, fitted state)``."""
-    state, pool, task, root = carry
-    counts = self.policy.counts(pool, g, rng.stream_key(root, "policy", g))
-    view = TrainView(pool=pool, counts=counts, generation=g,
+  def view(self, carry: Carry, g: jax.Array) -> TrainView:
+    """The rows generation ``g`` trains on."""
+    counts = self.policy.counts(carry.pool, g, rng.stream_key(carry.root, "policy", g))
+    return TrainView(pool=carry.pool, counts=counts, generation=g,
                      whole_blocks=self.policy.whole_blocks)
+
+  def start_state(self, carry: Carry, g: jax.Array):
+    """The state generation ``g``'s training starts from."""
     if self.train_from == "scratch":
-      state = self.model.init(rng.stream_key(root, "init", g), task)
-    state = self.model.fit(state, view, task, rng.stream_key(root, "fit", g))
+      return self.model.init(rng.stream_key(carry.root, "init", g), carry.task)
+    return carry.state
+
+  def finish(self, consts, carry: Carry, view: TrainView, state, g: jax.Array):
+    """After generation ``g``'s fit: its metrics, and the pool with its samples written."""
+    pool, task, root = carry.pool, carry.task, carry.root
     metrics = self.model.evaluate(state, task, rng.stream_key(root, "eval", g)) | view.stats()
     fresh = synth = None
     if self.layout.n_fresh:
@@ -69,6 +78,13 @@ class Loop:
                                  self.layout.n_synth)
     pool = pool.write_block(g + 1, fresh, synth)
     return Carry(state, pool, task, root), (metrics, state)
+
+  def step(self, consts, carry: Carry, g: jax.Array):
+    """Generation ``g``: returns the next carry and ``(metrics, fitted state)``."""
+    view = self.view(carry, g)
+    state = self.model.fit(self.start_state(carry, g), view, carry.task,
+                           rng.stream_key(carry.root, "fit", g))
+    return self.finish(consts, carry, view, state, g)
 
   def run(self, consts, carry: Carry, generations: jax.Array):
     """Scans ``step`` over ``generations [L]``; returns the carry and per-generation outputs."""
@@ -109,3 +125,73 @@ class CompiledLoop:
 
   def run(self, consts, carry: Carry, generations) -> tuple[Carry, Any]:
     return self._run(consts, carry, jnp.asarray(generations, jnp.int32))
+
+
+class SegmentedLoop:
+  """A generation of a family trained by the shared loop (`training.Trained`) as separate
+  compiled calls, so the driver can checkpoint and report between them:
+
+      state = start(consts, carry, g)                     fresh or previous state
+      state, losses = segment(carry, state, g, first_step, stop)   repeated
+      carry, (metrics, state) = finish(consts, carry, state, g)
+
+  Leaves carry a leading seed axis, as in `CompiledLoop`; ``first_step`` ``[S]`` is the
+  state's step when the generation began, ``stop`` the generation-local step to run to.
+  The steps, keys and schedule are `Loop.step`'s, so the result equals it bitwise.
+  """
+
+  def __init__(self, compiled: CompiledLoop, segment_steps: int):
+    loop, mesh = compiled.loop, compiled.mesh
+    self.loop, self.segment_steps = loop, segment_steps
+    model = loop.model
+    self.initial_budget = getattr(model, "initial_budget", None)
+    shard, rep = compiled.carry_shardings, mesh_lib.replicated(mesh)
+    state_shard = shard.state
+
+    def start(consts, carry, g):
+      state = loop.start_state(carry, g)
+      view = loop.view(carry, g)
+      total = jax.lax.cond(g == 0, lambda: self._budget(True).num_steps(view),
+                           lambda: self._budget(False).num_steps(view))
+      return state, total
+
+    def segment(initial, carry, state, g, first_step, stop):
+      return training.train_segment(
+          state, loop.view(carry, g), rng.stream_key(carry.root, "fit", g), model.loss,
+          self._budget(initial), first_step, stop, segment_steps)
+
+    def finish(consts, carry, state, g):
+      return loop.finish(consts, carry, loop.view(carry, g), state, g)
+
+    seeds = lambda f, axes: jax.vmap(f, in_axes=axes)
+    self._start = jax.jit(seeds(start, (None, 0, None)), in_shardings=(rep, shard, rep),
+                          out_shardings=(state_shard, rep))
+    self._segment = {
+        initial: jax.jit(seeds(functools.partial(segment, initial), (0, 0, None, 0, None)),
+                         in_shardings=(shard, state_shard, rep, rep, rep),
+                         out_shardings=(state_shard, rep), donate_argnums=(1,))
+        for initial in (False, True)}
+    self._finish = jax.jit(seeds(finish, (None, 0, 0, None)),
+                           in_shardings=(rep, shard, state_shard, rep),
+                           out_shardings=(shard, rep), donate_argnums=(1,))
+
+  def _budget(self, initial: bool) -> training.Budget:
+    return self.initial_budget if initial and self.initial_budget else self.loop.model.budget
+
+  def start(self, consts, carry: Carry, g: int):
+    """``(state, total steps)`` of generation ``g``; the total is the same for every seed."""
+    state, total = self._start(consts, carry, jnp.int32(g))
+    return state, int(np.max(jax.device_get(total)))
+
+  def segment(self, carry: Carry, state, g: int, first_step, stop: int):
+    initial = bool(g == 0 and self.initial_budget is not None)
+    return self._segment[initial](carry, state, jnp.int32(g), first_step, jnp.int32(stop))
+
+  def finish(self, consts, carry: Carry, state, g: int):
+    return self._finish(consts, carry, state, jnp.int32(g))
+
+
+def is_trained(model) -> bool:
+  """Whether ``model`` trains through the shared optax loop (`training.Trained`), so a
+  generation can run in segments."""
+  return isinstance(getattr(model, "budget", None), training.Budget) and hasattr(model, "loss")

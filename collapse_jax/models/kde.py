@@ -12,7 +12,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from collapse_jax.data.source import Task
+from collapse_jax.data.source import RowSpec, Task
 from collapse_jax.loop.pool import TrainView, draw_rows
 
 RULES = ("scott", "silverman")
@@ -20,6 +20,7 @@ RULES = ("scott", "silverman")
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class KernelDensity:
+  field: str        # the rows' point field, [dim] per row
   dim: int
   capacity: int
   bandwidth: float | str   # a number, "scott" or "silverman"
@@ -35,8 +36,8 @@ class KernelDensity:
       return jnp.asarray(self.bandwidth, jnp.float32)
     n = view.size().astype(jnp.float32)
     count = lambda c: c.astype(jnp.float32)
-    mean = view.reduce(lambda rows, c: count(c) @ rows["x"]) / n
-    var = view.reduce(lambda rows, c: count(c) @ (rows["x"] - mean) ** 2) / (n - 1)
+    mean = view.reduce(lambda rows, c: count(c) @ rows[self.field]) / n
+    var = view.reduce(lambda rows, c: count(c) @ (rows[self.field] - mean) ** 2) / (n - 1)
     sigma = jnp.mean(jnp.sqrt(var))
     d = self.dim
     factor = (n ** (-1 / (d + 4)) if self.bandwidth == "scott"
@@ -45,14 +46,14 @@ class KernelDensity:
 
   def fit(self, state, view: TrainView, task: Task, key):
     del state, task, key
-    return {"points": view.pool.data["x"], "counts": view.counts,
+    return {"points": view.pool.data[self.field], "counts": view.counts,
             "bandwidth": self._bandwidth(view)}
 
   def sample(self, state, task: Task, key, n: int):
     k_row, k_noise = jax.random.split(key)
     rows = draw_rows(state["counts"], k_row, n)
     noise = state["bandwidth"] * jax.random.normal(k_noise, (n, self.dim))
-    return {"x": state["points"][rows] + noise}
+    return {self.field: state["points"][rows] + noise}
 
   def log_density(self, state, x: jax.Array, block: int = 1024) -> jax.Array:
     """``[m]`` log p(x) for ``x [m, d]``.
@@ -82,19 +83,32 @@ class KernelDensity:
 
   def evaluate(self, state, task: Task, key):
     del key
-    return {"test_nll": -jnp.mean(self.log_density(state, task.test["x"])),
+    return {"test_nll": -jnp.mean(self.log_density(state, task.test[self.field])),
             "bandwidth": state["bandwidth"]}
 
 
-def build(config, layout) -> KernelDensity:
-  bw = config.model.bandwidth
-  return KernelDensity(dim=2, capacity=layout.capacity, bandwidth=bw)
+def bandwidth_of(value: float | str) -> float | str:
+  """``config.model.bandwidth`` as a number or a rule name. The field's default is a rule
+  ('scott'), so the command line hands a number over as a string ('0.5'): read it back."""
+  if isinstance(value, str):
+    try:
+      return float(value)
+    except ValueError:
+      return value.strip().lower()
+  return value
 
 
-def check_config(config) -> str | None:
-  if config.data.source != "toy2d":
-    return "The kde model needs data.source = 'toy2d'."
-  bw = config.model.bandwidth
+def build(config, layout, spec: RowSpec) -> KernelDensity:
+  bw = bandwidth_of(config.model.bandwidth)
+  return KernelDensity(field=spec.data, dim=spec.shape[0], capacity=layout.capacity,
+                       bandwidth=bw)
+
+
+def check_config(config, spec: RowSpec) -> str | None:
+  if len(spec.shape) != 1 or spec.aux or spec.mask:
+    return (f"The kde model needs rows of one point vector [dim]; this source's rows are "
+            f"{spec.fields}.")
+  bw = bandwidth_of(config.model.bandwidth)
   if isinstance(bw, str) and bw not in RULES:
     return f"Unknown KDE bandwidth rule {bw!r}; use a positive number or one of {RULES}."
   if not isinstance(bw, str) and not bw > 0:

@@ -11,7 +11,7 @@ with a constant learning rate or a linear warm-up and cosine decay over the gene
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +23,17 @@ from collapse_jax.loop.pool import TrainView
 # (sum, weight) of scalars, minimised as sum / weight (token-weighted cross-entropy: the
 # sum over non-pad tokens and their count).
 LossFn = Callable[[Any, Any, jax.Array], jax.Array | tuple[jax.Array, jax.Array]]
+
+class Trained(Protocol):
+  """A family trained by this loop: ``fit`` is `train_generation` of ``loss`` with
+  ``budget`` (``initial_budget`` at generation 0 when not None). The driver may then run a
+  generation in segments (`train_segment`) with checkpoints between them."""
+  budget: "Budget"
+  initial_budget: "Budget | None"
+
+  def loss(self, params, batch, key) -> jax.Array | tuple[jax.Array, jax.Array]:
+    ...
+
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
@@ -97,31 +108,62 @@ def init_state(params, budget: Budget) -> dict:
           "step": jnp.zeros((), jnp.int32)}
 
 
-def train(state: dict, view: TrainView, key: jax.Array, loss_fn: LossFn,
-          budget: Budget) -> dict:
-  """Runs the generation's budget of Adam steps on minibatches of ``view``."""
+def _step_fn(view: TrainView, key: jax.Array, loss_fn: LossFn, budget: Budget,
+             first_step: jax.Array, total: jax.Array):
+  """One optimizer step ``state -> (state, loss)``; keys fold in the global step, and the
+  schedule counts from ``first_step``, the step the generation started at."""
   opt = budget.optimizer()
-  total = budget.num_steps(view)
-  first = state["step"]
 
-  def one_step(_, s):
+  def one_step(s):
     k = jax.random.fold_in(key, s["step"])
     k_batch, k_loss = jax.random.split(k)
     batch = view.gather(view.draw(k_batch, budget.batch_size))
-    grads = jax.grad(lambda p: mean_loss(loss_fn(p, batch, k_loss)))(s["params"])
+    loss, grads = jax.value_and_grad(lambda p: mean_loss(loss_fn(p, batch, k_loss)))(
+        s["params"])
     updates, opt_state = opt.update(grads, s["opt"], s["params"])
     if budget.scheduled:
       # Adam(W)'s update is linear in the learning rate, so scaling it is the schedule.
-      scale = budget.learning_rate_at(s["step"] - first, total) / budget.learning_rate
+      scale = budget.learning_rate_at(s["step"] - first_step, total) / budget.learning_rate
       updates = jax.tree.map(lambda u: u * scale, updates)
     params = optax.apply_updates(s["params"], updates)
     # EMA warm-up (decay grows from 0.1 to ema_decay): a generation trained from
     # scratch is far shorter than the 1 / (1 - decay) steps a plain EMA needs.
     decay = jnp.minimum(budget.ema_decay, (1.0 + s["step"]) / (10.0 + s["step"]))
     ema = optax.incremental_update(params, s["ema"], 1 - decay)
-    return {"params": params, "opt": opt_state, "ema": ema, "step": s["step"] + 1}
+    return {"params": params, "opt": opt_state, "ema": ema, "step": s["step"] + 1}, loss
 
-  return jax.lax.fori_loop(0, total, one_step, state)
+  return one_step
+
+
+def train(state: dict, view: TrainView, key: jax.Array, loss_fn: LossFn,
+          budget: Budget) -> dict:
+  """Runs the generation's budget of optimizer steps on minibatches of ``view``."""
+  total = budget.num_steps(view)
+  one_step = _step_fn(view, key, loss_fn, budget, state["step"], total)
+  return jax.lax.fori_loop(0, total, lambda _, s: one_step(s)[0], state)
+
+
+def train_segment(state: dict, view: TrainView, key: jax.Array, loss_fn: LossFn,
+                  budget: Budget, first_step: jax.Array, stop: jax.Array, length: int
+                  ) -> tuple[dict, jax.Array]:
+  """The steps of one segment of a generation trained in segments.
+
+  Runs from the generation-local step ``state["step"] - first_step`` up to ``stop``
+  (capped at the generation's budget); the same steps, keys and schedule as `train`, so a
+  generation trained in any segments ends in the same state. Returns the state and the
+  segment's per-step losses ``[length]`` (``length`` >= the segment's steps; zeros after).
+  """
+  total = budget.num_steps(view)
+  one_step = _step_fn(view, key, loss_fn, budget, first_step, total)
+  lo = state["step"] - first_step
+
+  def body(i, carry):
+    s, losses = carry
+    s, loss = one_step(s)
+    return s, losses.at[i - lo].set(loss)
+
+  return jax.lax.fori_loop(lo, jnp.minimum(stop, total), body,
+                           (state, jnp.zeros((length,), jnp.float32)))
 
 
 def train_generation(state: dict, view: TrainView, key: jax.Array, loss_fn: LossFn,

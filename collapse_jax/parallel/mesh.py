@@ -10,11 +10,21 @@ import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 
+def check(num_data: int) -> str | None:
+  """Why a ``num_data``-device data axis cannot be built here (one sentence), or None."""
+  available = jax.device_count()
+  if num_data == -1 or 1 <= num_data <= available:
+    return None
+  return (f"mesh.data={num_data} does not fit the {available} device"
+          f"{'s' * (available != 1)} of this machine; give 1 to {available}, or -1 for all.")
+
+
 def make_mesh(num_data: int = -1) -> Mesh:
   """A 1-axis ``data`` mesh over ``num_data`` devices (-1: all devices)."""
+  problem = check(num_data)
+  if problem:
+    raise ValueError(problem)
   count = jax.device_count() if num_data == -1 else num_data
-  if not 1 <= count <= jax.device_count():
-    raise ValueError(f"mesh.data={num_data} but {jax.device_count()} devices are available.")
   # Auto axes: shardings are fixed at the jit boundary and XLA propagates them inside,
   # so model code needs no sharding annotations.
   return jax.make_mesh((count,), ("data",), axis_types=(AxisType.Auto,),

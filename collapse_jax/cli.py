@@ -1,0 +1,209 @@
+"""The launchers' command line: every mistake in it is one sentence and exit 2.
+
+absl answers a bad flag with exit 1 and a page of usage, and a bad config file or override
+with a traceback. A launcher (launch/main.py, launch/report.py, launch/compare_policies.py)
+instead defines its flags with absl as usual, its config flag with `config_flag`, and runs
+with `run` in place of ``absl.app.run``:
+
+    _CONFIG = cli.config_flag()                       # --config=file.py[:variants], --config.x=y
+    _WORKDIR = flags.DEFINE_string("workdir", None, "...")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+    def main(argv):                                   # argv: the program name only, unless
+      ...                                             # run(..., positional=True)
+
+    if __name__ == "__main__":
+      cli.run(main)
+
+`run` then refuses, with ``error: <sentence>`` on stderr and exit 2 before ``main`` starts:
+an unknown or malformed flag, a missing required flag, a config file that does not exist,
+an unknown config variant (`variants.VariantError` from ``get_config``), an override of a
+field the config does not have, an override value of the wrong type (``--config.seed=abc``)
+and, unless ``positional=True``, positional arguments. Inside ``main`` it maps the
+library's user-facing errors the same way (`experiment.run_or_exit`: a config the
+validation pass refuses, an unreadable checkpoint, a missing file: exit 2; a run gone
+non-finite: exit 1). Any other exception is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+import re
+import sys
+from typing import Callable, NoReturn, Sequence
+
+from absl import app, flags
+from ml_collections import config_dict, config_flags
+
+from collapse_jax.variants import VariantError
+
+_CONFIG_FLAGS: list[str] = []   # names of the flags made by config_flag, for the messages
+
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               tuple: "a tuple such as '(1, 2)'"}
+
+
+def fail(message: str) -> NoReturn:
+  """Prints ``error: <message>`` on stderr and exits 2."""
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def config_flag(name: str = "config", help_string: str = "Experiment config file[:variants]."
+                ) -> flags.FlagHolder:
+  """``--<name>=configs/x.py[:variant,...]`` plus ``--<name>.field=value`` overrides; the
+  value is a locked ConfigDict (a misspelt override is refused, not added)."""
+  _CONFIG_FLAGS.append(name)
+  return config_flags.DEFINE_config_file(name, None, help_string, lock_config=True)
+
+
+def run(main: Callable[[list[str]], None], *, positional: bool = False) -> None:
+  """``absl.app.run(main)`` with command-line mistakes answered by `fail`.
+
+  ``positional``: whether ``main`` takes positional arguments (``argv[1:]``); if not,
+  any are refused.
+  """
+  def parse(argv: list[str]) -> list[str]:
+    rest = _parse_flags(argv)
+    if len(rest) > 1 and not positional:
+      fail(f"unexpected argument{'s' * (len(rest) > 2)} {' '.join(rest[1:])}; every option "
+           "is a --flag=value (see --helpshort).")
+    return rest
+
+  def guarded(argv: list[str]) -> None:
+    from collapse_jax import experiment  # late: it imports JAX, which --help does not need
+    experiment.run_or_exit(main, argv)
+
+  app.run(guarded, flags_parser=parse)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  for name in _CONFIG_FLAGS:  # a missing file is otherwise only noticed when first read
+    spec = _flag_argument(argv, name)
+    if spec is not None and not os.path.isfile(spec.split(":", 1)[0]):
+      fail(f"The config file {spec.split(':', 1)[0]} (from --{name}={spec}) does not exist.")
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # absl's flag errors and config_flags' own, from a config or override
+    problem = _explain(e, argv)
+    if problem is None:
+      raise  # a bug in a config file (a NameError, a syntax error): its traceback helps
+    fail(problem)
+
+
+def _flag_argument(argv: Sequence[str], name: str) -> str | None:
+  """The value given to ``--name`` in ``argv`` (the last one), or None."""
+  value = None
+  for i, arg in enumerate(argv[1:], 1):
+    if arg == "--":
+      break
+    m = re.fullmatch(rf"--?{re.escape(name)}(=(.*))?", arg)
+    if m:
+      value = m.group(2) if m.group(1) else (argv[i + 1] if i + 1 < len(argv) else None)
+  return value
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+  out = []
+  while error is not None and error not in out:
+    out.append(error)
+    error = error.__cause__ or error.__context__
+  return out
+
+
+def _explain(error: BaseException, argv: Sequence[str]) -> str | None:
+  """One sentence for a failed ``FLAGS(argv)``, or None when it is not the user's mistake."""
+  chain = _chain(error)
+  # config_flags re-raises get_config's ValueError/TypeError as the same type with a
+  # traceback for message: the original, last in the chain, says what is wrong.
+  if any(str(e).startswith("Error whilst parsing config file") for e in chain):
+    original = chain[-1]
+    if isinstance(original, VariantError):
+      return str(original)
+    if isinstance(original, (ValueError, TypeError)):  # e.g. variants a config does not take
+      spec = next((_flag_argument(argv, n) for n in _CONFIG_FLAGS
+                   if _flag_argument(argv, n)), "the config")
+      return f"{spec}: {str(original).rstrip('.')}."
+  for name in _CONFIG_FLAGS:
+    problem = _override_problem(argv, name)
+    if problem:
+      return problem
+  if isinstance(error, flags.Error):
+    return _flag_error(str(error))
+  return None
+
+
+def _flag_error(message: str) -> str:
+  """absl's flag error as a sentence: its first line, without the usage hint."""
+  first = message.strip().splitlines()[0].strip() if message.strip() else "bad flag"
+  m = re.fullmatch(r"flag --(\w+)=None: Flag --\w+ must have a value other than None\.", first)
+  if m:
+    return f"--{m.group(1)} is required."
+  m = re.match(r"Unknown command line flag '([^']*)'", first)
+  if m:
+    known = [f for f in flags.FLAGS if "." not in f]
+    close = difflib.get_close_matches(m.group(1), known, n=1)
+    hint = f"; did you mean --{close[0]}?" if close else " (see --helpshort)."
+    return f"Unknown flag --{m.group(1)}{hint}"
+  return first.rstrip(".") + "."
+
+
+def _override_problem(argv: Sequence[str], name: str) -> str | None:
+  """What is wrong with the ``--name.field=value`` overrides in ``argv``, checked against
+  the config they override (loaded again: this only runs when parsing already failed)."""
+  overrides = [a for a in argv[1:] if re.match(rf"--?(no)?{re.escape(name)}\.", a)]
+  spec = _flag_argument(argv, name)
+  if not overrides or spec is None:
+    return None
+  try:
+    config = _load_config(spec)
+  except Exception:  # pylint: disable=broad-except  (the caller's error explains it)
+    return None
+  for arg in overrides:
+    path, has_value, value = arg.lstrip("-").partition("=")
+    path = path.split(".", 1)[1]
+    node, walked = config, []
+    for key in path.split("."):
+      if not isinstance(node, (config_dict.ConfigDict, dict)) or key not in node:
+        keys = list(node.keys()) if isinstance(node, (config_dict.ConfigDict, dict)) else []
+        where = ".".join([name] + walked)
+        close = difflib.get_close_matches(key, keys, n=1)
+        hint = f"; did you mean {where}.{close[0]}?" if close else (
+            f"; it has {', '.join(sorted(keys))}." if keys else f" ({where} is not a group).")
+        return f"--{name}.{path}: {where} has no field {key!r}{hint}"
+      node, walked = node[key], walked + [key]
+    field_type = type(node)
+    if not has_value and field_type is not bool:
+      return f"--{name}.{path} needs a value: --{name}.{path}=VALUE."
+    if isinstance(node, config_dict.ConfigDict):
+      return (f"--{name}.{path} is a group of fields; override one of them, e.g. "
+              f"--{name}.{path}.{next(iter(node.keys()), 'field')}=VALUE.")
+    if has_value and field_type in _TYPE_WORDS and not _parses(field_type, value):
+      return (f"--{name}.{path}={value}: {name}.{path} takes {_TYPE_WORDS[field_type]}, "
+              f"not {value!r}.")
+    if node is None:
+      return (f"--{name}.{path}: the field is None in this config and has no type to parse "
+              f"{value!r} as.")
+  return None
+
+
+def _load_config(spec: str):
+  """``get_config(variant)`` of ``spec = path[:variant]``, as config_flags calls it."""
+  path, *variant = spec.split(":", 1)
+  module_spec = importlib.util.spec_from_file_location("_cli_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(*variant)
+
+
+def _parses(field_type: type, value: str) -> bool:
+  parser = {bool: flags.BooleanParser(), int: flags.IntegerParser(),
+            float: flags.FloatParser()}.get(field_type)
+  if parser is None:
+    return True
+  try:
+    parser.parse(value)
+    return True
+  except (TypeError, ValueError):
+    return False

@@ -1,0 +1,187 @@
+"""Sample quality of 2-D point models, per generation and seed (evaluator type "samples2d").
+
+Per generation and seed, ``num_samples`` points are drawn from the generation's model (key
+stream "samples2d") and compared with the replicate's held-out real points
+(``tasks.test[spec.data]``):
+
+  energy_distance, sliced_wasserstein     metrics/sample_distances.py (sliced W2 over
+                                          ``num_projections`` fixed directions)
+  energy_distance_floor,                  the same distances for ``num_samples`` fresh REAL
+  sliced_wasserstein_floor                points (key stream "samples2d_floor", the same in
+                                          every generation): what a perfect model scores
+  modes_covered, off_mode_fraction        mode toys only (toy2d 8gaussians, blobs; the
+                                          mixtures are data/toy2d.py's MODES): modes holding
+                                          at least ``min_mode_fraction`` of their share of
+                                          the samples within 3 std; samples farther than
+                                          3 std from every mode
+  ode_test_nll                            with ``nll: True``: -mean log p(test) of the model
+                                          through its ``log_likelihood(state, x) -> [n]``
+                                          (the probability-flow ODE of diffusion / flow
+                                          families)
+
+Artifacts: ``<workdir>/samples2d/generation_XXX.npz`` (``samples [seeds, n, 2]``, ``test
+[seeds, n_test, 2]``, the metrics, the mixture when known) and ``<workdir>/plots/
+samples2d.png`` (report/scatter.py), redrawn every ``plot_every`` generations and after the
+last one.
+"""
+from __future__ import annotations
+
+import pathlib
+
+import chex
+import jax
+import ml_collections
+import numpy as np
+
+from collapse_jax import rng
+from collapse_jax.data import toy2d
+from collapse_jax.metrics import sample_distances as sd
+
+OPTIONS = ("type", "num_samples", "num_projections", "projection_seed", "min_mode_fraction",
+           "nll", "plot_every")
+
+
+def samples2d_eval(num_samples: int = 1000, *, num_projections: int = 64,
+                   min_mode_fraction: float = 0.2, nll: bool = False, plot_every: int = 5
+                   ) -> ml_collections.ConfigDict:
+  """The ``config.evals.samples2d`` entry: ``c.evals.samples2d = samples2d_eval(1000)``."""
+  return ml_collections.ConfigDict({
+      "type": "samples2d", "num_samples": num_samples, "num_projections": num_projections,
+      "projection_seed": 0, "min_mode_fraction": min_mode_fraction, "nll": nll,
+      "plot_every": plot_every})
+
+
+def _option(options, name, default):
+  return options.get(name, default) if hasattr(options, "get") else default
+
+
+def mixture_of(config) -> tuple[np.ndarray, float] | None:
+  """``(centres [k, 2], std)`` of the run's real distribution when it is a mode toy."""
+  data = config.data
+  if data.get("source") == "toy2d" and data.get("name") in toy2d.MODES:
+    return toy2d.MODES[data.name]
+  return None
+
+
+def _has_log_likelihood(config, spec) -> bool | None:
+  """Whether ``config``'s model has ``log_likelihood``; None when it cannot be built (its
+  own check_config then reports why)."""
+  from collapse_jax import validate  # lazy: validate imports the evaluator registry
+  from collapse_jax.models import base as model_base
+  try:
+    layout = validate.policy_of(config).layout(config.num_generations, multiple_of=1)
+    model = model_base.family(config.model.name).build(config, layout, spec)
+  except Exception:  # noqa: BLE001 -- any failure here is reported by the model's own check
+    return None
+  return hasattr(model, "log_likelihood")
+
+
+def check_config(options, config, spec) -> str | None:
+  """One sentence on what is wrong with ``options`` for ``config``'s rows, or None."""
+  unknown = sorted(set(options) - set(OPTIONS))
+  if unknown:
+    return (f"Unknown samples2d option(s) {', '.join(unknown)}; known: "
+            f"{', '.join(OPTIONS)}.")
+  if spec is not None and tuple(spec.shape) != (2,):
+    return (f"The samples2d evaluator needs 2-D points per row, but the data field "
+            f"{spec.data!r} has rows of shape {tuple(spec.shape)}.")
+  n = _option(options, "num_samples", 1000)
+  if not isinstance(n, int) or n < 2:
+    return f"samples2d num_samples must be an integer >= 2, got {n!r}."
+  k = _option(options, "num_projections", 64)
+  if not isinstance(k, int) or k < 1:
+    return f"samples2d num_projections must be a positive integer, got {k!r}."
+  frac = _option(options, "min_mode_fraction", 0.2)
+  if not 0 < frac <= 1:
+    return f"samples2d min_mode_fraction must be in (0, 1], got {frac!r}."
+  if _option(options, "plot_every", 5) < 0:
+    return "samples2d plot_every must be >= 0 (0: only after the last generation)."
+  if _option(options, "nll", False) and _has_log_likelihood(config, spec) is False:
+    return (f"samples2d nll needs a model with log_likelihood(state, x), which the "
+            f"{config.model.name!r} model does not have; set nll to False.")
+  return None
+
+
+class Samples2D:
+  """The evaluator; see the module docstring."""
+
+  def __init__(self, options, context):
+    self.workdir = pathlib.Path(context.workdir)
+    self.num_samples = int(_option(options, "num_samples", 1000))
+    self.min_mode_fraction = float(_option(options, "min_mode_fraction", 0.2))
+    self.plot_every = int(_option(options, "plot_every", 5))
+    self.last_generation = int(context.config.num_generations) - 1
+    self.directions = sd.random_directions(int(_option(options, "num_projections", 64)), 2,
+                                           int(_option(options, "projection_seed", 0)))
+    self.mixture = mixture_of(context.config)
+    model, source = context.loop.model, context.loop.source
+    self.field = field = source.row_spec.data
+    n = self.num_samples
+    if _option(options, "nll", False) and not hasattr(model, "log_likelihood"):
+      raise ValueError(f"samples2d nll needs a model with log_likelihood(state, x); "
+                       f"{type(model).__name__} has none.")
+
+    def draw(state, task, root, g):
+      return model.sample(state, task, rng.stream_key(root, "samples2d", g), n)[field]
+
+    def real(consts, task, root):
+      # Block 0: for a dataset-backed source these are training rows, i.e. real points
+      # independent of the test set, which is all the floor needs.
+      return source.real(consts, task, rng.stream_key(root, "samples2d_floor"), 0, n)[field]
+
+    self._draw = jax.jit(jax.vmap(draw, in_axes=(0, 0, 0, None)))
+    self._real = jax.jit(jax.vmap(real, in_axes=(None, 0, 0)))
+    self._consts = context.consts
+    self._nll = None
+    if _option(options, "nll", False):
+      self._nll = jax.jit(jax.vmap(lambda state, task: -model.log_likelihood(
+          state, task.test[field]).mean()))
+    self._floor = None  # per-seed floors: the tasks and keys are fixed, so computed once
+
+  def _distances(self, x: np.ndarray, test: np.ndarray) -> tuple[float, float]:
+    return sd.energy_distance(x, test), sd.sliced_wasserstein(x, test, self.directions)
+
+  def __call__(self, states, tasks, roots, generation: int) -> dict[str, np.ndarray]:
+    """Per-seed metrics ``{name: [seeds]}`` of one generation; writes its samples (and the
+    scatter figure every ``plot_every`` generations and after the last)."""
+    samples = np.asarray(self._draw(states, tasks, roots, generation), np.float32)
+    test = np.asarray(tasks.test[self.field], np.float32)
+    chex.assert_shape(samples, (len(roots), self.num_samples, 2))
+    chex.assert_shape(test, (len(roots), None, 2))
+    if self._floor is None:
+      real = np.asarray(self._real(self._consts, tasks, roots), np.float32)
+      self._floor = np.array([self._distances(r, t) for r, t in zip(real, test)]).T
+    ed, sw = np.array([self._distances(x, t) for x, t in zip(samples, test)]).T
+    out = {"energy_distance": ed, "energy_distance_floor": self._floor[0].copy(),
+           "sliced_wasserstein": sw, "sliced_wasserstein_floor": self._floor[1].copy()}
+    extra = {}
+    if self.mixture is not None:
+      centres, std = self.mixture
+      stats = [sd.mode_stats(x, centres, std, self.min_mode_fraction) for x in samples]
+      out["modes_covered"] = np.array([s.covered for s in stats], np.float64)
+      out["off_mode_fraction"] = np.array([s.far_fraction for s in stats], np.float64)
+      extra = {"mode_centres": centres, "mode_std": np.float64(std)}
+    if self._nll is not None:
+      out["ode_test_nll"] = np.asarray(self._nll(states, tasks), np.float64)
+    out = {k: np.asarray(v, np.float64) for k, v in out.items()}
+    self._save(generation, samples, test, out, extra)
+    return out
+
+  def _save(self, generation, samples, test, metrics, extra) -> None:
+    if jax.process_index() != 0:
+      return
+    folder = self.workdir / "samples2d"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"generation_{generation:03d}.npz"
+    tmp = folder / f".generation_{generation:03d}.tmp.npz"
+    np.savez(tmp, samples=samples, test=test, generation=np.int64(generation),
+             **{f"metric_{k}": v for k, v in metrics.items()}, **extra)
+    tmp.replace(path)  # atomic: a figure drawn concurrently never reads half a file
+    every = self.plot_every
+    if generation >= self.last_generation or (every and (generation + 1) % every == 0):
+      from collapse_jax.report import scatter  # lazy: matplotlib only when drawing
+      scatter.plot_run(self.workdir)
+
+
+def build(options, context) -> Samples2D:
+  return Samples2D(options, context)

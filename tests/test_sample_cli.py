@@ -1,0 +1,60 @@
+"""Loading generation g's model from a workdir (the run's product) and sampling from it."""
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from collapse_jax import experiment, validate
+
+from conftest import ROOT, load_config
+
+SAMPLE = [sys.executable, str(ROOT / "launch" / "sample.py")]
+
+
+@pytest.fixture(scope="module")
+def gaussian_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("gauss")
+  rows = experiment.train_and_evaluate(load_config("gaussian_replace"), workdir)
+  return workdir, rows
+
+
+def test_restored_generation_is_the_trained_one(gaussian_run):
+  workdir, rows = gaussian_run
+  for g in (0, 2):
+    gen = experiment.load_generation(workdir, g)
+    metrics = jax.vmap(lambda s, t: gen.loop.model.evaluate(s, t, jax.random.PRNGKey(0)))(
+        gen.state, gen.tasks)
+    for seed in range(gen.config.num_seeds):
+      row = next(r for r in rows if r["generation"] == g and r["seed"] == seed)
+      np.testing.assert_allclose(metrics["test_nll"][seed], row["test_nll"], rtol=1e-5)
+  samples = experiment.sample_generation(gen, 500, seed_index=1)
+  # Generation 2's fitted Gaussian: its samples have the fitted mean.
+  np.testing.assert_allclose(samples["x"].mean(0), gen.state["mu"][1], atol=0.2)
+
+
+def test_missing_generation_is_one_sentence(gaussian_run):
+  workdir, _ = gaussian_run
+  with pytest.raises(validate.ConfigError, match="has no model of generation 7; it has 0, 1, 2"):
+    experiment.load_generation(workdir, 7)
+
+
+def test_samples_written_as_npz(gaussian_run, tmp_path):
+  sys.path.insert(0, str(ROOT / "launch"))
+  import sample
+  gen = experiment.load_generation(gaussian_run[0], 1)
+  sample.write(gen, experiment.sample_generation(gen, 50), tmp_path / "s.npz")
+  assert np.load(tmp_path / "s.npz")["x"].shape == (50, 2)
+
+
+def test_sample_cli_writes_a_scatter_and_refuses_bad_input(gaussian_run, tmp_path):
+  workdir, _ = gaussian_run
+  run = lambda *a: subprocess.run(SAMPLE + [f"--workdir={workdir}", *a], capture_output=True,
+                                  text=True, timeout=300)
+  ok = run("--generation=1", "--num=50", f"--out={tmp_path / 's.png'}")
+  assert ok.returncode == 0, ok.stderr[-2000:]
+  assert (tmp_path / "s.png").stat().st_size > 1000
+  bad = run("--generation=1", "--seed_index=5", f"--out={tmp_path / 'b.png'}")
+  assert bad.returncode == 2 and "--seed_index must be in [0, 2)" in bad.stderr
+  assert "Traceback" not in bad.stderr and not (tmp_path / "b.png").exists()
