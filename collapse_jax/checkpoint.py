@@ -6,30 +6,50 @@
     <workdir>/checkpoints/train/<id>   inside a generation trained in segments: the training
                                        state after a segment (id = g * 10**9 + local step)
 
+Every checkpoint gets a SHA-256 digest of its files (``checkpoints/digests/<kind>/<id>.json``,
+written after Orbax commits it), checked before it is read: a damaged file is named in one
+sentence instead of surfacing as a TensorStore error, and `set_aside` moves a damaged
+checkpoint and everything after it to ``checkpoints/damaged/`` when the user asks to resume
+from the newest intact one.
+
 Loop checkpoints are written at chunk boundaries (the last two kept); model checkpoints
 at every generation (all kept: they are the run's product); training checkpoints at segment
 boundaries (the last two kept; those of finished generations are deleted).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import pathlib
+import shutil
+import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
 
-_TRAIN_ID = 10 ** 9  # training checkpoint ids: generation * _TRAIN_ID + local step
+TRAIN_ID = 10 ** 9  # training checkpoint ids: generation * TRAIN_ID + local step
 
 
 class CheckpointError(RuntimeError):
   """A checkpoint exists but cannot be read."""
 
 
+def _digest(directory: pathlib.Path) -> dict[str, str]:
+  """SHA-256 of every file under ``directory``, by relative path."""
+  out = {}
+  for f in sorted(p for p in directory.rglob("*") if p.is_file()):
+    with open(f, "rb") as fh:
+      out[str(f.relative_to(directory))] = hashlib.file_digest(fh, "sha256").hexdigest()
+  return out
+
+
 class RunCheckpoints:
 
   def __init__(self, workdir: pathlib.Path):
     root = pathlib.Path(workdir).absolute() / "checkpoints"
+    self._root = root
     self._loop_dir = root / "loop"
     self._loop = ocp.CheckpointManager(
         self._loop_dir, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
@@ -44,8 +64,65 @@ class RunCheckpoints:
     """Number of generations finished at the latest loop checkpoint, or None."""
     return self._loop.latest_step()
 
+  def _dir(self, kind: str) -> pathlib.Path:
+    return {"loop": self._loop_dir, "models": self._models_dir, "train": self._train_dir}[kind]
+
+  def _seal(self, kind: str, step: int) -> None:
+    """Writes the digest of a committed checkpoint (process 0; atomic)."""
+    if jax.process_index() != 0:
+      return
+    path = self._root / "digests" / kind / f"{step}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(_digest(self._dir(kind) / str(step))))
+    tmp.replace(path)
+
+  def damage(self, kind: str, step: int) -> str | None:
+    """What is wrong with checkpoint ``kind``/``step`` (one clause), or None when its files
+    match their digest (or it predates digests)."""
+    path = self._root / "digests" / kind / f"{step}.json"
+    if not path.exists():
+      return None
+    want, have = json.loads(path.read_text()), _digest(self._dir(kind) / str(step))
+    for name, digest in want.items():
+      if name not in have:
+        return f"its file {name} is missing"
+      if have[name] != digest:
+        return f"its file {name} does not match the checksum saved with it"
+    return None
+
+  def verify(self, kind: str, step: int, way_on: str) -> None:
+    """Raises `CheckpointError` in one sentence if checkpoint ``kind``/``step`` is damaged."""
+    problem = self.damage(kind, step)
+    if problem:
+      raise CheckpointError(
+          f"The checkpoint {self._dir(kind) / str(step)} is damaged ({problem}); {way_on}")
+
+  def intact_loop_steps(self) -> list[int]:
+    return [s for s in sorted(self._loop.all_steps()) if self.damage("loop", s) is None]
+
+  def set_aside(self, generations_done: int) -> pathlib.Path:
+    """Moves every checkpoint of a later point than ``generations_done`` generations (loop
+    steps above it, models and training states of generations from it on) to
+    ``checkpoints/damaged/<time>/``; returns that folder. The managers are reopened."""
+    dest = self._root / "damaged" / time.strftime("%Y%m%d-%H%M%S")
+    moves = [("loop", s) for s in self._loop.all_steps() if s > generations_done]
+    moves += [("models", s) for s in self._models.all_steps() if s >= generations_done]
+    moves += [("train", s) for s in self._train.all_steps() if s // TRAIN_ID >= generations_done]
+    self.close()
+    for kind, step in moves:
+      (dest / kind).mkdir(parents=True, exist_ok=True)
+      shutil.move(str(self._dir(kind) / str(step)), str(dest / kind / str(step)))
+      digest = self._root / "digests" / kind / f"{step}.json"
+      if digest.exists():
+        digest.unlink()
+    self.__init__(self._root.parent)
+    return dest
+
   def save_model(self, generation: int, state: Any) -> None:
     self._models.save(generation, args=ocp.args.StandardSave(state))
+    self._models.wait_until_finished()
+    self._seal("models", generation)
 
   def save_loop(self, generations_done: int, carry: Any, meta: dict) -> None:
     """Saves the carry after ``generations_done`` generations; ``meta`` is JSON."""
@@ -53,6 +130,7 @@ class RunCheckpoints:
     self._loop.save(generations_done, args=ocp.args.Composite(
         carry=ocp.args.StandardSave(carry), meta=ocp.args.JsonSave(meta)))
     self._loop.wait_until_finished()
+    self._seal("loop", generations_done)
 
   def restore_meta(self, step: int) -> dict:
     return self._read(step, lambda: self._loop.restore(
@@ -66,19 +144,20 @@ class RunCheckpoints:
 
   def save_train(self, generation: int, local_step: int, state: Any, meta: dict) -> None:
     """Saves a generation's training state after ``local_step`` of its steps."""
-    self._train.save(generation * _TRAIN_ID + local_step, args=ocp.args.Composite(
+    self._train.save(generation * TRAIN_ID + local_step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
     self._train.wait_until_finished()
+    self._seal("train", generation * TRAIN_ID + local_step)
 
   def latest_train(self, generation: int) -> int | None:
     """The local step of ``generation``'s newest training checkpoint, or None."""
-    steps = [s - generation * _TRAIN_ID for s in self._train.all_steps()
-             if s // _TRAIN_ID == generation]
+    steps = [s - generation * TRAIN_ID for s in self._train.all_steps()
+             if s // TRAIN_ID == generation]
     return max(steps) if steps else None
 
   def restore_train(self, generation: int, local_step: int, abstract: Any, shardings: Any
                     ) -> tuple[Any, dict]:
-    step = generation * _TRAIN_ID + local_step
+    step = generation * TRAIN_ID + local_step
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, shardings)
     out = self._read(step, lambda: self._train.restore(step, args=ocp.args.Composite(
@@ -88,8 +167,9 @@ class RunCheckpoints:
   def drop_train(self, generation: int) -> None:
     """Deletes ``generation``'s training checkpoints (its model checkpoint is saved)."""
     for s in self._train.all_steps():
-      if s // _TRAIN_ID <= generation:
+      if s // TRAIN_ID <= generation:
         self._train.delete(s)
+        (self._root / "digests" / "train" / f"{s}.json").unlink(missing_ok=True)
 
   def model_generations(self) -> list[int]:
     """Generations whose model checkpoint is on disk."""
@@ -107,6 +187,9 @@ class RunCheckpoints:
       return fn()
     except Exception as e:  # orbax raises many types; the user needs which file and why
       reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+      # TensorStore appends its whole spec to the message: keep the cause, not the dump.
+      reason = reason.split(" [tensorstore_spec")[0].split("; See full TensorStore")[0]
+      reason = reason if len(reason) <= 300 else reason[:300] + "..."
       raise CheckpointError(
           f"Cannot read the checkpoint {(directory or self._loop_dir) / str(step)} ({reason}); "
           "fix or remove it, or rerun with --overwrite to start over.") from e

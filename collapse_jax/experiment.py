@@ -115,12 +115,29 @@ def _write_metrics(config, workdir: pathlib.Path, history: list[dict]) -> None:
   tmp.replace(workdir / "metrics.jsonl")  # atomic: readers never see half a file
 
 
-def _resume(config, ckpts, compiled: CompiledLoop, mesh, consts, roots):
+def _resume(config, ckpts, compiled: CompiledLoop, mesh, consts, roots, workdir,
+            resume_from_intact: bool):
   """(generations done, carry, metrics history, training curves) from the latest loop
-  checkpoint, or None."""
+  checkpoint, or None. A damaged latest checkpoint is refused in one sentence, or, with
+  ``resume_from_intact``, set aside with everything after the newest intact one."""
   step = ckpts.latest_loop_step()
   if step is None:
     return None
+  problem = ckpts.damage("loop", step)
+  if problem:
+    intact = [s for s in ckpts.intact_loop_steps() if s < step]
+    if not resume_from_intact:
+      way = (f"rerun with --resume_from_intact to continue from the newest intact one "
+             f"(after generation {intact[-1] - 1}), or " if intact else "rerun ")
+      ckpts.verify("loop", step, way + "with --overwrite to start over.")
+    if not intact:
+      raise checkpoint.CheckpointError(
+          f"The checkpoint {workdir / 'checkpoints' / 'loop' / str(step)} is damaged "
+          f"({problem}) and no older intact one is left; rerun with --overwrite.")
+    aside = ckpts.set_aside(intact[-1])
+    logging.warning("The newest checkpoint was damaged (%s); continuing after generation %d, "
+                    "later checkpoints moved to %s.", problem, intact[-1] - 1, aside)
+    step = intact[-1]
   meta = ckpts.restore_meta(step)
   curves = meta.get("curves", {})
   if step >= config.num_generations:  # already done: nothing to continue
@@ -176,6 +193,9 @@ def _segmented_generation(config, workdir, g: int, seg: SegmentedLoop, ckpts, co
     first_step = jax.device_get(state["step"])
     local, curve = 0, []
   else:
+    ckpts.verify("train", g * checkpoint.TRAIN_ID + local,
+                 "remove it (the generation then restarts from its previous segment "
+                 "checkpoint or its beginning) or rerun with --overwrite.")
     state, meta = ckpts.restore_train(g, local, abstract_state, state_shardings)
     first_step, total, curve = np.asarray(meta["first_step"], np.int32), meta["total"], meta["curve"]
     logging.info("Resuming generation %d at step %d of %d.", g, local, total)
@@ -205,9 +225,14 @@ def _segmented_generation(config, workdir, g: int, seg: SegmentedLoop, ckpts, co
   return carry, jax.tree.map(lambda x: x[:, None], (metrics, state)), curve
 
 
-def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool = False
-                       ) -> list[dict]:
-  """Runs (or resumes) ``config`` in ``workdir``; returns the metrics rows."""
+def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool = False,
+                       resume_from_intact: bool = False) -> list[dict]:
+  """Runs (or resumes) ``config`` in ``workdir``; returns the metrics rows.
+
+  ``resume_from_intact``: if the newest checkpoint is damaged, continue from the newest
+  intact one (the damaged ones are moved to checkpoints/damaged/); without it, a damaged
+  checkpoint stops the run with one sentence.
+  """
   rng.configure_jax()
   validate.check(config)
   workdir = pathlib.Path(workdir)
@@ -225,7 +250,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
 
   # Start or resume.
   ckpts = checkpoint.RunCheckpoints(workdir)
-  resumed = _resume(config, ckpts, compiled, mesh, consts, roots)
+  resumed = _resume(config, ckpts, compiled, mesh, consts, roots, workdir, resume_from_intact)
   if resumed is None:
     done, carry, history, curves = 0, compiled.init(consts, roots), [], {}
   else:
@@ -328,6 +353,8 @@ def load_generation(workdir: str | pathlib.Path, generation: int) -> Generation:
   consts = loop.source.consts()
   roots = rng.seed_keys(config.seed, config.num_seeds)
   compiled = CompiledLoop(loop, mesh, consts, roots)
+  ckpts.verify("models", generation, "rerun the generation (remove it and the later ones, "
+               "then rerun the training command) to rebuild it.")
   state = ckpts.restore_model(generation, compiled.abstract_carry.state,
                              mesh_lib.replicated(mesh))
   ckpts.close()

@@ -1,0 +1,65 @@
+"""A damaged checkpoint: named in one sentence with the way on (exit 2, workdir untouched);
+with --resume_from_intact the run continues from the newest intact one, bitwise."""
+import subprocess
+import sys
+
+import pytest
+
+from collapse_jax import checkpoint, experiment
+
+from conftest import ROOT, load_config, read_metrics
+from test_cli import _tree_digest
+
+
+def _config(generations):
+  config = load_config("gaussian_replace")
+  config.generations_per_chunk, config.num_generations = 1, generations
+  config.evals = {}
+  return config
+
+
+def _flip_bytes(path):
+  data = bytearray(path.read_bytes())
+  for i in range(min(40, len(data))):
+    data[-1 - i] ^= 0xFF
+  path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_damaged_newest_checkpoint(damage, tmp_path):
+  whole = experiment.train_and_evaluate(_config(5), tmp_path / "whole")
+  workdir = tmp_path / "run"
+  experiment.train_and_evaluate(_config(3), workdir)
+  newest = workdir / "checkpoints" / "loop" / "3"
+  target = max((p for p in (newest / "carry").rglob("*") if p.is_file()),
+               key=lambda p: p.stat().st_size)
+  if damage == "flip":
+    _flip_bytes(target)
+  else:
+    target.write_bytes(target.read_bytes()[:10])
+  before = _tree_digest(workdir)
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "launch" / "main.py"),
+       "--config=configs/gaussian_replace.py:smoke", f"--workdir={workdir}",
+       "--config.generations_per_chunk=1", "--config.num_generations=5", "--config.evals={}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert len(lines) == 1 and "Traceback" not in result.stderr
+  assert f"The checkpoint {newest} is damaged (its file carry/" in lines[0]
+  assert "--resume_from_intact to continue from the newest intact one (after generation 1)" \
+      in lines[0]
+  assert _tree_digest(workdir) == before
+  rows = experiment.train_and_evaluate(_config(5), workdir, resume_from_intact=True)
+  assert rows == whole == read_metrics(workdir)
+  assert list((workdir / "checkpoints" / "damaged").glob("*/loop/3"))
+
+
+def test_damaged_model_checkpoint_is_named(tmp_path):
+  experiment.train_and_evaluate(_config(2), tmp_path)
+  data = max((p for p in (tmp_path / "checkpoints" / "models" / "1").rglob("*")
+              if p.is_file() and "d" == p.parent.name), key=lambda p: p.stat().st_size)
+  _flip_bytes(data)
+  with pytest.raises(checkpoint.CheckpointError, match=r"models/1 is damaged \(its file .* "
+                     r"does not match the checksum saved with it\); rerun the generation"):
+    experiment.load_generation(tmp_path, 1)
