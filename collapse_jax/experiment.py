@@ -239,7 +239,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
   prepare_workdir(config, workdir, overwrite)
 
   # Mesh and the compiled loop.
-  mesh = mesh_lib.make_mesh(config.mesh.data)
+  mesh = mesh_lib.from_config(config.mesh)
   layout = validate.policy_of(config).layout(config.num_generations, multiple_of=mesh.size)
   loop = build_loop(config, layout)
   consts = loop.source.consts()

@@ -17,6 +17,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from collapse_jax import variants
+from collapse_jax.evals.samples2d import samples2d_eval
 from collapse_jax.loop import policies
 
 
@@ -69,7 +70,9 @@ def base(policy: str, mix_lambda: float | None = None) -> ml_collections.ConfigD
   c.n_synth = c.get_ref("n_real").identity()
   c.policy = ml_collections.ConfigDict(
       {"name": policy, "mix_lambda": 1.0 if mix_lambda is None else mix_lambda})
-  c.mesh = ml_collections.ConfigDict({"data": -1})   # devices on the data axis; -1: all
+  # Devices on the data axis (-1: all not on fsdp) and on the fsdp axis, over which model
+  # parameters, optimizer state and EMA are sharded (parallel/mesh.py).
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
   # Host-side evaluators per generation: name -> {"type": module in collapse_jax/evals/, ...}.
   c.evals = ml_collections.ConfigDict()
   return c
@@ -197,12 +200,14 @@ def flow_toy(toy: str, policy: str, arg: str | None) -> ml_collections.ConfigDic
   c.model = _flow_model("mlp", {"width": 256, "depth": 3}, exact_nll=True, steps=2000,
                         batch_size=256, learning_rate=1e-3, ema_decay=0.999,
                         sinkhorn_eps=3e-3, sinkhorn_iters=100, inference_batch_size=1000)
-  if _flow_args(arg, c):
+  smoke = _flow_args(arg, c)
+  if smoke:
     c.num_seeds, c.num_generations, c.n_real, c.n_synth = 2, 3, 64, 64
     c.data.n_test = 64
     c.model.mlp.update({"width": 16, "depth": 1})
     c.model.update({"steps": 3, "batch_size": 16, "sinkhorn_iters": 20, "eval_times": 2,
                     "rtol": 1e-3, "atol": 1e-3})
+  c.evals.samples2d = samples2d_eval(64 if smoke else 1000)
   return c
 
 
@@ -304,4 +309,5 @@ def diffusion_toy(kind: str, toy: str, policy: str, arg: str | None
     c.data.n_test = 64
     c.model.mlp.update({"width": 32, "depth": 1})
     c.model.update({"steps": 5, "batch_size": 32, "sampler_steps": 4})
+  c.evals.samples2d = samples2d_eval(64 if smoke else 1000)
   return c

@@ -38,7 +38,7 @@ def _first_problem(config) -> str | None:
     return f"n_real and n_synth must be positive, got {config.n_real} and {config.n_synth}."
   if config.train_from not in ("scratch", "previous"):
     return f"train_from must be 'scratch' or 'previous', got {config.train_from!r}."
-  problem = mesh_lib.check(config.mesh.data)
+  problem = mesh_lib.check(config.mesh.data, config.mesh.get("fsdp", 1))
   if problem:
     return problem
   try:

@@ -12,9 +12,13 @@ import pytest
 from PIL import Image
 
 from collapse_jax import experiment, validate
+from collapse_jax.data.source import RowSpec
+from collapse_jax.diffusion.processes import DDPM, EDM
 from collapse_jax.models import diffusion
 
 from conftest import load_config, read_metrics
+
+TOY_SPEC = RowSpec(fields={"x": ((2,), "float32")}, data="x")
 
 
 # --- The processes' formulas. -----------------------------------------------------------
@@ -23,7 +27,7 @@ def test_edm_preconditioning_matches_table_1():
   """EDM Table 1 with sigma_data = 0.5, written out by hand for sigma = 1 and 2:
   c_skip = 0.25 / (s^2 + 0.25), c_out = 0.5 s / sqrt(s^2 + 0.25), c_in = 1 / sqrt(s^2 + 0.25),
   c_noise = ln(s) / 4, lambda = (s^2 + 0.25) / (0.5 s)^2."""
-  edm = diffusion.EDM(precond="edm")
+  edm = EDM(precond="edm")
   got = edm.coefficients(jnp.array([1.0, 2.0]))
   want = ([0.2, 0.25 / 4.25], [0.5 / math.sqrt(1.25), 1 / math.sqrt(4.25)],
           [1 / math.sqrt(1.25), 1 / math.sqrt(4.25)], [0.0, math.log(2) / 4])
@@ -35,7 +39,7 @@ def test_edm_preconditioning_matches_table_1():
 def test_vp_preconditioning_matches_table_1():
   """VP: c_skip = 1, c_out = -s, c_in = 1 / sqrt(s^2 + 1), c_noise = 999 t(s) with
   t(s) = (sqrt(0.1^2 + 2 * 19.9 * ln(1 + s^2)) - 0.1) / 19.9; lambda = 1 / s^2."""
-  vp = diffusion.EDM(precond="vp")
+  vp = EDM(precond="vp")
   c_skip, c_out, c_in, c_noise = vp.coefficients(jnp.array([1.0, 2.0]))
   np.testing.assert_allclose(c_skip, [1.0, 1.0])
   np.testing.assert_allclose(c_out, [-1.0, -2.0])
@@ -49,7 +53,7 @@ def test_vp_preconditioning_matches_table_1():
 
 
 def test_noise_levels_and_discretisations():
-  edm = diffusion.EDM()
+  edm = EDM()
   # u = 0.5 is the log-normal median exp(P_mean); u = Phi(1) is exp(P_mean + P_std).
   np.testing.assert_allclose(edm.noise_level(jnp.array([0.5, 0.8413447])),
                              [math.exp(-1.2), 1.0], rtol=1e-5)
@@ -58,7 +62,7 @@ def test_noise_levels_and_discretisations():
   np.testing.assert_allclose(sig, [80.0, middle, 0.002, 0.0], rtol=1e-5)
   assert np.all(np.diff(edm.sigma_steps(18)) < 0)
 
-  ddpm = diffusion.DDPM()
+  ddpm = DDPM()
   abar = ddpm.alphas_cumprod()
   np.testing.assert_allclose(abar[:2], [1 - 1e-4, (1 - 1e-4) * (1 - (1e-4 + 0.0199 / 999))],
                              rtol=1e-6)
@@ -68,9 +72,9 @@ def test_noise_levels_and_discretisations():
 
 
 @pytest.mark.parametrize("process,steps,tol", [
-    (diffusion.EDM(precond="edm"), 100, 2e-3),
-    (diffusion.EDM(precond="vp"), 100, 2e-3),
-    (diffusion.DDPM(), 1000, 3e-3),
+    (EDM(precond="edm"), 100, 2e-3),
+    (EDM(precond="vp"), 100, 2e-3),
+    (DDPM(), 1000, 3e-3),
 ])
 def test_samplers_follow_the_gaussian_probability_flow(process, steps, tol):
   """With the exact denoiser of N(0, s^2) data the probability-flow ODE is linear and maps
@@ -78,16 +82,16 @@ def test_samplers_follow_the_gaussian_probability_flow(process, steps, tol):
   DDIM's ~ 1/N)."""
   s = 0.7
   x_T = jax.random.normal(jax.random.PRNGKey(0), (5, 3))
-  if isinstance(process, diffusion.DDPM):
+  if isinstance(process, DDPM):
     abar = process.alphas_cumprod()
 
-    def net(x, t):  # E[eps | x_t]
+    def net(x, t, cond, key):  # E[eps | x_t]
       a = abar[t.astype(jnp.int32)][:, None]
       return jnp.sqrt(1 - a) / (a * s ** 2 + 1 - a) * x
     std_T = jnp.sqrt(abar[-1] * s ** 2 + 1 - abar[-1])
     expected = x_T * s / std_T
   else:
-    def net(x_in, c_noise):  # F such that D(x; sigma) = s^2 / (s^2 + sigma^2) x
+    def net(x_in, c_noise, cond, key):  # F such that D(x; sigma) = s^2 / (s^2 + sigma^2) x
       sigma = (jnp.exp(4 * c_noise) if process.precond == "edm"
                else process.vp_sigma(c_noise / (process.vp_m - 1)))[:, None]
       c_skip, c_out, c_in, _ = process.coefficients(sigma)
@@ -95,7 +99,8 @@ def test_samplers_follow_the_gaussian_probability_flow(process, steps, tol):
       return (s ** 2 / (s ** 2 + sigma ** 2) * x - c_skip * x) / c_out
     sigma_max = process.sigma_steps(steps)[0]
     expected = x_T * sigma_max * s / np.sqrt(s ** 2 + sigma_max ** 2)
-  got = jax.jit(process.sample, static_argnums=(0, 2))(net, x_T, steps)
+  process = dataclasses.replace(process, sampler_steps=steps)
+  got = jax.jit(lambda x: process.sample(net, x, None, {}, None))(x_T)
   np.testing.assert_allclose(got, expected, rtol=tol)
 
 
@@ -116,9 +121,10 @@ def test_toy_sampling_and_training(kind, factor):
   (the posterior variance of x0 in units of c_out^2)."""
   config = load_config("toy_diffusion_accumulate", f"{kind},smoke")
   config.train_from = "previous"
-  config.model.update({"steps": 1, "initial_steps": 60, "width": 64, "learning_rate": 3e-3,
+  config.model.update({"steps": 1, "initial_steps": 60, "learning_rate": 3e-3,
                        "batch_size": 64, "inference_batch_size": 16})
-  assert diffusion.check_config(config) is None
+  config.model.mlp.width = 64
+  assert diffusion.check_config(config, TOY_SPEC) is None
   loop, consts, carry = _model_and_carry(config)
   model, state, task = loop.model, carry.state, carry.task
 
@@ -193,8 +199,11 @@ def test_config_variants():
 
 @pytest.mark.parametrize("field,value,problem", [
     ("kind", "score", "Unknown diffusion kind"),
-    ("network", "transformer", "Unknown diffusion network"),
-    ("network", "unet", "needs data.source = 'images'"),
+    ("network", "transformer", "Unknown network 'transformer'"),
+    ("network", "unet",
+     r"rank 3, but the data field 'x' has shape \(2,\); use model.network = 'mlp'"),
+    ("beta_schedule", "cosine", "Unknown beta schedule"),
+    ("eta", 2.0, "model.eta must be in"),
     ("precond", "ve", "Unknown EDM precond"),
     ("sampler_steps", 1, "at least 2"),
     ("steps", 0, "exactly one of model.steps or model.epochs"),
@@ -202,7 +211,7 @@ def test_config_variants():
 ])
 def test_check_config_names_the_problem(field, value, problem):
   config = load_config("toy_diffusion_accumulate", "edm,smoke")
-  assert diffusion.check_config(config) is None
+  assert diffusion.check_config(config, TOY_SPEC) is None
   config.model[field] = value
   with pytest.raises(validate.ConfigError, match=problem):
     validate.check(config)

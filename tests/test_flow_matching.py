@@ -10,15 +10,21 @@ from collapse_jax import validate
 from collapse_jax.data import toy2d
 from collapse_jax.data.source import Task
 from collapse_jax.loop.pool import DataPool, PoolLayout, TrainView
+from collapse_jax.data.source import RowSpec
+from collapse_jax.diffusion import flow, ode
 from collapse_jax.models import flow_matching as fm
 
 from conftest import load_config
 
 
-def _toy_model(**overrides) -> fm.FlowMatching:
+TOY_SPEC = RowSpec(fields={"x": ((2,), "float32")}, data="x")
+
+
+def _toy_model(mlp=None, **overrides):
   config = load_config("toy_flow_accumulate", "smoke")
   config.model.update(overrides)
-  return fm.build(config, None)
+  config.model.mlp.update(mlp or {})
+  return fm.build(config, None, TOY_SPEC)
 
 
 def _toy_task(n=64) -> Task:
@@ -40,8 +46,8 @@ def test_sinkhorn_recovers_the_sorted_matching_on_a_line():
   # On a line the optimal assignment for a convex cost matches sorted orders.
   x0 = jnp.array([3.0, -1.0, 0.5, 2.0, -2.5, 1.0])[:, None]
   x1 = jnp.array([10.0, 4.0, 7.0, 5.5, 9.0, 6.0])[:, None]
-  cost = fm.squared_distances(x0, x1)
-  log_plan = jax.jit(fm.sinkhorn_log_plan, static_argnums=2)(cost, 1e-3 * jnp.mean(cost), 200)
+  cost = flow.squared_distances(x0, x1)
+  log_plan = jax.jit(flow.sinkhorn_log_plan, static_argnums=2)(cost, 1e-3 * jnp.mean(cost), 200)
   plan = np.exp(np.asarray(log_plan))
   np.testing.assert_allclose(plan.sum(0), 1 / 6, atol=1e-4)
   np.testing.assert_allclose(plan.sum(1), 1 / 6, atol=1e-3)
@@ -49,7 +55,7 @@ def test_sinkhorn_recovers_the_sorted_matching_on_a_line():
   expected[np.argsort(x0[:, 0]), np.argsort(x1[:, 0])] = 1 / 6
   np.testing.assert_allclose(plan, expected, atol=1e-3)
 
-  i, j = jax.jit(fm.ot_pairs, static_argnums=(3, 4))(jax.random.PRNGKey(0), x0, x1, 1e-3, 200)
+  i, j = jax.jit(flow.ot_pairs, static_argnums=(3, 4))(jax.random.PRNGKey(0), x0, x1, 1e-3, 200)
   assert i.shape == j.shape == (6,)
   np.testing.assert_array_equal(expected[np.asarray(i), np.asarray(j)], 1 / 6)
 
@@ -57,7 +63,7 @@ def test_sinkhorn_recovers_the_sorted_matching_on_a_line():
 def test_ot_pairs_transport_less_than_an_independent_coupling():
   x0 = jax.random.normal(jax.random.PRNGKey(0), (128, 2))
   x1 = toy2d.moons(jax.random.PRNGKey(1), 128)
-  i, j = jax.jit(fm.ot_pairs, static_argnums=(3, 4))(jax.random.PRNGKey(2), x0, x1, 3e-3, 100)
+  i, j = jax.jit(flow.ot_pairs, static_argnums=(3, 4))(jax.random.PRNGKey(2), x0, x1, 3e-3, 100)
   ot = jnp.mean(jnp.sum((x0[i] - x1[j]) ** 2, -1))
   independent = jnp.mean(jnp.sum((x0 - x1) ** 2, -1))
   assert ot < 0.35 * independent
@@ -75,8 +81,8 @@ def gaussian_flow(x, t):
   return (S - 1) * (x - t * M) / (1 - t + t * S) + M
 
 
-@pytest.mark.parametrize("solver", [fm.Solver(name="dopri5"), fm.Solver(name="heun", steps=64),
-                                    fm.Solver(name="euler", steps=400)])
+@pytest.mark.parametrize("solver", [ode.Solver(name="dopri5"), ode.Solver(name="heun", steps=64),
+                                    ode.Solver(name="euler", steps=400)])
 def test_solvers_transport_noise_to_the_target_gaussian(solver):
   x0 = jax.random.normal(jax.random.PRNGKey(0), (5, 2))
   x1 = jax.jit(lambda x: solver.integrate(lambda t, y: gaussian_flow(y, t), x, 0.0, 1.0))(x0)
@@ -87,8 +93,10 @@ def test_solvers_transport_noise_to_the_target_gaussian(solver):
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_exact_nll_matches_the_closed_form_of_an_affine_flow(temperature):
   x = jax.random.normal(jax.random.PRNGKey(3), (7, 2)) * 2
-  solver = fm.Solver(name="dopri5", rtol=1e-6, atol=1e-6)
-  log_p = jax.jit(lambda x: fm.log_likelihood(gaussian_flow, x, solver, temperature))(x)
+  solver = ode.Solver(name="dopri5", rtol=1e-6, atol=1e-6)
+  field = lambda t, y, cond: gaussian_flow(y, t)
+  log_p = jax.jit(lambda x: ode.log_likelihood(field, x, None, {}, solver, 1.0, 0.0,
+                                               temperature))(x)
   scale = temperature * S
   expected = jnp.sum(-0.5 * ((x - M) / scale) ** 2 - jnp.log(scale) - 0.5 * jnp.log(2 * jnp.pi),
                      -1)
@@ -103,7 +111,8 @@ def test_shapes_dtypes_and_metrics():
   model, task = _toy_model(solver="heun", ode_steps=4), _toy_task()
   state = jax.jit(model.init)(jax.random.PRNGKey(0), task)
   batch = {"x": task.test["x"][:16]}
-  for m in (model, dataclasses.replace(model, ot_coupling=False)):
+  for m in (model, dataclasses.replace(
+      model, process=dataclasses.replace(model.process, ot_coupling=False))):
     loss = jax.jit(m.loss)(state["params"], batch, jax.random.PRNGKey(1))
     assert loss.shape == (16,) and loss.dtype == jnp.float32
   x = jax.jit(model.sample, static_argnums=3)(state, task, jax.random.PRNGKey(2), 10)["x"]
@@ -123,7 +132,7 @@ def test_shapes_dtypes_and_metrics():
 def test_unet_network_samples_images_in_range():
   config = load_config("cifar10_otcfm_mix", "smoke")
   config.model.update({"solver": "euler", "ode_steps": 2})
-  model = fm.build(config, None)
+  model = fm.build(config, None, RowSpec(fields={"image": ((8, 8, 1), "float32")}, data="image"))
   task = Task(test={"image": jnp.zeros((4, 8, 8, 1))}, aux={})
   state = jax.jit(model.init)(jax.random.PRNGKey(0), task)
   out = jax.jit(model.sample, static_argnums=3)(state, task, jax.random.PRNGKey(1), 3)["image"]
@@ -133,7 +142,7 @@ def test_unet_network_samples_images_in_range():
 
 @pytest.mark.parametrize("solver", ["euler", "dopri5"])
 def test_sampler_is_deterministic_for_a_key_and_chunks_cover_n(solver):
-  model, task = _toy_model(solver=solver, ode_steps=4, sample_batch_size=4), _toy_task()
+  model, task = _toy_model(solver=solver, ode_steps=4, inference_batch_size=4), _toy_task()
   state = jax.jit(model.init)(jax.random.PRNGKey(0), task)
   # A nonzero field, so the ODE actually moves the points.
   state["ema"] = jax.tree.map(lambda p: p + 0.1, state["ema"])
@@ -147,9 +156,8 @@ def test_sampler_is_deterministic_for_a_key_and_chunks_cover_n(solver):
 
 
 def test_loss_decreases_on_a_tiny_2d_run():
-  model = _toy_model(ot_coupling=True, steps=300, batch_size=64, learning_rate=3e-3,
-                     ema_decay=0.9, solver="euler", ode_steps=8)
-  model = dataclasses.replace(model, net_kwargs=(("depth", 2), ("width", 64)))
+  model = _toy_model(mlp={"depth": 2, "width": 64}, ot_coupling=True, steps=300, batch_size=64,
+                     learning_rate=3e-3, ema_decay=0.9, solver="euler", ode_steps=8)
   task = _toy_task(256)
   view = _view(toy2d.moons(jax.random.PRNGKey(7), 512))
   state = jax.jit(model.init)(jax.random.PRNGKey(0), task)

@@ -92,9 +92,10 @@ class Loop:
 
 
 def carry_shardings(abstract: Carry, mesh: Mesh) -> Carry:
-  """Pool rows on the ``data`` axis, everything else replicated."""
+  """Pool rows over every device, model states fully sharded over ``fsdp`` (replicated on a
+  1-wide fsdp axis), tasks and keys replicated (see parallel/mesh.py)."""
   rep = mesh_lib.replicated(mesh)
-  return Carry(state=jax.tree.map(lambda _: rep, abstract.state),
+  return Carry(state=mesh_lib.state_shardings(abstract.state, mesh),
                pool=jax.tree.map(lambda _: mesh_lib.rows(mesh), abstract.pool),
                task=jax.tree.map(lambda _: rep, abstract.task),
                root=rep)

@@ -1,34 +1,51 @@
-"""Device mesh and the shardings of the loop's arrays.
+"""Device mesh and the shardings of the loop's arrays (a small strategy, big_vision /
+kauldron style: shardings are fixed at the jit boundary, XLA propagates them inside, so
+model code carries no sharding annotations).
 
-The mesh has one ``data`` axis over every device (of every host). Pool rows are sharded on
-it; model states, tasks and keys are replicated. Arrays in the loop carry a leading seed
-axis, so a pool leaf ``[seeds, capacity, ...]`` is split along its second axis.
+The mesh has two axes over every device (of every host): ``data`` x ``fsdp``.
+  pool rows        split over both axes (every device holds 1 / devices of the pool)
+  model states     params, optimizer state and EMA: each large leaf split over ``fsdp``
+                   along its largest dimension that divides evenly (fully sharded data
+                   parallel); small leaves (< FSDP_MIN_SIZE entries) replicated
+  tasks, keys      replicated
+Arrays in the loop carry a leading seed axis, which is never split.
 """
 from __future__ import annotations
 
 import jax
+import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+FSDP_MIN_SIZE = 2 ** 14  # smaller leaves are replicated: gathering them costs more than they weigh
 
-def check(num_data: int) -> str | None:
-  """Why a ``num_data``-device data axis cannot be built here (one sentence), or None."""
+
+def check(num_data: int, num_fsdp: int = 1) -> str | None:
+  """Why a ``num_data`` x ``num_fsdp`` mesh cannot be built here (one sentence), or None."""
   available = jax.device_count()
-  if num_data == -1 or 1 <= num_data <= available:
+  devices = f"{available} device{'s' * (available != 1)}"
+  if num_fsdp < 1 or available % num_fsdp:
+    return (f"mesh.fsdp={num_fsdp} must be a positive divisor of the {devices} of this "
+            "machine.")
+  if num_data == -1 or 1 <= num_data * num_fsdp <= available:
     return None
-  return (f"mesh.data={num_data} does not fit the {available} device"
-          f"{'s' * (available != 1)} of this machine; give 1 to {available}, or -1 for all.")
+  shape = f"mesh.data={num_data}" + (f" x mesh.fsdp={num_fsdp}" if num_fsdp > 1 else "")
+  return (f"{shape} does not fit the {devices} of this machine; give mesh.data 1 to "
+          f"{available // num_fsdp}, or -1 for all.")
 
 
-def make_mesh(num_data: int = -1) -> Mesh:
-  """A 1-axis ``data`` mesh over ``num_data`` devices (-1: all devices)."""
-  problem = check(num_data)
+def make_mesh(num_data: int = -1, num_fsdp: int = 1) -> Mesh:
+  """A ``data`` x ``fsdp`` mesh (``num_data=-1``: every device not on the fsdp axis)."""
+  problem = check(num_data, num_fsdp)
   if problem:
     raise ValueError(problem)
-  count = jax.device_count() if num_data == -1 else num_data
-  # Auto axes: shardings are fixed at the jit boundary and XLA propagates them inside,
-  # so model code needs no sharding annotations.
-  return jax.make_mesh((count,), ("data",), axis_types=(AxisType.Auto,),
-                       devices=jax.devices()[:count])
+  data = jax.device_count() // num_fsdp if num_data == -1 else num_data
+  return jax.make_mesh((data, num_fsdp), ("data", "fsdp"),
+                       axis_types=(AxisType.Auto, AxisType.Auto),
+                       devices=jax.devices()[:data * num_fsdp])
+
+
+def from_config(mesh_config) -> Mesh:
+  return make_mesh(mesh_config.data, mesh_config.get("fsdp", 1))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -36,5 +53,23 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def rows(mesh: Mesh) -> NamedSharding:
-  """Sharding of ``[seeds, rows, ...]`` arrays: rows split over ``data``."""
-  return NamedSharding(mesh, P(None, "data"))
+  """Sharding of ``[seeds, rows, ...]`` arrays: rows split over every device."""
+  return NamedSharding(mesh, P(None, ("data", "fsdp")))
+
+
+def fsdp_spec(shape: tuple[int, ...], num_fsdp: int) -> P:
+  """Partition spec of one ``[seeds, ...]`` state leaf: its largest non-seed dimension
+  divisible by ``num_fsdp`` split over ``fsdp``; replicated when small or indivisible."""
+  if num_fsdp == 1 or int(np.prod(shape[1:], dtype=np.int64)) < FSDP_MIN_SIZE:
+    return P()
+  dims = sorted(range(1, len(shape)), key=lambda d: -shape[d])
+  for d in dims:
+    if shape[d] % num_fsdp == 0:
+      return P(*([None] * d + ["fsdp"]))
+  return P()
+
+
+def state_shardings(abstract_state, mesh: Mesh):
+  """Shardings of a model state with leaves ``[seeds, ...]`` (see `fsdp_spec`)."""
+  n = mesh.shape["fsdp"]
+  return jax.tree.map(lambda a: NamedSharding(mesh, fsdp_spec(a.shape, n)), abstract_state)

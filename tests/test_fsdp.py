@@ -1,0 +1,66 @@
+"""Parameters, optimizer state and EMA sharded over an ``fsdp`` mesh axis give the metrics of
+one device (float32 rounding of cross-device reductions aside), for the neural families.
+
+Each side runs in its own process: XLA's device count is fixed at start-up.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+SCRIPT = """
+import json, sys
+sys.path.insert(0, {tests!r})
+import jax
+from conftest import load_config
+from collapse_jax import experiment
+from collapse_jax.loop.generation import CompiledLoop
+out = {{}}
+for name in {names!r}:
+  config = load_config(name)
+  config.mesh.data, config.mesh.fsdp = {data}, {fsdp}
+  config.evals = {{}}
+  if "conv_impl" in config.model:
+    config.model.conv_impl = "xla"  # the CPU matmul convs are single-device kernels
+  out[name] = experiment.train_and_evaluate(config, {workdir!r} + "/" + name)
+print("ROWS" + json.dumps(out))
+"""
+
+# Families whose smoke states have leaves above FSDP_MIN_SIZE only when widened: the test
+# lowers the threshold so every sizeable leaf is sharded.
+NAMES = ["mnist_vae_replace", "toy_diffusion_replace", "toy_flow_replace"]
+
+
+def _run(workdir, devices, data, fsdp):
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  code = SCRIPT.format(tests=str(ROOT / "tests"), names=NAMES, workdir=str(workdir),
+                       data=data, fsdp=fsdp)
+  code = "import collapse_jax.parallel.mesh as m; m.FSDP_MIN_SIZE = 64\n" + code
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return json.loads(out.stdout.split("ROWS")[-1])
+
+
+def test_fsdp_matches_one_device(tmp_path):
+  one = _run(tmp_path / "one", 1, 1, 1)
+  sharded = _run(tmp_path / "sharded", 8, 2, 4)
+  for name in NAMES:
+    for a, b in zip(one[name], sharded[name]):
+      for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=f"{name} {k}")
+
+
+def test_fsdp_spec_shards_the_largest_divisible_dimension():
+  from jax.sharding import PartitionSpec as P
+  from collapse_jax.parallel.mesh import fsdp_spec
+  assert fsdp_spec((2, 256, 512), 4) == P(None, None, "fsdp")
+  assert fsdp_spec((2, 4096, 6), 4) == P(None, "fsdp")
+  assert fsdp_spec((2, 510, 33), 4) == P()          # nothing divides: replicated
+  assert fsdp_spec((2, 16), 4) == P()               # small: replicated
+  assert fsdp_spec((2, 256, 512), 1) == P()
