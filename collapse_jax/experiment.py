@@ -28,6 +28,7 @@ from collapse_jax.loop.pool import PoolLayout
 from collapse_jax.evals import base as evals_base
 from collapse_jax.metrics import theory
 from collapse_jax.models import base as model_base
+from collapse_jax.parallel import distributed
 from collapse_jax.parallel import mesh as mesh_lib
 from collapse_jax.report import curves as curve_plots
 from collapse_jax.report import plots
@@ -57,8 +58,9 @@ def run_or_exit(fn, *args, **kwargs):
 
 
 def configure_logging() -> None:
-  """absl INFO logging for our progress, without Orbax's per-save INFO chatter."""
-  logging.set_verbosity(logging.INFO)
+  """absl INFO logging for our progress (process 0 only: the others warn and err only),
+  without Orbax's per-save INFO chatter."""
+  logging.set_verbosity(logging.INFO if jax.process_index() == 0 else logging.WARNING)
   quiet = lambda r: r.levelno >= pylogging.WARNING or "orbax" not in r.pathname
   # Orbax logs through absl's logger; a filter there acts before any handler (absl's own
   # handler forwards records without applying the filters set on it).
@@ -81,8 +83,9 @@ def prepare_workdir(config, workdir: pathlib.Path, overwrite: bool) -> None:
       raise validate.ConfigError(
           f"{workdir} holds a run of a different config (fields {', '.join(differ)} differ); "
           "use another --workdir or pass --overwrite.")
-  if overwrite and workdir.exists():
+  if overwrite and workdir.exists() and jax.process_index() == 0:
     shutil.rmtree(workdir)
+  distributed.barrier("prepare_workdir")
   workdir.mkdir(parents=True, exist_ok=True)
 
 
@@ -190,7 +193,7 @@ def _segmented_generation(config, workdir, g: int, seg: SegmentedLoop, ckpts, co
   local = ckpts.latest_train(g)
   if local is None:
     state, total = seg.start(consts, carry, g)
-    first_step = jax.device_get(state["step"])
+    first_step = distributed.to_host(state["step"])
     local, curve = 0, []
   else:
     ckpts.verify("train", g * checkpoint.TRAIN_ID + local,
@@ -204,7 +207,7 @@ def _segmented_generation(config, workdir, g: int, seg: SegmentedLoop, ckpts, co
   while local < total:
     end = min(local + seg.segment_steps, total)
     new_state, losses = seg.segment(carry, state, g, first_step, end)
-    losses = np.asarray(jax.device_get(losses))[:, :end - local]
+    losses = np.asarray(distributed.to_host(losses))[:, :end - local]
     bad = ~np.isfinite(losses).all(0)
     if bad.any():
       raise NonFiniteError(
@@ -281,7 +284,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
         else:
           carry, (metrics, states) = compiled.run(consts, carry, gens)
         # To host once: slicing device arrays per generation would compile a program per leaf.
-        metrics, states = jax.device_get((metrics, states))
+        metrics, states = distributed.to_host((metrics, states))
         for i, g in enumerate(gens):
           values = {k: np.asarray(v[:, i], np.float64) for k, v in metrics.items()}
           state = jax.tree.map(lambda x: x[:, i], states)

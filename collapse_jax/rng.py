@@ -7,6 +7,7 @@ resumed, re-chunked or re-sharded run draws exactly the same numbers.
 import zlib
 
 import jax
+import numpy as np
 
 
 def configure_jax() -> None:
@@ -39,4 +40,5 @@ def seed_keys(seed: int, num_seeds: int) -> jax.Array:
   runs with seeds ``seed, ..., seed + N - 1``. Raw uint32 keys (not typed keys) so that
   checkpoints store them as plain arrays.
   """
-  return jax.vmap(jax.random.PRNGKey)(seed + jax.numpy.arange(num_seeds))
+  # As host numpy: on several hosts, jit places a host array on the global mesh itself.
+  return np.asarray(jax.vmap(jax.random.PRNGKey)(seed + jax.numpy.arange(num_seeds)))
