@@ -36,6 +36,7 @@ class Trained(Protocol):
 
 
 OPTIMIZERS = ("adam", "adamw")
+DTYPES = ("float32", "bfloat16")
 SCHEDULES = ("constant", "cosine")
 
 
@@ -61,6 +62,8 @@ class Budget:
   weight_decay: float = 0.0        # adamw only
   schedule: str = "constant"       # "constant" or "cosine" (to 0 over a generation's steps)
   warmup_steps: int = 0            # linear warm-up from 0 before the schedule
+  dtype: str = "float32"           # compute dtype of the loss and its gradient ("bfloat16":
+                                   # mixed precision, float32 master weights and Adam state)
 
   @classmethod
   def from_config(cls, model) -> "Budget":
@@ -70,7 +73,7 @@ class Budget:
                optimizer_name=model.get("optimizer", "adam"), b1=model.get("b1", 0.9),
                b2=model.get("b2", 0.999), weight_decay=model.get("weight_decay", 0.0),
                schedule=model.get("lr_schedule", "constant"),
-               warmup_steps=model.get("warmup_steps", 0))
+               warmup_steps=model.get("warmup_steps", 0), dtype=model.get("dtype", "float32"))
 
   def learning_rate_at(self, step: jax.Array, total: jax.Array) -> jax.Array:
     """The learning rate at ``step`` (counted within the generation) of ``total`` steps."""
@@ -108,17 +111,31 @@ def init_state(params, budget: Budget) -> dict:
           "step": jnp.zeros((), jnp.int32)}
 
 
+def _cast_floats(tree, dtype):
+  return jax.tree.map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
 def _step_fn(view: TrainView, key: jax.Array, loss_fn: LossFn, budget: Budget,
              first_step: jax.Array, total: jax.Array):
   """One optimizer step ``state -> (state, loss)``; keys fold in the global step, and the
   schedule counts from ``first_step``, the step the generation started at."""
   opt = budget.optimizer()
+  compute_loss = loss_fn
+  if budget.dtype != "float32":
+    dtype = jnp.dtype(budget.dtype)
+
+    def compute_loss(params, batch, k):
+      # Mixed precision: the forward and backward pass in ``dtype`` on copies of the float32
+      # master weights (the cast's gradient brings the update back to float32).
+      out = loss_fn(_cast_floats(params, dtype), _cast_floats(batch, dtype), k)
+      return jax.tree.map(lambda v: v.astype(jnp.float32), out)
 
   def one_step(s):
     k = jax.random.fold_in(key, s["step"])
     k_batch, k_loss = jax.random.split(k)
     batch = view.gather(view.draw(k_batch, budget.batch_size))
-    loss, grads = jax.value_and_grad(lambda p: mean_loss(loss_fn(p, batch, k_loss)))(
+    loss, grads = jax.value_and_grad(lambda p: mean_loss(compute_loss(p, batch, k_loss)))(
         s["params"])
     updates, opt_state = opt.update(grads, s["opt"], s["params"])
     if budget.scheduled:
@@ -191,6 +208,8 @@ def check_budget(model) -> str | None:
   if model.get("lr_schedule", "constant") not in SCHEDULES:
     return (f"Unknown learning-rate schedule {model.lr_schedule!r}; choose one of "
             f"{', '.join(SCHEDULES)}.")
+  if model.get("dtype", "float32") not in DTYPES:
+    return f"Unknown model.dtype {model.dtype!r}; choose one of {', '.join(DTYPES)}."
   if model.get("warmup_steps", 0) < 0 or model.get("weight_decay", 0.0) < 0:
     return "model.warmup_steps and model.weight_decay must be >= 0."
   return None
