@@ -1,4 +1,4 @@
-"""The full reference linear-regression sweep (RESEARCH.md section 2), timed.
+"""The full reference linear-regression sweep (Gerstgrasser et al. 2024, section 2), timed.
 
 Every d in {1,3,10,32,100}, T in {10,32,100,316,1000} with T > d + 1, sigma2 in
 {0.1,1,10}; 100 seeds; 100 generations; replace, accumulate, accumulate_subsample: 171
@@ -18,6 +18,7 @@ import argparse
 import concurrent.futures
 import itertools
 import os
+import pathlib
 import time
 
 import jax
@@ -27,6 +28,7 @@ import numpy as np
 from collapse_jax import presets, rng, validate
 from collapse_jax.experiment import build_loop
 
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 DIMS, ROWS, SIGMA2 = (1, 3, 10, 32, 100), (10, 32, 100, 316, 1000), (0.1, 1.0, 10.0)
 POLICIES = ("replace", "accumulate", "accumulate_subsample")
 
@@ -84,7 +86,7 @@ def program_groups():
 def sweep_program(policy, t, max_dim, generations, seeds):
   """Jitted ``({sigma2, dim} [K], roots [S, 2], generations [G]) -> test error [K, S, G]``:
   the loop's init and scan fused, vmapped over K (noise level, dimension) settings."""
-  c = presets.linreg(policy, None)
+  c = presets.same_as(str(CONFIGS / "linreg.py"), f"linreg.py:{policy}", None)
   c.data.dim = c.data.max_dim = max_dim
   c.data.num_rows, c.n_real, c.n_synth = t, t, t
   c.num_generations, c.num_seeds = generations, seeds
@@ -125,6 +127,7 @@ def run_sweep(generations, seeds):
 
 
 def main():
+  rng.configure_jax()
   parser = argparse.ArgumentParser()
   parser.add_argument("--generations", type=int, default=100)
   parser.add_argument("--seeds", type=int, default=100)
