@@ -236,6 +236,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
   intact one (the damaged ones are moved to checkpoints/damaged/); without it, a damaged
   checkpoint stops the run with one sentence.
   """
+  started = time.time()
   rng.configure_jax()
   validate.check(config)
   workdir = pathlib.Path(workdir)
@@ -322,7 +323,15 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
   rows = _metric_rows(config, history)
   if jax.process_index() == 0:
     plots.plot_run(rows, workdir / "plots", title=f"{config.model.name}, {config.policy.name}")
+    _add_wall_time(workdir, time.time() - started)
   return rows
+
+
+def _add_wall_time(workdir: pathlib.Path, seconds: float) -> None:
+  """Adds this invocation's wall time to ``timing.json`` (a resumed run sums its parts)."""
+  path = workdir / "timing.json"
+  before = json.loads(path.read_text()).get("wall_s", 0.0) if path.exists() else 0.0
+  path.write_text(json.dumps({"wall_s": round(before + seconds, 1)}) + "\n")
 
 
 class Generation(NamedTuple):

@@ -1,42 +1,36 @@
-"""Runs one config under several policies and compares them in one plot and table.
+"""Runs one config under several policies and compares them (collapse_jax/report/compare.py).
 
     python launch/compare_policies.py --config=configs/digits_vae.py \
-        --policies=replace,accumulate,accumulate_subsample,mix --workdir=runs/digits
+        --policies=replace,accumulate,mix --workdir=runs/digits
 
-Each policy runs in <workdir>/<policy> (resumable like any run); the comparison goes to
-<workdir>/comparison.png and comparison.md, sample grids to <workdir>/<policy>/samples/.
+Each policy runs in <workdir>/<policy> (resumable like any run); <workdir>/report.html shows
+the comparison (comparison.png and comparison.md beside it).
 """
 import pathlib
-import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from collapse_jax import experiment
-from collapse_jax.report import compare
+from collapse_jax import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].")
+_CONFIG = cli.config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the runs.")
 _POLICIES = flags.DEFINE_list("policies", ["replace", "accumulate", "accumulate_subsample"],
-                              "Policies to run.")
+                              "Policies to run, each in <workdir>/<policy>.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete runs already in --workdir.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}.")
+  del argv  # cli.run refuses positional arguments
+  from collapse_jax import experiment  # late: a refused command line needs no JAX start
+  from collapse_jax.report import compare
   experiment.configure_logging()
   root = pathlib.Path(_WORKDIR.value)
-  for policy in _POLICIES.value:
-    config = _CONFIG.value.copy_and_resolve_references()
-    config.policy.name = policy
-    experiment.run_or_exit(experiment.train_and_evaluate, config, root / policy,
-                           overwrite=_OVERWRITE.value)
-  png, table = experiment.run_or_exit(compare.compare, [root / p for p in _POLICIES.value], root)
+  _, table = compare.run_policies(_CONFIG.value, _POLICIES.value, root,
+                                  overwrite=_OVERWRITE.value)
   print(table)
-  print(f"Wrote {png}, {root / 'comparison.md'} and per-policy sample grids.")
+  print(f"Wrote {root / 'report.html'} (and comparison.png, comparison.md beside it).")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -9,7 +9,8 @@ from absl import flags
 from collapse_jax import cli
 from collapse_jax.report import compare
 
-_OUT = flags.DEFINE_string("out", "report", "Directory for comparison.png and comparison.md.")
+_OUT = flags.DEFINE_string("out", "report",
+                           "Directory for report.html, comparison.png and comparison.md.")
 
 
 def main(argv):
@@ -17,7 +18,7 @@ def main(argv):
     cli.fail("give one or more workdirs to compare, e.g. launch/report.py runs/a runs/b.")
   png, table = compare.compare([pathlib.Path(a) for a in argv[1:]], pathlib.Path(_OUT.value))
   print(table)
-  print(f"Wrote {png} and {png.with_suffix('.md')}.")
+  print(f"Wrote {png.parent / 'report.html'} (and {png.name}, {png.with_suffix('.md').name}).")
 
 
 if __name__ == "__main__":

@@ -169,7 +169,7 @@ def test_unreadable_checkpoint_is_named_not_silently_restarted(tmp_path):
   before = _tree_digest(workdir)
   result = _main("--config=configs/gaussian_replace.py:smoke", f"--workdir={workdir}",
                  "--config.num_generations=4")
-  _assert_refused(result, f"Cannot read the checkpoint {step}")
+  _assert_refused(result, f"The checkpoint {step} is damaged")
   assert _tree_digest(workdir) == before
 
 

@@ -11,7 +11,10 @@ generation's model (key stream "quality") and compared with the held-out real te
 Precision/recall are Kynkaanniemi et al.'s with k = 3. The classifier space needs a source
 that offers ``labelled_train()`` (images with labels); the real side is the held-out test
 set of the first replicate (image sources give every replicate the same one). The first
-seed's samples are saved as a grid per generation in ``samples/``.
+seed's samples are saved as a grid per generation in ``samples/`` (option ``grid``:
+"display", the default, draws the grid with the model's ``display_sample`` where it has one,
+e.g. a VAE's decoded means, key stream "display"; "samples" shows the metric draws), and the
+real images once as ``samples/real.png``.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from collapse_jax.report import grids
 
 
 _K = 3  # Kynkaanniemi et al.'s k for precision and recall
+_GRID = 64  # images in a sample grid (8 x 8)
 
 
 def check_config(options, config, spec) -> str | None:
@@ -36,6 +40,8 @@ def check_config(options, config, spec) -> str | None:
             f"data field {spec.data!r} has shape {spec.shape}.")
   if options.get("num_samples", 0) < 2:
     return "image_quality needs num_samples >= 2."
+  if options.get("grid", "display") not in ("display", "samples"):
+    return f"image_quality's grid must be 'display' or 'samples', not {options['grid']!r}."
   return None
 
 
@@ -60,6 +66,13 @@ class ImageQuality:
 
     self._draw = jax.jit(jax.vmap(draw, in_axes=(0, 0, 0, None)))
     self._field = field
+    display = getattr(loop.model, "display_sample", None)
+    self._draw_grid = None
+    if options.get("grid", "display") == "display" and display is not None:
+      # One seed's grid of what a reader should judge, from its own key stream: the metrics'
+      # draws stay as they are.
+      self._draw_grid = jax.jit(lambda state, task, root, g: display(
+          state, task, rng.stream_key(root, "display", g), _GRID)[field])
 
   def _feature_spaces(self, real: np.ndarray) -> None:
     """The feature spaces and their real-side statistics, once (the first generation)."""
@@ -95,9 +108,15 @@ class ImageQuality:
   def __call__(self, states, tasks, roots, generation: int) -> dict[str, np.ndarray]:
     """Per-seed metrics ``{name: [seeds]}`` of one generation; writes its sample grid."""
     if self.spaces is None:
-      self._feature_spaces(np.asarray(tasks.test[self._field][0]))
+      real = np.asarray(tasks.test[self._field][0])
+      self._feature_spaces(real)
+      grids.save_grid(real[:_GRID], self.workdir / "samples" / "real.png")
     samples = np.asarray(self._draw(states, tasks, roots, generation))
-    grids.save_grid(samples[0, :64], self.workdir / "samples" / f"generation_{generation:03d}.png")
+    grid = samples[0, :_GRID]
+    if self._draw_grid is not None:
+      first = lambda tree: jax.tree.map(lambda x: x[0], tree)
+      grid = np.asarray(self._draw_grid(first(states), first(tasks), roots[0], generation))
+    grids.save_grid(grid, self.workdir / "samples" / f"generation_{generation:03d}.png")
     out = {}
     for name, (fn, real, stats_real, real_radii) in self.spaces.items():
       per_seed = []

@@ -3,6 +3,7 @@ several runs side by side (replace vs accumulate vs ...)."""
 from __future__ import annotations
 
 import collections
+import io
 import pathlib
 
 import matplotlib
@@ -54,16 +55,24 @@ def plot_run(rows: list[dict], out_dir: pathlib.Path, title: str) -> list[pathli
   return paths
 
 
-def plot_comparison(runs: dict[str, list[dict]], path: pathlib.Path) -> None:
-  """A grid with one panel per metric common to all runs, one line per run."""
-  common = sorted(set.intersection(*(set(metric_names(r)) for r in runs.values())))
+def plot_metric(ax, runs: dict[str, list[dict]], metric: str, title: str | None = None) -> None:
+  """One line per run (mean, spread over seeds shaded, theory dashed) on ``ax``."""
+  for label, rows in runs.items():
+    _draw(ax, rows, metric, label)
+  ax.set(xlabel="generation", title=title or metric)
+  ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+def plot_comparison(runs: dict[str, list[dict]], path: pathlib.Path,
+                    metrics: list[str] | None = None) -> None:
+  """A grid with one panel per metric (``metrics``, default: those common to all runs), one
+  line per run."""
+  common = metrics or sorted(set.intersection(*(set(metric_names(r)) for r in runs.values())))
   cols = min(3, len(common))
   nrows = -(-len(common) // cols)
   fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.3 * nrows), squeeze=False)
   for ax, metric in zip(axes.flat, common):
-    for label, rows in runs.items():
-      _draw(ax, rows, metric, label)
-    ax.set(xlabel="generation", title=metric)
+    plot_metric(ax, runs, metric)
   for ax in axes.flat[len(common):]:
     ax.axis("off")
   axes.flat[0].legend(fontsize=7)
@@ -71,3 +80,16 @@ def plot_comparison(runs: dict[str, list[dict]], path: pathlib.Path) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def metric_png(runs: dict[str, list[dict]], metric: str, title: str) -> bytes:
+  """One metric's comparison as PNG bytes (for embedding in the HTML report)."""
+  fig, ax = plt.subplots(figsize=(5.2, 3.4))
+  plot_metric(ax, runs, metric, title)
+  ax.title.set_fontsize(9)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=100)
+  plt.close(fig)
+  return buffer.getvalue()

@@ -1,0 +1,153 @@
+"""Finished runs read back from their workdirs: labels, metric order, first-vs-last summaries,
+config differences and wall time. Everything the PNG, Markdown and HTML reports show."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import numpy as np
+
+from collapse_jax.report import plots
+
+# What a reader judges first (held-out real-data loss, then sample quality), in this order;
+# training-set bookkeeping last. Metrics named nowhere here go between the two.
+HEADLINE = ("test_loss", "fd_classifier", "fid", "precision", "recall", "inception_precision",
+            "inception_recall")
+BOOKKEEPING = ("train_examples", "train_frac_synthetic")
+
+DESCRIPTIONS = {
+    "test_loss": "test loss on held-out real data (lower is better)",
+    "fd_classifier": "Frechet distance to real images in classifier features (lower is better)",
+    "fid": "FID to real images in Inception features (lower is better)",
+    "precision": "precision: share of samples close to real data (higher is better)",
+    "recall": "recall: share of real data the samples cover (higher is better)",
+    "inception_precision": "precision in Inception features (higher is better)",
+    "inception_recall": "recall in Inception features (higher is better)",
+    "train_examples": "training-set size (bookkeeping)",
+    "train_frac_synthetic": "synthetic fraction of the training set (bookkeeping)",
+}
+
+# +1: higher is better, -1: lower is better (colours the change column; others uncoloured).
+BETTER = {"test_loss": -1, "fd_classifier": -1, "fid": -1, "precision": 1, "recall": 1,
+          "inception_precision": 1, "inception_recall": 1}
+
+TIMING_FILE = "timing.json"  # {"wall_s": seconds}, written by whoever ran the run
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Run:
+  """One finished run. ``rows``: metrics.jsonl; ``config``: config.json as a dict."""
+  workdir: pathlib.Path
+  label: str
+  config: dict
+  rows: list[dict]
+
+  @property
+  def num_seeds(self) -> int:
+    return len({r["seed"] for r in self.rows})
+
+  @property
+  def generations(self) -> list[int]:
+    return sorted({r["generation"] for r in self.rows})
+
+
+def policy_label(policy: dict) -> str:
+  """The policy and its parameter, once: ``replace``, ``mix (lambda=0.5)``."""
+  if policy["name"] == "mix":
+    return f"mix (lambda={policy['mix_lambda']:g})"
+  return policy["name"]
+
+
+def load_runs(workdirs: list[pathlib.Path]) -> list[Run]:
+  """The runs in ``workdirs``, labelled by policy; a workdir's name is added only where two
+  runs would otherwise share a label."""
+  missing = [str(w) for w in workdirs if not (w / "metrics.jsonl").exists()]
+  if missing:
+    raise FileNotFoundError(f"No finished run (metrics.jsonl) in {', '.join(missing)}.")
+  configs = [json.loads((w / "config.json").read_text()) for w in workdirs]
+  labels = [policy_label(c["policy"]) for c in configs]
+  runs = []
+  for w, c, label in zip(workdirs, configs, labels):
+    if labels.count(label) > 1:
+      label = f"{label} [{w.parent.name}/{w.name}]"
+    rows = [json.loads(l) for l in (w / "metrics.jsonl").read_text().splitlines() if l]
+    runs.append(Run(workdir=w, label=label, config=c, rows=rows))
+  return runs
+
+
+def ordered_metrics(runs: list[Run]) -> list[str]:
+  """Metrics every run has: headline first, bookkeeping last."""
+  common = set.intersection(*(set(plots.metric_names(r.rows)) for r in runs))
+  rank = lambda m: ((0, HEADLINE.index(m)) if m in HEADLINE else
+                    (2, BOOKKEEPING.index(m)) if m in BOOKKEEPING else (1, m))
+  return sorted(common, key=rank)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Change:
+  """A metric at a run's first and last generation: mean and std over seeds."""
+  first_generation: int
+  last_generation: int
+  first: tuple[float, float]
+  last: tuple[float, float]
+
+  @property
+  def percent(self) -> float:
+    """Change of the mean in percent of the first mean (nan when that is 0)."""
+    base = self.first[0]
+    return float("nan") if base == 0 else 100.0 * (self.last[0] - base) / abs(base)
+
+
+def change(run: Run, metric: str) -> Change:
+  gens, values = plots.by_generation(run.rows, metric)
+  stat = lambda v: (float(np.mean(v)), float(np.std(v)))
+  return Change(first_generation=int(gens[0]), last_generation=int(gens[-1]),
+                first=stat(values[0]), last=stat(values[-1]))
+
+
+def format_value(mean: float, std: float, seeds: int) -> str:
+  return f"{mean:.4g}" if seeds == 1 else f"{mean:.4g} ± {std:.2g}"
+
+
+def format_percent(p: float) -> str:
+  return "n/a" if not np.isfinite(p) else f"{p:+.0f}%" if abs(p) >= 10 else f"{p:+.1f}%"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict) and v:
+      out |= _flatten(v, f"{prefix}{k}.")
+    else:
+      out[prefix + k] = v
+  return out
+
+
+def config_differences(runs: list[Run]) -> dict[str, list[object]]:
+  """Dotted config keys whose values differ between the runs: key -> value per run (None
+  where a run lacks the key)."""
+  flat = [_flatten(r.config) for r in runs]
+  keys = sorted(set().union(*flat))
+  return {k: [f.get(k) for f in flat] for k in keys
+          if any(f.get(k) != flat[0].get(k) for f in flat[1:])}
+
+
+def wall_time(workdir: pathlib.Path) -> tuple[float | None, str]:
+  """(seconds, how it was measured) of a run's last invocation.
+
+  ``timing.json`` when the run's launcher wrote one; otherwise config.json (written when the
+  run starts, after validation) to metrics.jsonl (rewritten after every chunk), which misses
+  start-up and the final plots.
+  """
+  timing = workdir / TIMING_FILE
+  if timing.exists():
+    return float(json.loads(timing.read_text())["wall_s"]), "timed"
+  start, end = workdir / "config.json", workdir / "metrics.jsonl"
+  if start.exists() and end.exists():
+    return max(0.0, end.stat().st_mtime - start.stat().st_mtime), "from file times"
+  return None, "unknown"
+
+
+def format_seconds(s: float) -> str:
+  return f"{s:.0f} s" if s < 120 else f"{int(s // 60)} min {s % 60:02.0f} s"
