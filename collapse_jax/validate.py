@@ -36,6 +36,11 @@ def _first_problem(config) -> str | None:
     return f"generations_per_chunk must be >= 0 (0: one chunk), got {config.generations_per_chunk}."
   if config.n_real < 1 or config.n_synth < 1:
     return f"n_real and n_synth must be positive, got {config.n_real} and {config.n_synth}."
+  if config.get("checkpoint_every_steps", -1) < -1:
+    return ("checkpoint_every_steps must be a number of steps, 0 (never) or -1 (by model "
+            f"size), got {config.checkpoint_every_steps}.")
+  if config.get("log_every_steps", 1) < 1:
+    return f"log_every_steps must be at least 1, got {config.log_every_steps}."
   if config.train_from not in ("scratch", "previous"):
     return f"train_from must be 'scratch' or 'previous', got {config.train_from!r}."
   problem = mesh_lib.check(config.mesh.data, config.mesh.get("fsdp", 1))
