@@ -1,4 +1,5 @@
-"""Monte Carlo of the linear-regression protocol against the closed forms (RESEARCH.md §2)."""
+"""Monte Carlo of the linear-regression protocol against the closed forms
+(Gerstgrasser et al. 2024, section 2)."""
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
-"""Each policy's training view, generation by generation, is what RESEARCH.md defines."""
+"""Each policy's training view, generation by generation, is what the papers define
+(Bertrand et al. 2024; Gerstgrasser et al. 2024)."""
 import jax
 import jax.numpy as jnp
 import numpy as np

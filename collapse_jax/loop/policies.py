@@ -1,7 +1,8 @@
 """Data policies: which pool rows generation g trains on.
 
 Each policy is a pure function ``(pool, g, key) -> counts [capacity] int32`` plus the pool
-layout it needs. Generation 0 always trains on the initial real set; for g >= 1 (RESEARCH.md):
+layout it needs. Generation 0 always trains on the initial real set; for g >= 1 (the
+papers' protocols):
 
   replace               the newest synthetic block only (Gerstgrasser et al.)
   accumulate            real data plus every synthetic block so far
