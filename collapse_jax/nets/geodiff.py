@@ -62,7 +62,18 @@ def eq_transform(score: jax.Array, pos: jax.Array, dist: jax.Array, edges: jax.A
   """
   s = jnp.where(edges, score, 0.0)
   w = (s + jnp.swapaxes(s, -1, -2)) / jnp.where(edges, dist, 1.0)
-  return pos * jnp.sum(w, -1, keepdims=True) - jnp.einsum("...ij,...jc->...ic", w, pos)
+  # A multiply-reduce, not an einsum: a batched [A, A] x [A, 3] dot is slower on XLA:CPU.
+  return pos * jnp.sum(w, -1, keepdims=True) - jnp.sum(w[..., None] * pos[..., None, :, :], -2)
+
+
+def edge_sets(pos: jax.Array, edge_type: jax.Array, atom_mask: jax.Array, cutoff: float
+              ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``(dist, local, global)`` ``[n, A, A]`` of positions ``pos [n, A, 3]``: pair distances,
+  edges at most 3 bonds apart, and the radius-graph edges (<= cutoff) that are not local."""
+  valid = pair_mask(atom_mask)
+  dist = distances(pos, valid)
+  local = valid & (edge_type > 0)
+  return dist, local, valid & (dist <= cutoff) & ~local
 
 
 class MLP(nn.Module):
@@ -107,7 +118,9 @@ class SchNet(nn.Module):
     for _ in range(self.num_convs):
       w = nn.Dense(self.hidden)(shifted_softplus(nn.Dense(self.hidden)(edge_attr))) * c
       x = nn.Dense(self.hidden, use_bias=False)(h)
-      x = jnp.einsum("...ijh,...jh->...ih", w, x)  # continuous-filter convolution
+      # The continuous-filter convolution as a fused multiply-reduce: XLA:CPU lowers the
+      # einsum (a dot with batch dims n and h) to transposes and small matmuls, ~1.8x slower.
+      x = jnp.sum(w * x[..., None, :, :], axis=-2)
       x = nn.Dense(self.hidden)(x)
       h = h + nn.Dense(self.hidden)(shifted_softplus(x))
     return h
@@ -137,8 +150,9 @@ class PairHead(nn.Module):
   @nn.compact
   def __call__(self, h, edge_attr):
     prod = h[..., :, None, :] * h[..., None, :, :]
-    x = jnp.concatenate([prod, edge_attr], axis=-1)
-    return MLP((self.hidden, self.hidden // 2, 1))(x)[..., 0]
+    # The first layer on the concatenation, as two matmuls (no [n, A, A, 2H] copy).
+    x = nn.Dense(self.hidden)(prod) + nn.Dense(self.hidden, use_bias=False)(edge_attr)
+    return MLP((self.hidden // 2, 1))(jax.nn.relu(x))[..., 0]
 
 
 class DualEncoder(nn.Module):
@@ -158,17 +172,14 @@ class DualEncoder(nn.Module):
   @nn.compact
   def __call__(self, pos, atom_type, edge_type, atom_mask):
     chex.assert_rank(pos, 3)
-    valid = pair_mask(atom_mask)
-    dist = distances(pos, valid)
-    local = valid & (edge_type > 0)
-    radius = valid & (dist <= self.cutoff)
+    dist, local, radius_only = edge_sets(pos, edge_type, atom_mask, self.cutoff)
     edge_attr = EdgeEncoder(self.hidden)(dist, edge_type)
     h_global = SchNet(self.hidden, self.num_convs, self.cutoff, self.smooth)(
-        atom_type, dist, edge_attr, radius | local)
+        atom_type, dist, edge_attr, radius_only | local)
     h_local = GIN(self.hidden, self.num_convs_local)(atom_type, edge_attr, local)
     return {"global": PairHead(self.hidden)(h_global, edge_attr),
             "local": PairHead(self.hidden)(h_local, edge_attr),
-            "dist": dist, "local_edges": local, "global_edges": radius & ~local}
+            "dist": dist, "local_edges": local, "global_edges": radius_only}
 
   def vectors(self, pos, atom_type, edge_type, atom_mask):
     """Per-atom (local, global) vectors ``[n, A, 3]`` each: the equivariant outputs."""

@@ -1,0 +1,170 @@
+"""Molecular conformers as fixed-size padded rows (``config.data.source = "molecules"``).
+
+A row is one conformer of one molecule, padded to ``A = data.max_atoms`` atoms:
+
+    pos        [A, 3]  float32  coordinates in Angstrom, centred on the atoms' mean (the data)
+    atom_mask  [A]     float32  1 for atoms, 0 for padding (the mask)
+    atom_type  [A]     int32    atomic number (0: padding)
+    edge_type  [A, A]  int8     0 none, 1-5 bond order codes, 6/7 atoms 2/3 bonds apart
+    mol_id     []      int32    index of the molecule in its split's table
+
+Rows come from `conformers.build_dataset` (RDKit ensembles of shipped drug-like molecules by
+default, or GEOM): the ``train_conformers`` lowest-energy conformers of every train molecule
+are the training rows (cycled where pruning left fewer, so every molecule weighs the same),
+those of the val molecules the held-out rows of ``GenerativeModel.evaluate``; the test
+molecules' whole ensembles are the references of the COV/MAT evaluator (evals/conformers.py).
+Heavy atoms only by default (``hydrogens``): see BUILD_NOTES. Each replicate permutes the training rows once and
+hands out disjoint blocks of them. ``task.aux["graphs"]`` holds the training molecules'
+graphs (``atom_type``, ``edge_type``, ``atom_mask``, ``mol_id``, leading axis ``[M]``): a
+model samples conformers for them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from collapse_jax.data import conformers
+from collapse_jax.data.source import RowSpec, Task
+
+# Parameters of the dataset (the cache is keyed by them) and their defaults.
+DEFAULTS = {"kind": "embedded", "path": None, "num_molecules": 1000, "num_confs": 30,
+            "prune_rms": 0.5, "min_atoms": 15, "max_atoms": 40, "hydrogens": False,
+            "split": (0.8, 0.1, 0.1), "seed": 0}
+GRAPH_FIELDS = ("atom_type", "edge_type", "atom_mask", "mol_id")
+
+
+def default_cache_dir() -> str:
+  """$COLLAPSE_JAX_MOLECULES, else ~/.cache/collapse_jax/molecules."""
+  return os.environ.get("COLLAPSE_JAX_MOLECULES",
+                        str(pathlib.Path.home() / ".cache" / "collapse_jax" / "molecules"))
+
+
+def row_spec(max_atoms: int) -> RowSpec:
+  a = max_atoms
+  return RowSpec(fields={"pos": ((a, 3), "float32"), "atom_mask": ((a,), "float32"),
+                         "atom_type": ((a,), "int32"), "edge_type": ((a, a), "int8"),
+                         "mol_id": ((), "int32")},
+                 data="pos", mask="atom_mask")
+
+
+def graphs_of(mols: list[conformers.Molecule], a: int) -> dict[str, np.ndarray]:
+  """Padded graph arrays of ``mols``, leading axis ``[M]``."""
+  m = len(mols)
+  out = {"atom_type": np.zeros((m, a), np.int32), "edge_type": np.zeros((m, a, a), np.int8),
+         "atom_mask": np.zeros((m, a), np.float32), "mol_id": np.arange(m, dtype=np.int32)}
+  for i, mol in enumerate(mols):
+    n = len(mol.atoms)
+    out["atom_type"][i, :n] = mol.atoms
+    out["edge_type"][i, :n, :n] = conformers.extend_order(mol.bonds)
+    out["atom_mask"][i, :n] = 1
+  return out
+
+
+def conformer_rows(mols: list[conformers.Molecule], a: int, per_molecule: int
+                   ) -> dict[str, np.ndarray]:
+  """``per_molecule`` rows per molecule, molecule by molecule: its lowest-energy conformers,
+  cycled when pruning left fewer (every molecule weighs the same, and the row count is known
+  from the molecule count); positions centred on the atoms' mean."""
+  graphs = graphs_of(mols, a)
+  take = [(i, c % len(mol.positions)) for i, mol in enumerate(mols) for c in range(per_molecule)]
+  mol_id = np.array([i for i, _ in take], np.int32)
+  pos = np.zeros((len(take), a, 3), np.float32)
+  for r, (i, c) in enumerate(take):
+    x = mols[i].positions[c]
+    pos[r, :len(x)] = x - x.mean(0)
+  rows = {k: graphs[k][mol_id] for k in ("atom_type", "edge_type", "atom_mask")}
+  return {"pos": pos, **rows, "mol_id": mol_id}
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset(params_json: str, cache_dir: str, progress: bool) -> conformers.Dataset:
+  return conformers.build_dataset(json.loads(params_json), cache_dir, progress)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MoleculeSource:
+  params: str          # JSON of the dataset parameters (DEFAULTS' keys)
+  cache_dir: str
+  train_conformers: int
+  progress: bool = True
+
+  @property
+  def max_atoms(self) -> int:
+    return json.loads(self.params)["max_atoms"]
+
+  @property
+  def dataset(self) -> conformers.Dataset:
+    """The molecules (host side): built once, then read from the cache."""
+    return _dataset(self.params, self.cache_dir, self.progress)
+
+  @property
+  def row_spec(self) -> RowSpec:
+    return row_spec(self.max_atoms)
+
+  @property
+  def num_train(self) -> int:
+    return self.train_conformers * len(self.dataset.splits["train"])
+
+  def consts(self) -> dict:
+    splits, a = self.dataset.splits, self.max_atoms
+    return {"train": conformer_rows(splits["train"], a, self.train_conformers),
+            "val": conformer_rows(splits["val"], a, self.train_conformers),
+            "graphs": graphs_of(splits["train"], a)}
+
+  def task(self, consts, key: jax.Array) -> Task:
+    perm = jax.random.permutation(key, consts["train"]["pos"].shape[0])
+    return Task(test=jax.tree.map(jnp.asarray, consts["val"]),
+                aux={"perm": perm, "graphs": jax.tree.map(jnp.asarray, consts["graphs"])})
+
+  def real(self, consts, task: Task, key: jax.Array, block: jax.Array, n: int):
+    del key
+    rows = jax.lax.dynamic_slice_in_dim(task.aux["perm"], block * n, n)
+    return {k: jnp.asarray(v)[rows] for k, v in consts["train"].items()}
+
+
+def params_of(data) -> dict:
+  """The dataset parameters of a ``config.data`` (DEFAULTS where absent)."""
+  p = {k: data.get(k, v) for k, v in DEFAULTS.items()}
+  p["split"] = tuple(float(x) for x in p["split"])
+  if p["path"] is not None:
+    p["path"] = str(pathlib.Path(p["path"]).expanduser().resolve())
+  return p
+
+
+def build(data) -> MoleculeSource:
+  return MoleculeSource(params=json.dumps(params_of(data), sort_keys=True),
+                        cache_dir=data.get("cache_dir") or default_cache_dir(),
+                        train_conformers=data.get("train_conformers", 5),
+                        progress=data.get("progress", True))
+
+
+def check_config(config) -> str | None:
+  """One sentence if ``config.data`` cannot describe a molecule dataset, else None."""
+  d = config.data
+  p = params_of(d)
+  if p["kind"] not in conformers.KINDS:
+    return (f"Unknown molecule data kind {p['kind']!r}; choose one of "
+            f"{', '.join(conformers.KINDS)}.")
+  if p["kind"] != "embedded":
+    if not p["path"]:
+      return f"Molecule data kind {p['kind']!r} needs data.path."
+    if not pathlib.Path(p["path"]).exists():
+      return f"Molecule data path {p['path']} does not exist."
+  if not 1 <= p["min_atoms"] <= p["max_atoms"]:
+    return (f"data.min_atoms and data.max_atoms must satisfy 1 <= min <= max, got "
+            f"{p['min_atoms']} and {p['max_atoms']}.")
+  if p["num_molecules"] < 0 or p["num_confs"] < 1 or d.get("train_conformers", 5) < 1:
+    return "data.num_molecules must be >= 0 (0: all) and num_confs, train_conformers >= 1."
+  split = p["split"]
+  if len(split) != 3 or min(split) <= 0 or abs(sum(split) - 1) > 1e-6:
+    return f"data.split must be three positive train/val/test fractions summing to 1, got {split}."
+  if p["prune_rms"] < 0:
+    return f"data.prune_rms must be >= 0, got {p['prune_rms']}."
+  return None

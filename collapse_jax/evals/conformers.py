@@ -1,0 +1,158 @@
+"""COV / MAT of generated conformers against reference ensembles (GeoDiff's protocol).
+
+``config.evals.<name> = {"type": "conformers", "num_molecules": 0, "max_refs": 0,
+"ratio": 2}``. Each generation, every seed's fitted model samples ``ratio`` conformers per
+reference conformer for the first ``num_molecules`` test molecules (0: all; ``max_refs`` > 0
+keeps each molecule's lowest-energy references only), with the model's own ``sample`` (its
+``task.aux["graphs"]`` swapped for these molecules' graphs, each row drawn once) and a key
+``rng.stream_key(root, "conformer_eval", generation)``.
+RMSD is RDKit's symmetry-aware ``GetBestRMS`` on heavy atoms. Per molecule, with D[r, g]
+the RMSD of reference r and generated g:
+
+    COV-R = frac of r with min_g D <= delta     MAT-R = mean_r min_g D
+    COV-P = frac of g with min_r D <= delta     MAT-P = mean_g min_r D
+
+averaged over molecules (GeoDiff reports the mean and median; the mean here): ``cov_r``,
+``mat_r``, ``cov_p``, ``mat_p`` at delta = 1.25 A (Drugs), ``cov_r_075`` / ``cov_p_075`` at
+0.75 A (MAT does not depend on delta). ``sanitize_frac``: the fraction of generated
+conformers whose geometry gives back the input bond graph: finite coordinates, RDKit's
+distance-based connectivity (``rdDetermineBonds.DetermineConnectivity``, covalent radii
+x 1.3) equal to the input bonds, and the input molecule sanitising with those coordinates.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+
+from collapse_jax import rng
+from collapse_jax.data import conformers as conf_lib
+from collapse_jax.data.source import Task
+from collapse_jax.data.molecules import graphs_of
+from collapse_jax.evals.base import Context
+
+THRESHOLDS = {"": 1.25, "_075": 0.75}
+
+
+def _mol_with_conformers(smiles: str, positions: np.ndarray):
+  """The heavy-atom RDKit molecule of ``smiles`` holding ``positions [c, n, 3]`` (n: atoms of
+  the stored order) as conformers 0..c-1; hydrogens, if stored, are dropped."""
+  from rdkit import Chem
+  from rdkit.Geometry import Point3D
+  mol = Chem.Mol(conf_lib.mol_from_smiles(smiles))
+  for x in positions:
+    conf = Chem.Conformer(mol.GetNumAtoms())
+    for i, p in enumerate(np.asarray(x, np.float64)):
+      conf.SetAtomPosition(i, Point3D(*p))
+    mol.AddConformer(conf, assignId=True)
+  return Chem.RemoveHs(mol) if any(a.GetAtomicNum() == 1 for a in mol.GetAtoms()) else mol
+
+
+def rmsd_matrix(smiles: str, refs: np.ndarray, gens: np.ndarray) -> np.ndarray:
+  """``[R, G]`` RDKit GetBestRMS (symmetry-aware, heavy atoms) of ``refs [R, n, 3]`` against
+  ``gens [G, n, 3]``; non-finite generated conformers get +inf."""
+  from rdkit.Chem import rdMolAlign
+  ref_mol = _mol_with_conformers(smiles, refs)
+  ok = np.isfinite(gens).all(axis=(1, 2))
+  gen_mol = _mol_with_conformers(smiles, np.where(ok[:, None, None], gens, 0.0))
+  out = np.full((len(refs), len(gens)), np.inf)
+  for g in np.flatnonzero(ok):
+    for r in range(len(refs)):
+      out[r, g] = rdMolAlign.GetBestRMS(gen_mol, ref_mol, int(g), r)
+  return out
+
+
+def cov_mat(d: np.ndarray, threshold: float) -> dict[str, float]:
+  """COV-R/MAT-R/COV-P/MAT-P of one molecule's ``[R, G]`` RMSD matrix."""
+  ref_min, gen_min = d.min(1), d.min(0)
+  return {"cov_r": float(np.mean(ref_min <= threshold)), "mat_r": float(np.mean(ref_min)),
+          "cov_p": float(np.mean(gen_min <= threshold)), "mat_p": float(np.mean(gen_min))}
+
+
+def sanitizes(smiles: str, pos: np.ndarray) -> bool:
+  """Whether conformer ``pos [n, 3]`` gives back the bond graph of ``smiles`` (see the
+  module docstring)."""
+  from rdkit import Chem
+  from rdkit.Chem import rdDetermineBonds
+  if not np.isfinite(pos).all():
+    return False
+  mol = _mol_with_conformers(smiles, pos[None])
+  bare = Chem.RWMol()
+  for a in mol.GetAtoms():
+    bare.AddAtom(Chem.Atom(a.GetAtomicNum()))
+  bare.AddConformer(Chem.Conformer(mol.GetConformer()), assignId=True)
+  try:
+    rdDetermineBonds.DetermineConnectivity(bare)
+  except (RuntimeError, ValueError):
+    return False
+  bonds = lambda m: {tuple(sorted((b.GetBeginAtomIdx(), b.GetEndAtomIdx())))
+                     for b in m.GetBonds()}
+  if bonds(bare) != bonds(mol):
+    return False
+  return Chem.SanitizeMol(Chem.Mol(mol), catchErrors=True) == Chem.SanitizeFlags.SANITIZE_NONE
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class ConformerEval:
+  context: Context
+  molecules: list                      # test Molecules evaluated
+  refs: list[np.ndarray]               # per molecule [R, n, 3]
+  graphs: dict[str, np.ndarray]        # per generated row [G, ...]; mol_id: its molecule
+  generate: Any                        # jitted (state, task, key) -> G sampled rows
+
+  def __call__(self, states, tasks, roots, generation: int) -> dict[str, np.ndarray]:
+    seeds = np.asarray(roots).shape[0]
+    out: dict[str, list[float]] = {}
+    for s in range(seeds):
+      state = jax.tree.map(lambda x: x[s], states)
+      task = Task(test=jax.tree.map(lambda x: x[s], tasks.test), aux={"graphs": self.graphs})
+      key = rng.stream_key(roots[s], "conformer_eval", generation)
+      rows = jax.device_get(self.generate(state, task, key))
+      for k, v in self.score(rows["pos"], rows["mol_id"]).items():
+        out.setdefault(k, []).append(v)
+    return {k: np.asarray(v, np.float64) for k, v in out.items()}
+
+  def score(self, pos: np.ndarray, owner: np.ndarray) -> dict[str, float]:
+    """Metrics of generated positions ``[G, A, 3]`` of molecules ``owner [G]``."""
+    per_mol: dict[str, list[float]] = {}
+    ok = []
+    for i, mol in enumerate(self.molecules):
+      n = len(mol.atoms)
+      gens = pos[owner == i][:, :n]
+      d = rmsd_matrix(mol.smiles, self.refs[i], gens)
+      for suffix, thr in THRESHOLDS.items():
+        for k, v in cov_mat(d, thr).items():
+          if suffix and k.startswith("mat"):
+            continue  # MAT does not depend on the threshold
+          per_mol.setdefault(k + suffix, []).append(v)
+      ok += [sanitizes(mol.smiles, g) for g in gens]
+    return {k: float(np.mean(v)) for k, v in per_mol.items()} | {
+        "sanitize_frac": float(np.mean(ok))}
+
+
+def build(options, context: Context) -> ConformerEval:
+  loop = context.loop
+  data = loop.source.dataset
+  mols = data.splits["test"][:options.get("num_molecules", 0) or None]
+  max_refs = options.get("max_refs", 0) or None
+  refs = [m.positions[:max_refs] for m in mols]
+  ratio = options.get("ratio", 2)
+  owner = np.concatenate([np.full(ratio * len(r), i, np.int32) for i, r in enumerate(refs)])
+  table = graphs_of(mols, loop.source.max_atoms)  # mol_id = index among these molecules
+  graphs = {k: jax.numpy.asarray(v[owner]) for k, v in table.items()}
+  model, num = loop.model, len(owner)
+  return ConformerEval(context=context, molecules=mols, refs=refs, graphs=graphs,
+                       generate=jax.jit(lambda state, task, key: model.sample(state, task, key,
+                                                                             num)))
+
+
+def check_config(options, config, spec) -> str | None:
+  if "edge_type" not in spec.fields or config.model.get("name") != "conformer_diffusion":
+    return ("The conformers evaluator needs molecule rows (data.source = 'molecules') and "
+            "model.name = 'conformer_diffusion'.")
+  if options.get("ratio", 2) < 1 or options.get("num_molecules", 0) < 0 or \
+      options.get("max_refs", 0) < 0:
+    return "conformers evaluator: ratio must be >= 1, num_molecules and max_refs >= 0."
+  return None

@@ -1,0 +1,240 @@
+"""GeoDiff (Xu et al., ICLR 2022): diffusion over 3-D conformers given the molecular graph,
+built on the diffusion core (collapse_jax/diffusion): a `GeoDiffProcess` around the dual
+encoder (`GeoDiffNet`, nets/geodiff.py) in a `family.Family`.
+
+Rows are padded molecules (data/molecules.py): ``pos [A, 3]`` is generated, ``atom_mask [A]``
+marks real atoms; ``atom_type``, ``edge_type`` and ``mol_id`` condition the network (the
+core's ``cond``) and are copied into samples. Padding gets no noise, loss or weight.
+
+Process (GeoDiff's ``type: diffusion``): the core's DDPM schedule with ``num_timesteps``
+(1000) sigmoid betas ``beta_start .. beta_end`` (1e-7 .. 9e-3, Gerstgrasser et al.'s fork),
+used in GeoDiff's variance-exploding form x_t = x_0 + sigma_t z, sigma_t^2 = (1 - abar_t) /
+abar_t. The network returns per-atom (local, global) vectors ``[n, A, 3, 2]``.
+
+Objective (GeoDiff's ``get_loss_diffusion``), per atom: the pair target (d_0 - d_t) /
+sigma_t goes through the same distance gradient (`eq_transform`) as the network's pair
+scores, on the same edges, and
+
+    local  = 5 |local vectors - local targets|^2    on pairs <= 3 bonds apart
+    global = 2 |global vectors - global targets|^2  on other pairs within the cutoff
+
+Training minimises (local + global) averaged over the batch's real atoms (GeoDiff's node
+mean, as a (sum, weight) pair), at time steps drawn antithetically (t and T-1-t, as
+GeoDiff). ``evaluate`` gives ``test_loss`` (the local term, the one Gerstgrasser et al.
+plot) and ``test_loss_global``, per real atom of the held-out conformers (``task.test``), at
+time steps uniform over all T with noise from the family's fixed key (``eval_repeats`` draws
+per conformer): every generation is scored on the same noisy inputs.
+
+Sampler: GeoDiff's Langevin dynamics (``sampling_type = 'ld'``): from sigma_T z, for each
+time step i from T-1 down to 0, step = step_lr (sigma_i / 0.01)^2, x += step eps / sigma_i +
+sqrt(2 step) z, eps = local vectors + ``w_global`` x global vectors (norm-clipped at
+``clip``) once sigma_i < ``global_start_sigma``, then re-centred. The local vectors are
+norm-clipped at ``clip_local`` (20): GeoDiff's test.py retries a sampling that went NaN
+with exactly this clip; a compiled run cannot retry, so it is always on (``None``: off).
+With ``sampler_steps < T`` the steps are evenly strided and each is ``T / sampler_steps``
+times longer (the same Langevin time); ``sampler_steps = T`` is GeoDiff's. ``sample`` draws
+conformers for the training molecules (``task.aux["graphs"]``), each ``n / M`` times (the
+remainder by a key permutation).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from collapse_jax.data.source import RowSpec, Task
+from collapse_jax.diffusion import family
+from collapse_jax.diffusion.processes import DDPM
+from collapse_jax.diffusion.rows import Rows, map_chunks, normal_like
+from collapse_jax.models import training
+from collapse_jax.nets.geodiff import DualEncoder, distances, edge_sets, eq_transform, pair_mask
+
+LOCAL_WEIGHT, GLOBAL_WEIGHT = 5.0, 2.0  # GeoDiff's loss weights
+GRAPH_FIELDS = ("atom_type", "edge_type", "mol_id")
+
+
+def _center(pos: jax.Array, mask: jax.Array) -> jax.Array:
+  """Subtracts the mean over real atoms; padding stays 0. ``pos [n, A, 3]``, ``mask [n, A]``."""
+  m = mask[..., None]
+  mean = jnp.sum(pos * m, -2, keepdims=True) / jnp.maximum(jnp.sum(m, -2, keepdims=True), 1)
+  return (pos - mean) * m
+
+
+def _clip_norm(v: jax.Array, limit: float) -> jax.Array:
+  """GeoDiff's clip_norm: per-atom vectors ``[..., 3]`` scaled down to norm ``limit``."""
+  norm = jnp.sqrt(jnp.sum(v * v, -1, keepdims=True))
+  return v * jnp.where(norm > limit, limit / jnp.maximum(norm, 1e-12), 1.0)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GeoDiffNet:
+  """The dual encoder as a core `family.Network`: ``apply(params, x [n, A, 3], t, cond,
+  key) -> [n, A, 3, 2]`` (local, global) per-atom vectors. Like GeoDiff's network it ignores
+  ``t``: the noisy distances carry the noise level."""
+  module: DualEncoder
+
+  def _call(self, params, x, cond, method=None):
+    return self.module.apply({"params": params}, x, cond["atom_type"], cond["edge_type"],
+                             cond["atom_mask"], method=method)
+
+  def init(self, key, x, cond):
+    return self.module.init(key, x, cond["atom_type"], cond["edge_type"],
+                            cond["atom_mask"])["params"]
+
+  def apply(self, params, x, t, cond, key):
+    del t, key
+    return jnp.stack(self._call(params, x, cond, DualEncoder.vectors), -1)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GeoDiffProcess:
+  """GeoDiff's objective and Langevin sampler on the core's sigmoid DDPM schedule (a core
+  `family.Process`; see the module docstring)."""
+  schedule: DDPM
+  cutoff: float = 10.0
+  sampler_steps: int = 1000
+  step_lr: float = 1e-6
+  w_global: float = 1.0
+  global_start_sigma: float = 0.5
+  clip: float = 1000.0
+  clip_local: float | None = 20.0
+  eval_repeats: int = 1
+
+  def sigmas(self) -> jax.Array:
+    """``[T]`` float32 sigma_t = sqrt((1 - abar_t) / abar_t), GeoDiff's noise scale."""
+    return jnp.asarray(np.exp(self.schedule.log_sigmas()), jnp.float32)
+
+  def per_atom_losses(self, net, x, mask, cond, t, noise) -> tuple[jax.Array, jax.Array]:
+    """GeoDiff's weighted (local, global) squared errors ``[b, A]`` (0 on padding) of clean
+    ``x [b, A, 3]`` perturbed at time steps ``t [b]`` by unit ``noise`` (0 on padding)."""
+    sigma = self.sigmas()[t][:, None, None]
+    x_t = x + noise * sigma
+    vectors = net(x_t, t.astype(jnp.float32), cond, None)
+    d_t, local, glob = edge_sets(x_t, cond["edge_type"], mask, self.cutoff)
+    target = (distances(x, pair_mask(mask)) - d_t) / sigma
+    err_local = vectors[..., 0] - eq_transform(target, x_t, d_t, local)
+    err_global = vectors[..., 1] - eq_transform(target, x_t, d_t, glob)
+    return (LOCAL_WEIGHT * jnp.sum(err_local ** 2, -1) * mask,
+            GLOBAL_WEIGHT * jnp.sum(err_global ** 2, -1) * mask)
+
+  def train_loss(self, net, x, mask, cond, key) -> tuple[jax.Array, jax.Array]:
+    """(sum of local + global over the batch's real atoms, their number)."""
+    b = x.shape[0]
+    k_t, k_noise = jax.random.split(key)
+    half = jax.random.randint(k_t, (b // 2 + 1,), 0, self.schedule.num_timesteps)
+    t = jnp.concatenate([half, self.schedule.num_timesteps - 1 - half])[:b]
+    local, glob = self.per_atom_losses(net, x, mask, cond, t, normal_like(k_noise, x.shape, mask))
+    return jnp.sum(local + glob), jnp.sum(mask)
+
+  def test_losses(self, net, x, mask, cond, key, chunk: int) -> tuple[jax.Array, jax.Array]:
+    """(local, global) losses per real atom of ``x [n, A, 3]``, averaged over
+    ``eval_repeats`` fixed draws of time step and noise from ``key``."""
+    n = x.shape[0]
+
+    def one_repeat(r):
+      t = jax.random.randint(jax.random.fold_in(key, 2 * r), (n,), 0,
+                             self.schedule.num_timesteps)
+      noise = normal_like(jax.random.fold_in(key, 2 * r + 1), x.shape, mask)
+      sums = map_chunks(
+          lambda _, rows: tuple(jnp.sum(v, -1) for v in self.per_atom_losses(net, *rows)),
+          (x, mask, cond, t, noise), n, chunk)
+      return tuple(jnp.sum(s) for s in sums)
+
+    local, glob = jax.lax.map(one_repeat, jnp.arange(self.eval_repeats))
+    atoms = self.eval_repeats * jnp.sum(mask)
+    return jnp.sum(local) / atoms, jnp.sum(glob) / atoms
+
+  def test_loss(self, net, x, mask, cond, key, chunk: int) -> jax.Array:
+    return self.test_losses(net, x, mask, cond, key, chunk)[0]
+
+  def sample(self, net, noise, mask, cond, key):
+    sigmas = self.sigmas()
+    T = self.schedule.num_timesteps
+    ts = np.round(np.linspace(T - 1, 0, self.sampler_steps)).astype(np.int32)
+    stride = T / self.sampler_steps
+
+    def step(pos, inputs):
+      i, t = inputs
+      vectors = net(pos, jnp.full(pos.shape[:1], t, jnp.float32), cond, None)
+      eps = vectors[..., 0]
+      if self.clip_local is not None:
+        eps = _clip_norm(eps, self.clip_local)
+      sigma = sigmas[t]
+      glob = _clip_norm(vectors[..., 1], self.clip)
+      eps = eps + jnp.where(sigma < self.global_start_sigma, self.w_global, 0.0) * glob
+      size = self.step_lr * (sigma / 0.01) ** 2 * stride
+      z = normal_like(jax.random.fold_in(key, i), pos.shape, mask)
+      return _center(pos + size * eps / sigma + z * jnp.sqrt(2 * size), mask), None
+
+    pos, _ = jax.lax.scan(step, noise * sigmas[-1], (jnp.arange(len(ts)), jnp.asarray(ts)))
+    return pos
+
+  def probability_flow(self, net):
+    raise NotImplementedError("GeoDiff's Langevin sampler has no probability-flow ODE.")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConformerDiffusion(family.Family):
+  """The core's Family, sampling for the training molecules and reporting both loss terms."""
+
+  def conditions(self, task: Task, key: jax.Array, n: int) -> dict:
+    """Graphs of the training molecules (``task.aux["graphs"]``), each n / M times."""
+    graphs = task.aux["graphs"]
+    m = graphs[self.rows.mask].shape[0]
+    pick = jax.random.permutation(jax.random.fold_in(key, 7), m)[jnp.arange(n) % m]
+    return {k: graphs[k][pick] for k in self.rows.aux + (self.rows.mask,)}
+
+  def evaluate(self, state, task: Task, key):
+    del key  # common random numbers: every generation is scored on the same noise
+    x, mask, cond = self.rows.split(task.test)
+    local, glob = self.process.test_losses(self.net(state["ema"]), x, mask, cond,
+                                           jax.random.PRNGKey(self.eval_seed),
+                                           self.inference_batch_size)
+    return {"test_loss": local, "test_loss_global": glob}
+
+
+PROCESS_FIELDS = ("sampler_steps", "step_lr", "w_global", "global_start_sigma", "clip",
+                  "clip_local", "eval_repeats")
+
+
+def build(config, layout, spec: RowSpec) -> ConformerDiffusion:
+  del layout
+  m = config.model
+  schedule = DDPM(num_timesteps=m.get("num_timesteps", 1000), beta_schedule="sigmoid",
+                  beta_start=m.get("beta_start", 1e-7), beta_end=m.get("beta_end", 9e-3))
+  process = GeoDiffProcess(schedule=schedule, cutoff=m.cutoff,
+                           **{f: m[f] for f in PROCESS_FIELDS if f in m})
+  net = GeoDiffNet(module=DualEncoder(hidden=m.hidden_dim, num_convs=m.num_convs,
+                                      num_convs_local=m.num_convs_local, cutoff=m.cutoff,
+                                      smooth=m.get("smooth_conv", True)))
+  budget = training.Budget.from_config(m)
+  return ConformerDiffusion(
+      process=process, network=net, rows=Rows.of(spec), budget=budget,
+      initial_budget=(dataclasses.replace(budget, steps=m.initial_steps, epochs=0.0)
+                      if m.get("initial_steps", 0) else None),
+      inference_batch_size=m.inference_batch_size,
+      eval_seed=m.get("eval_seed", family.EVAL_SEED))
+
+
+def check_config(config, spec: RowSpec) -> str | None:
+  m = config.model
+  if spec.mask is None or spec.shape[-1:] != (3,) or not set(GRAPH_FIELDS) <= set(spec.fields):
+    return ("The conformer_diffusion model needs molecule rows (data.source = 'molecules': "
+            "positions [A, 3], an atom mask, atom_type, edge_type and mol_id).")
+  if m.get("hidden_dim", 0) < 2 or m.get("num_convs", -1) < 0 or m.get("num_convs_local", -1) < 0:
+    return "model.hidden_dim must be >= 2 and model.num_convs, num_convs_local >= 0."
+  if not 1 <= m.get("sampler_steps", 0) <= m.get("num_timesteps", 1000):
+    return "model.sampler_steps must be in [1, model.num_timesteps]."
+  if m.get("num_timesteps", 1000) > 100 * m.sampler_steps:
+    # Each strided Langevin step moves 0.01 * stride of the way to the denoised guess.
+    return ("model.sampler_steps must be at least num_timesteps / 100: longer strides "
+            "overshoot the Langevin step.")
+  if not 0 < m.get("beta_start", 1e-7) < m.get("beta_end", 9e-3) < 1:
+    return "model.beta_start and model.beta_end must satisfy 0 < start < end < 1."
+  if m.get("cutoff", 0) <= 0 or m.get("eval_repeats", 1) < 1:
+    return "model.cutoff must be positive and model.eval_repeats >= 1."
+  if m.get("exact_nll", False):
+    return "model.exact_nll is not available for conformer_diffusion (no probability flow)."
+  return family.check_config(config, spec)

@@ -1,0 +1,125 @@
+"""GeoDiff's dual encoder (nets/geodiff.py) and objective (models/conformer_diffusion.py):
+equivariant per-atom vectors, permutation equivariance, padding that changes nothing."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from collapse_jax.data import conformers, molecules
+from collapse_jax.models import conformer_diffusion
+from collapse_jax.nets.geodiff import DualEncoder
+
+A, N_REAL = 12, 9
+NET = DualEncoder(hidden=16, num_convs=2, num_convs_local=2, cutoff=4.0)
+
+
+def _molecule(a: int = A, seed: int = 0) -> dict[str, jax.Array]:
+  """One molecule of N_REAL atoms (a ring with a tail) padded to ``a`` atoms, garbage
+  coordinates on the padding; a cutoff of 4 A leaves some pairs outside the radius graph."""
+  full = _padded(seed)
+  return {k: v[:, :a] if k != "edge_type" else v[:, :a, :a] for k, v in full.items()}
+
+
+def _padded(seed: int) -> dict[str, jax.Array]:
+  a = A
+  rng = np.random.default_rng(seed)
+  bonds = np.zeros((N_REAL, N_REAL), np.int8)
+  for i in range(N_REAL - 1):
+    bonds[i, i + 1] = bonds[i + 1, i] = conformers.SINGLE if i % 2 else conformers.AROMATIC
+  bonds[0, 5] = bonds[5, 0] = conformers.DOUBLE
+  edge_type = np.zeros((a, a), np.int8)
+  edge_type[:N_REAL, :N_REAL] = conformers.extend_order(bonds)
+  pos = rng.normal(size=(a, 3)).astype(np.float32) * 2.5
+  mask = (np.arange(a) < N_REAL).astype(np.float32)
+  atom_type = np.where(mask > 0, rng.choice([6, 7, 8], a), 0).astype(np.int32)
+  return {"pos": jnp.asarray(pos)[None], "atom_type": jnp.asarray(atom_type)[None],
+          "edge_type": jnp.asarray(edge_type)[None], "atom_mask": jnp.asarray(mask)[None]}
+
+
+@pytest.fixture(scope="module")
+def params():
+  m = _molecule()
+  return NET.init(jax.random.PRNGKey(0), m["pos"], m["atom_type"], m["edge_type"],
+                  m["atom_mask"])
+
+
+@jax.jit
+def _vectors(params, m):
+  return NET.apply(params, m["pos"], m["atom_type"], m["edge_type"], m["atom_mask"],
+                   method=NET.vectors)
+
+
+def test_vectors_are_e3_equivariant(params):
+  m = _molecule()
+  local, glob = _vectors(params, m)
+  assert float(jnp.abs(local).max()) > 1e-3 and float(jnp.abs(glob).max()) > 1e-3
+  for seed in range(3):
+    r = jnp.asarray(Rotation.random(random_state=seed).as_matrix(), jnp.float32)
+    if seed == 2:
+      r = -r  # a reflection: E(3), not only SE(3)
+    moved = dict(m, pos=m["pos"] @ r.T + jnp.array([1.5, -3.0, 0.7]))
+    local2, glob2 = _vectors(params, moved)
+    np.testing.assert_allclose(local2, local @ r.T, atol=1e-4)
+    np.testing.assert_allclose(glob2, glob @ r.T, atol=1e-4)
+
+
+def test_vectors_are_permutation_equivariant(params):
+  m = _molecule()
+  perm = np.random.default_rng(1).permutation(A)
+  permuted = {"pos": m["pos"][:, perm], "atom_type": m["atom_type"][:, perm],
+              "atom_mask": m["atom_mask"][:, perm],
+              "edge_type": m["edge_type"][:, perm][:, :, perm]}
+  for a, b in zip(_vectors(params, m), _vectors(params, permuted)):
+    np.testing.assert_allclose(b, a[:, perm], rtol=1e-5, atol=1e-5)
+
+
+def test_padding_changes_nothing(params):
+  small = _molecule(a=N_REAL)
+  big = _molecule(a=A)  # same real atoms, 3 padded atoms at random coordinates
+  np.testing.assert_array_equal(small["pos"], big["pos"][:, :N_REAL])
+  for a, b in zip(_vectors(params, small), _vectors(params, big)):
+    np.testing.assert_allclose(b[:, :N_REAL], a, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(b[:, N_REAL:], 0.0)
+
+
+def _model(hidden=8):
+  c = ml_collections.ConfigDict({"train_from": "scratch", "model": {
+      "name": "conformer_diffusion", "hidden_dim": hidden, "num_convs": 1,
+      "num_convs_local": 1, "cutoff": 4.0, "sampler_steps": 10, "batch_size": 2, "steps": 1,
+      "learning_rate": 1e-3, "ema_decay": 0.0, "inference_batch_size": 2, "temperature": 1.0}})
+  assert conformer_diffusion.check_config(c, molecules.row_spec(A)) is None
+  return conformer_diffusion.build(c, None, molecules.row_spec(A))
+
+
+def test_objective_ignores_padding_and_samples_stay_on_real_atoms():
+  """GeoDiff's loss and the sampler see only real atoms: padding coordinates and padding
+  noise change neither the per-atom losses nor the sampled real coordinates."""
+  model = _model()
+  small, big = _molecule(a=N_REAL), _molecule(a=A)
+  cond = lambda m: {k: m[k] for k in ("atom_type", "edge_type", "atom_mask")}
+  p = model.network.init(jax.random.PRNGKey(0), big["pos"], cond(big))
+  net = model.net(p)
+  noise = jax.random.normal(jax.random.PRNGKey(1), (1, A, 3))
+  t = jnp.array([300])
+  losses = jax.jit(lambda m, z: model.process.per_atom_losses(net, m["pos"], m["atom_mask"],
+                                                              cond(m), t, z))
+  lb = losses(big, noise)
+  ls = losses(small, noise[:, :N_REAL])
+  for a, b in zip(ls, lb):
+    np.testing.assert_allclose(b[:, :N_REAL], a, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(b[:, N_REAL:], 0.0)
+  pos = jax.jit(lambda z: model.process.sample(net, z, big["atom_mask"], cond(big),
+                                              jax.random.PRNGKey(2)))(noise)
+  assert pos.shape == (1, A, 3) and bool(jnp.isfinite(pos).all())
+  np.testing.assert_array_equal(pos[:, N_REAL:], 0.0)
+  np.testing.assert_allclose(pos[:, :N_REAL].mean(1), 0.0, atol=1e-3)  # centred
+
+
+def test_sigmoid_schedule_matches_geodiff():
+  betas = _model().process.schedule.betas()
+  assert betas.shape == (1000,) and np.all(np.diff(betas) > 0)
+  span = 9e-3 - 1e-7
+  np.testing.assert_allclose(betas[[0, -1]], [1e-7 + span / (1 + np.exp(6)),
+                                              1e-7 + span / (1 + np.exp(-6))], rtol=1e-9)

@@ -1,0 +1,257 @@
+"""Molecule data (data/conformers.py, data/molecules.py), COV/MAT (evals/conformers.py) and
+the molecule configs' resume: RDKit ensembles, GEOM loaders on stand-ins in the real formats,
+the cache, bad input, RMSD equal to RDKit's GetBestRMS."""
+import json
+import pickle
+import sys
+import types
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from rdkit import Chem
+from rdkit.Chem import AllChem, rdMolAlign
+
+from collapse_jax import experiment
+from collapse_jax.data import conformers, molecules
+from collapse_jax.evals import conformers as conf_eval
+
+from conftest import load_config, read_metrics
+
+# Small drug-like heavy-atom graphs; tert-butanol's three methyls are symmetric.
+SMILES = ("CC(C)(C)O", "OC(=O)c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "CCN(CC)C(=O)c1ccccc1")
+
+
+@pytest.fixture(scope="module")
+def ensembles() -> list[conformers.Molecule]:
+  """ETKDG+MMFF ensembles of SMILES (a few conformers each, made once)."""
+  mols = [conformers.embed_ensemble(Chem.MolFromSmiles(s), 4, seed=7 + i, prune_rms=0.1,
+                                    hydrogens=False) for i, s in enumerate(SMILES)]
+  assert all(m is not None for m in mols)
+  return mols
+
+
+def _params(**kw) -> dict:
+  return dict(molecules.DEFAULTS, **kw)
+
+
+def test_ensembles_follow_the_smiles_order_and_energy(ensembles):
+  for m in ensembles:
+    parsed = conformers.mol_from_smiles(m.smiles)
+    assert [a.GetAtomicNum() for a in parsed.GetAtoms()] == list(m.atoms)
+    assert all(a.GetAtomicNum() > 1 for a in parsed.GetAtoms())  # heavy atoms only
+    bonds = np.zeros_like(m.bonds)
+    for b in parsed.GetBonds():
+      bonds[b.GetBeginAtomIdx(), b.GetEndAtomIdx()] = 1
+    np.testing.assert_array_equal(bonds | bonds.T, (m.bonds > 0).astype(np.int8))
+    assert np.all(np.diff(m.energies) >= 0)
+    matches = conformers.automorphisms(parsed)
+    for i in range(len(m.positions)):
+      for j in range(i):
+        assert conformers.symmetric_rmsd(m.positions[i], m.positions[j], matches) >= 0.1
+
+
+def test_extend_order_marks_two_and_three_hops():
+  chain = np.zeros((5, 5), np.int8)
+  for i in range(4):
+    chain[i, i + 1] = chain[i + 1, i] = conformers.SINGLE
+  e = conformers.extend_order(chain)
+  assert e[0, 1] == conformers.SINGLE and e[0, 2] == conformers.HOP2
+  assert e[0, 3] == conformers.HOP3 and e[0, 4] == 0 and e[2, 2] == 0
+
+
+def _dataset(ensembles) -> conformers.Dataset:
+  return conformers.Dataset(splits={"train": ensembles[:2], "val": ensembles[2:3],
+                                    "test": ensembles[3:]}, stats={"skipped": {}})
+
+
+def test_cache_round_trip_and_refusals(ensembles, tmp_path):
+  p = _params(max_atoms=16)
+  d = tmp_path / "c"
+  conformers.save(_dataset(ensembles), d, p)
+  back = conformers.load(d)
+  for s in conformers.SPLITS:
+    for a, b in zip(_dataset(ensembles).splits[s], back.splits[s]):
+      assert a.smiles == b.smiles
+      np.testing.assert_array_equal(a.positions, b.positions)
+      np.testing.assert_array_equal(a.bonds, b.bonds)
+  manifest = json.loads((d / "manifest.json").read_text())
+  manifest["version"] = conformers.VERSION + 1
+  (d / "manifest.json").write_text(json.dumps(manifest))
+  with pytest.raises(conformers.MoleculeDataError, match="version"):
+    conformers.load(d)
+  manifest["version"] = conformers.VERSION
+  (d / "manifest.json").write_text(json.dumps(manifest))
+  (d / "arrays.npz").write_bytes((d / "arrays.npz").read_bytes()[:-10] + b"0" * 10)
+  with pytest.raises(conformers.MoleculeDataError, match="checksum"):
+    conformers.load(d)
+  assert not list(tmp_path.glob(".tmp-*"))  # nothing half-written left behind
+
+
+def test_source_rows_are_padded_disjoint_blocks(ensembles, tmp_path, monkeypatch):
+  data = _dataset(ensembles)
+  monkeypatch.setattr(molecules, "_dataset", lambda *a: data)
+  src = molecules.build(ml_collections.ConfigDict(
+      {"source": "molecules", "max_atoms": 16, "train_conformers": 3, "cache_dir": "x"}))
+  assert src.num_train == 6
+  consts = src.consts()
+  rows = consts["train"]
+  spec = src.row_spec
+  assert {k: v.shape[1:] for k, v in rows.items()} == {k: s for k, (s, _) in spec.fields.items()}
+  n0 = len(ensembles[0].atoms)
+  assert rows["atom_mask"][0].sum() == n0 and np.all(rows["pos"][0, n0:] == 0)
+  np.testing.assert_allclose(rows["pos"][0, :n0].mean(0), 0, atol=1e-5)
+  task = src.task(consts, jax.random.PRNGKey(0))
+  a = src.real(consts, task, None, 0, 3)
+  b = src.real(consts, task, None, 1, 3)
+  ids = lambda r: {tuple(np.asarray(x).ravel()) for x in r["pos"]}
+  assert not ids(a) & ids(b)
+  assert task.aux["graphs"]["atom_type"].shape == (2, 16)
+
+
+def test_rmsd_is_rdkits_best_rms_including_symmetry(ensembles):
+  mol = ensembles[0]  # tert-butanol: C0 C1(C2)(C3) O4, methyls 0, 2, 3 symmetric
+  ref = mol.positions[:1]
+  swapped = ref.copy()
+  swapped[0, [0, 2]] = swapped[0, [2, 0]]
+  rng = np.random.default_rng(0)
+  noisy = ref + rng.normal(scale=0.3, size=ref.shape).astype(np.float32)
+  d = conf_eval.rmsd_matrix(mol.smiles, ref, np.concatenate([swapped, noisy]))
+  assert d[0, 0] < 1e-3 < conformers.kabsch_rmsd(swapped[0], ref[0])
+  matches = conformers.automorphisms(conformers.mol_from_smiles(mol.smiles))
+  assert d[0, 1] == pytest.approx(conformers.symmetric_rmsd(noisy[0], ref[0], matches),
+                                  abs=1e-5)
+  # The same pairs straight from RDKit.
+  for g, gen in enumerate([swapped[0], noisy[0]]):
+    a = conf_eval._mol_with_conformers(mol.smiles, gen[None])
+    b = conf_eval._mol_with_conformers(mol.smiles, ref)
+    assert d[0, g] == pytest.approx(rdMolAlign.GetBestRMS(a, b), abs=1e-9)
+  big = ensembles[3]
+  d = conf_eval.rmsd_matrix(big.smiles, big.positions[:2], big.positions[1:][::-1])
+  a = conf_eval._mol_with_conformers(big.smiles, big.positions[1:2])
+  b = conf_eval._mol_with_conformers(big.smiles, big.positions[:1])
+  assert d[0, -1] == pytest.approx(rdMolAlign.GetBestRMS(a, b), abs=1e-9)
+
+
+def test_cov_mat_of_a_reference_set_against_itself(ensembles):
+  for m in ensembles[1:]:
+    d = conf_eval.rmsd_matrix(m.smiles, m.positions, m.positions)
+    for thr in conf_eval.THRESHOLDS.values():
+      got = conf_eval.cov_mat(d, thr)
+      assert got["cov_r"] == got["cov_p"] == 1.0
+      assert got["mat_r"] < 1e-3 and got["mat_p"] < 1e-3
+    assert conf_eval.sanitizes(m.smiles, m.positions[0])
+    scrambled = m.positions[0][np.random.default_rng(1).permutation(len(m.atoms))]
+    assert not conf_eval.sanitizes(m.smiles, scrambled)
+    assert not conf_eval.sanitizes(m.smiles, np.full_like(m.positions[0], np.nan))
+
+
+# --- Bad input --------------------------------------------------------------------------
+
+
+def test_unparsable_smiles_and_sdf_name_the_line(tmp_path):
+  smi = tmp_path / "m.smi"
+  smi.write_text("CCO ethanol\n\nC1CC(\n")
+  with pytest.raises(conformers.MoleculeDataError, match="line 3"):
+    conformers.read_smiles_file(smi)
+  good = Chem.MolToMolBlock(Chem.MolFromSmiles("CCO"))
+  sdf = tmp_path / "m.sdf"
+  sdf.write_text(good + "$$$$\n" + "garbage\nnot a molblock\n" + "$$$$\n")
+  first_bad = good.count("\n") + 2
+  with pytest.raises(conformers.MoleculeDataError, match=f"line {first_bad} "):
+    conformers.read_sdf(sdf)
+
+
+def test_too_large_molecules_are_skipped_then_refused(tmp_path):
+  smi = tmp_path / "m.smi"
+  smi.write_text("CCCCCCCCCCCCCCCCCCCC\nCCCCCCCCCCCCCCCCCCCCCC\n")
+  p = _params(kind="smiles", path=str(smi), min_atoms=2, max_atoms=10)
+  with pytest.raises(conformers.MoleculeDataError, match="2 size"):
+    conformers.build_dataset(p, tmp_path / "cache", progress=False)
+  assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_geom_paths_without_their_files_are_refused(tmp_path):
+  for kind, what in (("geom_pickles", "train_data_40k.pkl"), ("geom_rdkit", "summary_drugs")):
+    p = _params(kind=kind, path=str(tmp_path))
+    with pytest.raises(conformers.MoleculeDataError, match=what):
+      conformers.build_dataset(p, tmp_path / "cache", progress=False)
+  config = load_config("molecules_replace", "smoke")
+  config.data.update({"kind": "geom_rdkit", "path": str(tmp_path / "nowhere")})
+  assert "does not exist" in molecules.check_config(config)
+
+
+def _mol_h(smiles: str, seed: int):
+  m = Chem.AddHs(Chem.MolFromSmiles(smiles))
+  AllChem.EmbedMultipleConfs(m, 2, randomSeed=seed)
+  return m
+
+
+def test_geom_pickles_stand_in(tmp_path, monkeypatch):
+  """ConfGF/GeoDiff's splits: a pickled list of PyG 1.x ``Data`` (one per conformer, torch
+  tensors, an RDKit ``rdmol`` with hydrogens); read without torch_geometric installed."""
+  import torch
+  pkg = types.ModuleType("torch_geometric.data.data")
+
+  class Data:
+    def __init__(self, **kw):
+      self.__dict__.update(kw)
+  Data.__module__ = "torch_geometric.data.data"
+  Data.__qualname__ = "Data"
+  pkg.Data = Data
+  for name in ("torch_geometric", "torch_geometric.data", "torch_geometric.data.data"):
+    monkeypatch.setitem(sys.modules, name, pkg)
+  for i, (split, file) in enumerate(conformers.GEOM_PICKLES.items()):
+    records = []
+    for j, smi in enumerate(SMILES[i:i + 2]):
+      mol = _mol_h(smi, 11 + j)
+      for c in mol.GetConformers():
+        records.append(Data(rdmol=mol, pos=torch.tensor(c.GetPositions(), dtype=torch.float32),
+                            smiles=smi, totalenergy=torch.tensor([float(-c.GetId())])))
+    (tmp_path / file).write_bytes(pickle.dumps(records))
+  for name in ("torch_geometric", "torch_geometric.data", "torch_geometric.data.data"):
+    monkeypatch.delitem(sys.modules, name)
+  data = conformers.build_dataset(_params(kind="geom_pickles", path=str(tmp_path), max_atoms=16,
+                                          num_molecules=0), tmp_path / "cache", progress=False)
+  assert [len(data.splits[s]) for s in conformers.SPLITS] == [2, 2, 2]
+  m = data.splits["train"][0]
+  assert m.positions.shape == (2, len(m.atoms), 3) and np.all(m.atoms > 1)
+  assert list(m.energies) == [-1.0, 0.0]  # lowest energy first
+  src = _mol_h(SMILES[0], 11)
+  # The stored conformer is GEOM's, reordered to the SMILES' atom order: same RMSD 0 geometry.
+  ref = conf_eval._mol_with_conformers(m.smiles, m.positions[:1])
+  assert rdMolAlign.GetBestRMS(Chem.RemoveHs(src), ref, 1, 0) < 1e-4
+
+
+def test_geom_rdkit_folder_stand_in(tmp_path):
+  (tmp_path / "drugs").mkdir()
+  summary = {}
+  for i, smi in enumerate(SMILES + ("CCCCCCCCCCCCCCCCCCCC",)):
+    mol = _mol_h(smi, 3 + i)
+    confs = [{"rd_mol": Chem.Mol(mol, confId=c.GetId()), "totalenergy": float(i - c.GetId()),
+              "boltzmannweight": 0.5} for c in mol.GetConformers()]
+    name = f"drugs/m{i}.pickle"
+    (tmp_path / name).write_bytes(pickle.dumps({"conformers": confs, "smiles": smi}))
+    summary[smi] = {"pickle_path": name}
+  (tmp_path / "summary_drugs.json").write_text(json.dumps(summary))
+  data = conformers.build_dataset(
+      _params(kind="geom_rdkit", path=str(tmp_path), max_atoms=16, num_molecules=0,
+              split=(0.5, 0.25, 0.25)), tmp_path / "cache", progress=False)
+  assert sum(len(v) for v in data.splits.values()) == len(SMILES)
+  assert data.stats["skipped"]["size"] == 1 and data.stats["max_atoms"] == 16
+
+
+# --- The configs end to end -------------------------------------------------------------
+
+
+def test_smoke_resumes_bitwise(tmp_path):
+  config = load_config("molecules_replace", "smoke")
+  full = experiment.train_and_evaluate(config, tmp_path / "full")
+  short = load_config("molecules_replace", "smoke")
+  short.num_generations = 1
+  experiment.train_and_evaluate(short, tmp_path / "resumed")
+  resumed = experiment.train_and_evaluate(config, tmp_path / "resumed")
+  assert resumed == full == read_metrics(tmp_path / "full")
+  assert {"test_loss", "test_loss_global", "cov_r", "mat_r", "cov_p", "mat_p", "cov_r_075",
+          "cov_p_075", "sanitize_frac"} <= set(full[0])
