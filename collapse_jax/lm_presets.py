@@ -21,6 +21,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from collapse_jax import presets, variants
+from collapse_jax.loop import policies
 from collapse_jax.models.transformer_lm import PROMPTS
 from collapse_jax.nets.transformer import PRESETS
 
@@ -33,9 +34,13 @@ def tinystories_path() -> str | None:
   return os.environ.get("COLLAPSE_JAX_TINYSTORIES") or None
 
 
-def tinystories(policy: str, arg: str | None) -> ml_collections.ConfigDict:
+def tinystories(policy: str | None, arg: str | None) -> ml_collections.ConfigDict:
+  """``policy`` None: the policy is a variant of ``arg`` (default accumulate)."""
+  own = {} if policy else {"policy": policies.NAMES}
   v = variants.parse(arg, flags=("smoke", "cpu"),
-                     choices={"preset": tuple(PRESETS), "prompt": PROMPTS}, number="temperature")
+                     choices={**own, "preset": tuple(PRESETS), "prompt": PROMPTS},
+                     number="temperature")
+  policy = policy or v.get("policy") or "accumulate"
   if v["smoke"] and v["cpu"]:
     raise variants.VariantError("Config variants smoke and cpu exclude each other.")
   c = presets.base(policy)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ml_collections
 
 from collapse_jax import presets, variants
+from collapse_jax.loop import policies
 from collapse_jax.data import conformers
 
 
@@ -27,8 +28,11 @@ def _n_rows(num_molecules: int, split, per_molecule: int) -> int:
   return per_molecule * conformers.split_counts(num_molecules, tuple(split))[0]
 
 
-def molecules(policy: str, arg: str | None) -> ml_collections.ConfigDict:
-  v = variants.parse(arg, flags=("smoke", "cpu"))
+def molecules(policy: str | None, arg: str | None) -> ml_collections.ConfigDict:
+  """``policy`` None: the policy is a variant of ``arg`` (default accumulate)."""
+  v = variants.parse(arg, flags=("smoke", "cpu"),
+                     choices={} if policy else {"policy": policies.NAMES})
+  policy = policy or v.get("policy") or "accumulate"
   if v["smoke"] and v["cpu"]:
     raise variants.VariantError("Config variants smoke and cpu exclude each other.")
   c = presets.base(policy)
