@@ -20,8 +20,7 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
-from collapse_jax import presets, variants
-from collapse_jax.loop import policies
+from collapse_jax import presets
 from collapse_jax.models.transformer_lm import PROMPTS
 from collapse_jax.nets.transformer import PRESETS
 
@@ -36,14 +35,10 @@ def tinystories_path() -> str | None:
 
 def tinystories(policy: str | None, arg: str | None) -> ml_collections.ConfigDict:
   """``policy`` None: the policy is a variant of ``arg`` (default accumulate)."""
-  own = {} if policy else {"policy": policies.NAMES}
-  v = variants.parse(arg, flags=("smoke", "cpu"),
-                     choices={**own, "preset": tuple(PRESETS), "prompt": PROMPTS},
-                     number="temperature")
-  policy = policy or v.get("policy") or "accumulate"
-  if v["smoke"] and v["cpu"]:
-    raise variants.VariantError("Config variants smoke and cpu exclude each other.")
-  c = presets.base(policy)
+  v = presets.variant(arg, policy=policy or "accumulate", policy_variant=policy is None,
+                      flags=("smoke", "cpu"), number="temperature",
+                      choices={"preset": tuple(PRESETS), "prompt": PROMPTS})
+  c = presets.base(v["policy"])
   c.num_generations = 5
   c.generations_per_chunk = 1
   c.n_real = c.n_synth = PAPER_TRAIN_STORIES

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from collapse_jax import presets, variants
-from collapse_jax.loop import policies
+from collapse_jax import presets
 from collapse_jax.data import conformers
 
 
@@ -30,12 +29,9 @@ def _n_rows(num_molecules: int, split, per_molecule: int) -> int:
 
 def molecules(policy: str | None, arg: str | None) -> ml_collections.ConfigDict:
   """``policy`` None: the policy is a variant of ``arg`` (default accumulate)."""
-  v = variants.parse(arg, flags=("smoke", "cpu"),
-                     choices={} if policy else {"policy": policies.NAMES})
-  policy = policy or v.get("policy") or "accumulate"
-  if v["smoke"] and v["cpu"]:
-    raise variants.VariantError("Config variants smoke and cpu exclude each other.")
-  c = presets.base(policy)
+  v = presets.variant(arg, policy=policy or "accumulate", policy_variant=policy is None,
+                      flags=("smoke", "cpu"), number=None)
+  c = presets.base(v["policy"])
   c.num_generations = 6
   c.generations_per_chunk = 1
   c.data = ml_collections.ConfigDict({

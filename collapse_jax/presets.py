@@ -22,19 +22,23 @@ from collapse_jax.loop import policies
 
 
 def variant(arg: str | None, *, policy: str = "accumulate", policy_variant: bool = True,
-            choices: dict[str, tuple[str, ...]] | None = None) -> dict:
+            flags: tuple[str, ...] = ("smoke",),
+            choices: dict[str, tuple[str, ...]] | None = None,
+            number: str | None = "mix_lambda") -> dict:
   """``arg``'s variants: ``{"smoke": bool, "policy": name, "mix_lambda": float or None, ...}``.
 
   ``policy`` is the default policy (the only one if not ``policy_variant``: a config file
-  named for its policy); a number is the mix lambda and needs policy ``mix``; ``choices``
-  adds the config's own (e.g. ``{"kind": ("ddpm", "edm")}``). Anything else is refused
-  with `variants.VariantError`.
+  named for its policy); ``flags`` the config's flags ("smoke", "cpu": they exclude each
+  other); a number is ``number`` (the mix lambda, which needs policy ``mix``, or e.g. a
+  sampling temperature); ``choices`` adds the config's own (e.g. ``{"kind": ("ddpm",
+  "edm")}``). Anything else is refused with `variants.VariantError`.
   """
   own = {"policy": policies.NAMES} if policy_variant else {}
-  v = variants.parse(arg, flags=("smoke",), choices={**own, **(choices or {})},
-                     number="mix_lambda")
+  v = variants.parse(arg, flags=flags, choices={**own, **(choices or {})}, number=number)
   v["policy"] = v.get("policy") or policy
-  if v["mix_lambda"] is not None and v["policy"] != "mix":
+  if v.get("smoke") and v.get("cpu"):
+    raise variants.VariantError("Config variants smoke and cpu exclude each other.")
+  if number == "mix_lambda" and v["mix_lambda"] is not None and v["policy"] != "mix":
     raise variants.VariantError(f"A mix lambda ({v['mix_lambda']:g}) only applies to policy "
                                 f"'mix', not {v['policy']!r}.")
   return v
