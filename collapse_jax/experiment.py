@@ -200,7 +200,8 @@ def _segmented_generation(config, workdir, g: int, seg: SegmentedLoop, ckpts, co
                  "remove it (the generation then restarts from its previous segment "
                  "checkpoint or its beginning) or rerun with --overwrite.")
     state, meta = ckpts.restore_train(g, local, abstract_state, state_shardings)
-    first_step, total, curve = np.asarray(meta["first_step"], np.int32), meta["total"], meta["curve"]
+    first_step = np.asarray(meta["first_step"], np.int32)
+    total, curve = meta["total"], meta["curve"]
     logging.info("Resuming generation %d at step %d of %d.", g, local, total)
   reporter.start_generation(g, total, local)
   window = max(1, config.get("log_every_steps", 100))

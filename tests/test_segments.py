@@ -1,6 +1,6 @@
 """Long generations in segments: bitwise the same whatever the segment size (one segment
-for the whole generation included), resumable inside a generation after SIGKILL or SIGTERM, with training curves,
-TensorBoard events, and a clean stop on a non-finite loss."""
+for the whole generation included), resumable inside a generation after SIGKILL or
+SIGTERM, with training curves, TensorBoard events, and a clean stop on a non-finite loss."""
 import os
 import pathlib
 import signal

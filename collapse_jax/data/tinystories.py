@@ -3,8 +3,8 @@
 ``config.data``: ``source="tinystories"``, ``path`` (None: the small embedded corpus below,
 no file needed), ``format`` ("auto" | "eot_txt" | "lines_txt" | "json" | "parquet"),
 ``test_path`` (optional separate held-out file, e.g. TinyStories-valid.txt; else
-``n_test`` stories of ``path`` chosen by a fixed permutation, seed 0), ``vocab_size``, ``context`` (tokens per row), ``n_test``,
-``limit`` (read at most this many stories), ``tokenizer_dir`` (optional SentencePiece cache,
+``n_test`` stories of ``path`` chosen by a fixed permutation, seed 0), ``vocab_size``,
+``context`` (tokens per row), ``n_test``, ``limit`` (read at most this many stories), ``tokenizer_dir`` (optional SentencePiece cache,
 see `tokenizer`).
 
 Published forms read:

@@ -1,9 +1,9 @@
 """The contract every model family implements, and how a family is found by name.
 
-A family lives in ``collapse_jax/models/<name>.py`` and exposes ``build(config, layout, spec)``
-(``spec``: the source's `RowSpec`) returning a `GenerativeModel`, and optionally
-``check_config(config, spec) -> str | None``; ``config.model.name`` picks it. Adding a family touches only
-its module and a config.
+A family lives in ``collapse_jax/models/<name>.py`` and exposes
+``build(config, layout, spec)`` (``spec``: the source's `RowSpec`) returning a
+`GenerativeModel`, and optionally ``check_config(config, spec) -> str | None``;
+``config.model.name`` picks it. Adding a family touches only its module and a config.
 """
 from __future__ import annotations
 
