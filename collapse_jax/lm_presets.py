@@ -33,10 +33,9 @@ def tinystories_path() -> str | None:
   return os.environ.get("COLLAPSE_JAX_TINYSTORIES") or None
 
 
-def tinystories(policy: str | None, arg: str | None) -> ml_collections.ConfigDict:
-  """``policy`` None: the policy is a variant of ``arg`` (default accumulate)."""
-  v = presets.variant(arg, policy=policy or "accumulate", policy_variant=policy is None,
-                      flags=("smoke", "cpu"), number="temperature",
+def tinystories(arg: str | None) -> ml_collections.ConfigDict:
+  """The experiment's config; ``arg``'s variants include the policy (default accumulate)."""
+  v = presets.variant(arg, flags=("smoke", "cpu"), number="temperature",
                       choices={"preset": tuple(PRESETS), "prompt": PROMPTS})
   c = presets.base(v["policy"])
   c.num_generations = 5

@@ -27,10 +27,9 @@ def _n_rows(num_molecules: int, split, per_molecule: int) -> int:
   return per_molecule * conformers.split_counts(num_molecules, tuple(split))[0]
 
 
-def molecules(policy: str | None, arg: str | None) -> ml_collections.ConfigDict:
-  """``policy`` None: the policy is a variant of ``arg`` (default accumulate)."""
-  v = presets.variant(arg, policy=policy or "accumulate", policy_variant=policy is None,
-                      flags=("smoke", "cpu"), number=None)
+def molecules(arg: str | None) -> ml_collections.ConfigDict:
+  """The experiment's config; ``arg``'s variants include the policy (default accumulate)."""
+  v = presets.variant(arg, flags=("smoke", "cpu"), number=None)
   c = presets.base(v["policy"])
   c.num_generations = 6
   c.generations_per_chunk = 1

@@ -10,4 +10,4 @@ from collapse_jax import molecule_presets
 
 
 def get_config(arg=None):
-  return molecule_presets.molecules(None, arg)
+  return molecule_presets.molecules(arg)

@@ -9,4 +9,4 @@ from collapse_jax import lm_presets
 
 
 def get_config(arg=None):
-  return lm_presets.tinystories(None, arg)
+  return lm_presets.tinystories(arg)

@@ -1,9 +1,10 @@
 """Causal LMs on TinyStories, pretrained from scratch each generation (Gerstgrasser et al.'s
 main result), policy: accumulate_subsample. Corpus: data.path, default $COLLAPSE_JAX_TINYSTORIES.
 Variants: ':smoke', ':cpu', a model preset, 'bos' | 'first_token', a temperature
-(see collapse_jax/lm_presets.py)."""
-from collapse_jax import lm_presets
+(see collapse_jax/lm_presets.py).
+The same as configs/tinystories.py:accumulate_subsample, kept under this name for existing scripts."""
+from collapse_jax import presets
 
 
 def get_config(arg=None):
-  return lm_presets.tinystories("accumulate_subsample", arg)
+  return presets.same_as(__file__, "tinystories.py:accumulate_subsample", arg)
