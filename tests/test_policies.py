@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from collapse_jax.data import images
 from collapse_jax.loop import policies
 from collapse_jax.loop.pool import DataPool, TrainView
 
@@ -147,3 +148,32 @@ def test_pool_reduce_is_bitwise_independent_of_capacity():
   np.testing.assert_array_equal(large.resized(pol.layout(40)).generation, large.generation)
   grown = small.resized(pol.layout(40))
   assert np.asarray(total(grown)).tobytes() == np.asarray(total(large)).tobytes()
+
+
+def test_pixel_fields_are_held_as_uint8_and_decoded_bitwise_per_batch():
+  levels = np.random.default_rng(0).integers(0, 256, (N_REAL, 4, 4, 1), dtype=np.uint8)
+  loaded = images._to_unit_range(levels, 255.0)  # what the image loaders hand out
+  layout = policies.make_policy("accumulate", n_real=N_REAL, n_synth=N_SYNTH).layout(GENS)
+  pool = DataPool.create({"image": jnp.asarray(levels)}, layout, pixels=("image",))
+  assert pool.data["image"].dtype == jnp.uint8 and pool.data["image"].nbytes == pool.data[
+      "image"].size
+  # Samples are rounded onto the 8-bit grid (clipped to [-1, 1]) when written.
+  samples = loaded + 0.002  # N_SYNTH == N_REAL rows
+  samples[0, 0, 0, 0], samples[1, 0, 0, 0] = 7.0, -7.0
+  pool = pool.write_block(jnp.int32(1), None, {"image": jnp.asarray(samples, jnp.float32)})
+  view = TrainView(pool=pool, counts=jnp.ones(layout.capacity, jnp.int32),
+                   generation=jnp.int32(1))
+  batch = view.gather(jnp.arange(2 * N_REAL))["image"]
+  np.testing.assert_array_equal(batch[:N_REAL], loaded)  # real rows: bitwise the loader's
+  want = np.asarray(images._to_unit_range(levels, 255.0))
+  want[0, 0, 0, 0], want[1, 0, 0, 0] = 1.0, -1.0
+  np.testing.assert_array_equal(batch[N_REAL:], want)
+  # Reductions see the same float values.
+  total = view.reduce(lambda rows, c: jnp.einsum("n,nhwc->", c, rows["image"]))
+  np.testing.assert_allclose(total, loaded.sum() + want.sum(), rtol=1e-5)
+
+
+def test_eight_bit_image_datasets_have_pixel_pools_and_digits_does_not():
+  spec = lambda name: tuple({"name": name}.get(f) for f in images._SPEC_FIELDS)
+  assert images.ImageSource(spec=spec("mnist"), n_test=10).pixels
+  assert not images.ImageSource(spec=spec("digits"), n_test=10).pixels

@@ -332,15 +332,26 @@ def _load_splits(spec: tuple, n_test: int) -> tuple[np.ndarray, np.ndarray | Non
   return train, labels, test[:n_test]
 
 
+# Datasets of 8-bit images, whose pools hold uint8 pixels (digits has 17 grey levels: an
+# 8-bit grid would move its real values, and its pools are small).
+PIXEL_DATASETS = ("mnist", "cifar10", "image_folder", "tfds")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ImageSource:
   """Real images: each replicate shuffles the training set once and hands out disjoint
   blocks of it (block 0: the initial real set; later blocks: fresh_real's new data).
 
-  Rows are ``{"image": [height, width, channels]}`` in [-1, 1].
+  Rows are ``{"image": [height, width, channels]}`` in [-1, 1], held in the pool as uint8
+  pixels for 8-bit datasets (`RowSpec.pixels`; images resized on loading are rounded onto
+  the 8-bit grid, as the reference pipelines' PNG files are).
   """
   spec: tuple
   n_test: int
+
+  @property
+  def pixels(self) -> bool:
+    return dict(zip(_SPEC_FIELDS, self.spec))["name"] in PIXEL_DATASETS
 
   @property
   def num_train(self) -> int:
@@ -349,7 +360,8 @@ class ImageSource:
   @property
   def row_spec(self) -> RowSpec:
     shape = tuple(_load_splits(self.spec, self.n_test)[0].shape[1:])
-    return RowSpec(fields={"image": (shape, "float32")}, data="image")
+    return RowSpec(fields={"image": (shape, "float32")}, data="image",
+                   pixels=("image",) if self.pixels else ())
 
   def labelled_train(self) -> tuple[np.ndarray, np.ndarray | None]:
     """Training images ``[n, h, w, c]`` and labels ``[n]`` (None: unlabelled dataset)."""
@@ -357,7 +369,10 @@ class ImageSource:
     return train, labels
 
   def consts(self) -> dict[str, np.ndarray]:
+    """The training images (uint8 pixels or float32) and the float32 test images."""
     train, _, test = _load_splits(self.spec, self.n_test)
+    if self.pixels:  # `loop.pool.to_pixels` on the host, without a device copy of the set
+      train = np.clip(np.round((train + 1.0) * 127.5), 0, 255).astype(np.uint8)
     return {"train": train, "test": test}
 
   def task(self, consts, key: jax.Array):

@@ -30,13 +30,18 @@ class RowSpec:
       losses and means.
     aux: other fields a model conditions on and copies into its samples (e.g. a molecule's
       atom types and bonds), never generated.
+    pixels: float32 fields in [-1, 1] that the pool stores as uint8 pixels (what the
+      reference pipelines save as PNG files, at a quarter of the bytes): real rows are
+      handed to it as uint8, samples are rounded onto the 256 levels when they are written,
+      and models always see float32 batches (`loop.pool`).
   """
   fields: dict[str, tuple[tuple[int, ...], str]]
   data: str
   mask: str | None = None
+  pixels: tuple[str, ...] = ()
 
   def __post_init__(self):
-    for name in (self.data, self.mask):
+    for name in (self.data, self.mask, *self.pixels):
       if name is not None and name not in self.fields:
         raise ValueError(f"RowSpec field {name!r} is not among {sorted(self.fields)}.")
 

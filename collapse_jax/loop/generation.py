@@ -51,7 +51,8 @@ class Loop:
     real = self.source.real(consts, task, rng.stream_key(root, "real", 0), 0,
                             self.layout.n_real)
     state = self.model.init(rng.stream_key(root, "init", 0), task)
-    return Carry(state, DataPool.create(real, self.layout), task, root)
+    pool = DataPool.create(real, self.layout, self.source.row_spec.pixels)
+    return Carry(state, pool, task, root)
 
   def view(self, carry: Carry, g: jax.Array) -> TrainView:
     """The rows generation ``g`` trains on."""

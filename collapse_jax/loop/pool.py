@@ -12,6 +12,10 @@ Policies that only need the latest generation keep K = 1 (a ring of one block); 
 accumulating ones keep K = num_generations, and then a row's slot is also its identity, so a
 pool grown for a longer run holds the same rows at the same places.
 
+Pixel fields (`RowSpec.pixels`: images in [-1, 1]) are held as uint8 and decoded to float32
+per batch (`TrainView.gather`, `TrainView.reduce`); samples are rounded onto the 256 levels
+when written, as a PNG file would hold them.
+
 Every reduction over the pool goes through `TrainView.reduce`, which sums fixed-size blocks
 in generation order. That makes results bitwise independent of the capacity (XLA's own
 reductions regroup sums when an axis gets longer, even with zero padding).
@@ -25,6 +29,7 @@ import chex
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Batch = Any  # a pytree of arrays with a leading example axis
 
@@ -54,6 +59,24 @@ class PoolLayout:
     return self.n_real + ((generation - 1) % self.num_blocks) * self.block_size
 
 
+def to_pixels(x: jax.Array) -> jax.Array:
+  """float in [-1, 1] -> uint8 levels 0..255 (rounded, clipped); uint8 passes through."""
+  if x.dtype == jnp.uint8:
+    return x
+  return jnp.clip(jnp.round((x.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+
+
+# Level -> value, computed as the image loaders convert files (float32 division). A lookup,
+# since XLA turns `u / 127.5` into a multiplication by the rounded reciprocal, which is off
+# by an ulp for a fifth of the levels.
+_LEVELS = np.arange(256, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+def from_pixels(u: jax.Array) -> jax.Array:
+  """uint8 levels -> float32 in [-1, 1], bitwise as the image loaders convert files."""
+  return jnp.asarray(_LEVELS)[u.astype(jnp.int32)]
+
+
 def _pad_rows(x: jax.Array, rows: int) -> jax.Array:
   return jnp.pad(x, [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
 
@@ -67,23 +90,32 @@ class DataPool:
     generation: ``[capacity]`` int32: generation whose training set the row joined
       (0 for the initial real set), -1 for empty rows.
     real: ``[capacity]`` bool: row is real data (initial or fresh), not model output.
+    pixels: names of the data fields held as uint8 pixels (`RowSpec.pixels`).
   """
   data: Batch
   generation: jax.Array
   real: jax.Array
   layout: PoolLayout = flax.struct.field(pytree_node=False)
+  pixels: tuple[str, ...] = flax.struct.field(pytree_node=False, default=())
 
   @classmethod
-  def create(cls, real: Batch, layout: PoolLayout) -> DataPool:
-    """A pool holding ``real`` (leaves ``[n_real, ...]``) as generation 0."""
+  def create(cls, real: Batch, layout: PoolLayout, pixels: tuple[str, ...] = ()) -> DataPool:
+    """A pool holding ``real`` (a dict, leaves ``[n_real, ...]``) as generation 0."""
     n = layout.n_real
     chex.assert_tree_shape_prefix(real, (n,))
     rows = jnp.arange(layout.capacity)
-    return cls(
-        data=jax.tree.map(lambda x: _pad_rows(x, layout.capacity), real),
-        generation=jnp.where(rows < n, 0, -1).astype(jnp.int32),
-        real=rows < n,
-        layout=layout)
+    pool = cls(data={}, generation=jnp.where(rows < n, 0, -1).astype(jnp.int32),
+               real=rows < n, layout=layout, pixels=pixels)
+    return pool.replace(data=jax.tree.map(lambda x: _pad_rows(x, layout.capacity),
+                                          pool.encode(real)))
+
+  def encode(self, batch: Batch) -> Batch:
+    """``batch`` as the pool stores it (pixel fields as uint8)."""
+    return {k: to_pixels(v) if k in self.pixels else v for k, v in batch.items()}
+
+  def decode(self, batch: Batch) -> Batch:
+    """Stored rows as models see them (pixel fields as float32 in [-1, 1])."""
+    return {k: from_pixels(v) if k in self.pixels else v for k, v in batch.items()}
 
   def write_block(self, generation: jax.Array, fresh: Batch | None,
                   synth: Batch | None) -> DataPool:
@@ -92,7 +124,7 @@ class DataPool:
     parts = [b for b in (fresh, synth) if b is not None]
     if not parts:
       return self
-    block = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+    block = jax.tree.map(lambda *xs: jnp.concatenate(xs), *map(self.encode, parts))
     chex.assert_tree_shape_prefix(block, (lay.block_size,))
     start = lay.block_start(generation)
     update = lambda x, b: jax.lax.dynamic_update_slice_in_dim(x, b.astype(x.dtype), start, 0)
@@ -113,7 +145,8 @@ class DataPool:
         [x[:old.used], jnp.full((layout.capacity - old.used,) + x.shape[1:], fill, x.dtype)])
     return DataPool(
         data=jax.tree.map(lambda x: pad(x, 0), self.data),
-        generation=pad(self.generation, -1), real=pad(self.real, False), layout=layout)
+        generation=pad(self.generation, -1), real=pad(self.real, False), layout=layout,
+        pixels=self.pixels)
 
 
 def draw_rows(counts: jax.Array, key: jax.Array, n: int) -> jax.Array:
@@ -158,7 +191,8 @@ class TrainView:
     """
     lay = self.pool.layout
     data, counts = self.pool.data, self.counts
-    total = fn(jax.tree.map(lambda x: x[:lay.n_real], data), counts[:lay.n_real])
+    part = lambda rows, c: fn(self.pool.decode(rows), c)
+    total = part(jax.tree.map(lambda x: x[:lay.n_real], data), counts[:lay.n_real])
     if lay.num_blocks == 0 or lay.block_size == 0:
       return total
     blocked = lambda x: x[lay.n_real:lay.used].reshape(
@@ -171,9 +205,9 @@ class TrainView:
     def add_block(k, acc):
       take = lambda x: jax.lax.dynamic_index_in_dim(x, k, keepdims=False)
       block_counts = take(counts)
-      part = fn(jax.tree.map(take, data), block_counts)
+      partial = part(jax.tree.map(take, data), block_counts)
       used = jnp.any(block_counts > 0)
-      return jax.tree.map(lambda a, p: jnp.where(used, a + p, a), acc, part)
+      return jax.tree.map(lambda a, p: jnp.where(used, a + p, a), acc, partial)
 
     return jax.lax.fori_loop(0, end, add_block, total)
 
@@ -183,7 +217,7 @@ class TrainView:
 
   def gather(self, rows: jax.Array) -> Batch:
     """The examples at ``rows`` (``[n]``): a batch with leaves ``[n, ...]``."""
-    return jax.tree.map(lambda x: x[rows], self.pool.data)
+    return self.pool.decode(jax.tree.map(lambda x: x[rows], self.pool.data))
 
   def stats(self) -> dict[str, jax.Array]:
     """Size and make-up of the training set, for the metrics."""
