@@ -150,7 +150,7 @@ def memory(rows: int = 20_000, gens: int = 6) -> None:
   base = subprocess.run([sys.executable, "-c", small], capture_output=True, text=True,
                         timeout=3600)
   floor = json.loads(base.stdout.split("RESULT")[-1])["peak"]
-  pool = (rows + gens * rows) * (28 * 28 * 4 + 4 + 1)  # float32 images, generation, real tag
+  pool = (rows + gens * rows) * (28 * 28 + 4 + 1)  # uint8 pixels, generation, real tag
   print(f"memory (accumulate, {rows:,} real + {gens} x {rows:,} synthetic MNIST rows): pool "
         f"{pool / 2**20:.0f} MiB; peak RSS {peak / 2**20:.0f} MiB, of which above a "
         f"pool-less run ({floor / 2**20:.0f} MiB): {(peak - floor) / 2**20:.0f} MiB = "

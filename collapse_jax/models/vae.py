@@ -20,12 +20,14 @@ import jax.numpy as jnp
 import optax
 
 from collapse_jax.data.source import RowSpec, Task
+from collapse_jax.diffusion.rows import map_chunks
 from collapse_jax.loop.pool import TrainView
 from collapse_jax.models import training
 from collapse_jax.nets.vae import Decoder, Encoder
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 DECODES = ("mean", "sample")
+SAMPLE_BLOCK = 1024  # prior draws decoded per block
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -77,7 +79,10 @@ class VAE:
   def sample(self, state, task: Task, key, n: int):
     k_z, k_x = jax.random.split(key)
     z = self.temperature * jax.random.normal(k_z, (n, self.latent_dim))
-    out = self.decoder.apply({"params": state["ema"]["dec"]}, z)
+    # Decoded in blocks: the decoder's activations for a whole synthetic set at once (20,000
+    # MNIST digits: ~4 GB) would dwarf the pool it is written to.
+    out = map_chunks(lambda _, zs: self.decoder.apply({"params": state["ema"]["dec"]}, zs),
+                     z, n, SAMPLE_BLOCK)
     sample = self.decode == "sample"
     if self.likelihood == "bernoulli":
       p = jax.nn.sigmoid(out)
