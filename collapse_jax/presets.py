@@ -17,7 +17,6 @@ import ml_collections
 from ml_collections import config_dict
 
 from collapse_jax import variants
-from collapse_jax.evals.samples2d import samples2d_eval
 from collapse_jax.loop import policies
 
 
@@ -47,7 +46,8 @@ def variant(arg: str | None, *, policy: str = "accumulate", policy_variant: bool
 def same_as(here: str, target: str, arg: str | None) -> ml_collections.ConfigDict:
   """``get_config`` of ``target`` (``"file.py:variants"``, a file beside ``here``, the
   calling config's ``__file__``) with ``arg``'s variants added: keeps an older config name
-  such as configs/linreg_replace.py working as configs/linreg.py:replace."""
+  such as configs/linreg_replace.py working as configs/linreg.py:replace, or starts a config
+  from another experiment's (configs/toy_diffusion_8gaussians.py)."""
   name, _, fixed = target.partition(":")
   path = pathlib.Path(here).with_name(name)
   spec = importlib.util.spec_from_file_location(path.stem, path)
@@ -132,8 +132,9 @@ def vae(policy: str, data: ml_collections.ConfigDict, smoke: bool = False
   return c
 
 
-def _flow_model(network: str, net: dict, **fields) -> ml_collections.ConfigDict:
-  """config.model of flow_matching (collapse_jax/models/flow_matching.py)."""
+def flow_model(network: str, net: dict, **fields) -> ml_collections.ConfigDict:
+  """config.model of flow_matching (collapse_jax/models/flow_matching.py); the network's
+  settings in ``model.<network>``."""
   m = ml_collections.ConfigDict({
       "name": "flow_matching", "network": network, network: net, "sigma_min": 0.0,
       "ot_coupling": True, "sinkhorn_eps": 1e-3, "sinkhorn_iters": 300,
@@ -146,88 +147,9 @@ def _flow_model(network: str, net: dict, **fields) -> ml_collections.ConfigDict:
   return m
 
 
-def _flow_args(arg: str | None, c: ml_collections.ConfigDict) -> bool:
-  """Applies ``arg``'s variants (`variant`: a mix lambda, "smoke"; the policy is the
-  file's) to ``c``; returns whether "smoke" was given."""
-  v = variant(arg, policy=c.policy.name, policy_variant=False)
-  if v["mix_lambda"] is not None:
-    c.policy.mix_lambda = v["mix_lambda"]
-  return v["smoke"]
-
-
-def flow_images(policy: str, data: ml_collections.ConfigDict, arg: str | None
-                ) -> ml_collections.ConfigDict:
-  """OT conditional flow matching on images with Bertrand et al.'s CIFAR-10 settings.
-
-  UNet 128 ch, mult (1, 2, 2, 2), attention at 16, dropout 0.1, EMA 0.9999, Adam 2e-4,
-  batch 128, dopri5 sampling, minibatch OT coupling. Generation 0 trains 400k steps (their
-  starting models are fully trained); each later one fine-tunes the previous one for
-  0.05 Mimg (391 steps); 5 retrainings after generation 0, 50k samples scored. ``arg``:
-  comma-separated mix lambda and/or "smoke"; smoke swaps the data for scikit-learn's 8x8
-  digits (no files needed) and shrinks everything to seconds (no longer generation 0, no
-  quality metrics: both cost compile or classifier-training time).
-  """
-  c = base(policy)
-  c.train_from = "previous"
-  c.num_generations = 6
-  c.generations_per_chunk = 1
-  c.n_real = c.n_synth = 50000
-  c.data = data
-  c.model = _flow_model("unet", {
-      "base_channels": 128, "channel_mult": (1, 2, 2, 2), "num_res_blocks": 2,
-      "attn_resolutions": (16,), "dropout": 0.1, "conv_impl": "auto"},
-      steps=391, initial_steps=400_000)
-  image_quality(c, 50000)
-  if _flow_args(arg, c):
-    c.data = image_data("digits", limit=256, n_test=64)
-    c.num_generations, c.n_real, c.n_synth = 2, 64, 64
-    image_quality(c, 0)
-    # One level (attention in the middle block only): the UNet's compile time dominates.
-    c.model.unet.update({"base_channels": 8, "channel_mult": (1,), "num_res_blocks": 1,
-                         "attn_resolutions": ()})
-    c.model.update({"steps": 3, "initial_steps": 0, "batch_size": 16, "sinkhorn_iters": 20,
-                    "eval_times": 2, "rtol": 1e-3, "atol": 1e-3, "inference_batch_size": 64})
-  return c
-
-
-def flow_toy(toy: str, policy: str, arg: str | None) -> ml_collections.ConfigDict:
-  """OT conditional flow matching with a small MLP on a 2-D toy; exact test NLL.
-
-  Trained from scratch each generation (Gerstgrasser et al.'s protocol), 1000 real rows,
-  Adam 1e-3, batch 256, 2000 steps, dopri5. ``arg``: mix lambda (policy mix) and/or "smoke".
-  """
-  c = base(policy)
-  c.num_seeds = 3
-  c.num_generations = 10
-  c.n_real = c.n_synth = 1000
-  c.data = ml_collections.ConfigDict({"source": "toy2d", "name": toy, "n_test": 500})
-  c.model = _flow_model("mlp", {"width": 256, "depth": 3}, exact_nll=True, steps=2000,
-                        batch_size=256, learning_rate=1e-3, ema_decay=0.999,
-                        sinkhorn_eps=3e-3, sinkhorn_iters=100, inference_batch_size=1000)
-  smoke = _flow_args(arg, c)
-  if smoke:
-    c.num_seeds, c.num_generations, c.n_real, c.n_synth = 2, 3, 64, 64
-    c.data.n_test = 64
-    c.model.mlp.update({"width": 16, "depth": 1})
-    c.model.update({"steps": 3, "batch_size": 16, "sinkhorn_iters": 20, "eval_times": 2,
-                    "rtol": 1e-3, "atol": 1e-3})
-  c.evals.samples2d = samples2d_eval(64 if smoke else 1000)
-  return c
-
-
-def _diffusion_args(arg: str | None, c: ml_collections.ConfigDict) -> tuple[bool, str | None]:
-  """Applies ``arg``'s variants (`variant`: a mix lambda, "smoke", a kind "ddpm" or "edm";
-  the policy is the file's) to ``c``; returns (smoke given, kind given or None)."""
-  v = variant(arg, policy=c.policy.name, policy_variant=False,
-              choices={"kind": ("ddpm", "edm")})
-  if v["mix_lambda"] is not None:
-    c.policy.mix_lambda = v["mix_lambda"]
-  return v["smoke"], v["kind"]
-
-
-def _diffusion_model(kind: str, network: str, net: dict, **fields) -> ml_collections.ConfigDict:
-  """config.model of diffusion (collapse_jax/models/diffusion.py) with the papers' defaults;
-  the network's settings in ``model.<network>``, as flow matching's."""
+def diffusion_model(kind: str, network: str, net: dict, **fields) -> ml_collections.ConfigDict:
+  """config.model of diffusion (collapse_jax/models/diffusion.py), DDPM or EDM with the
+  papers' defaults; the network's settings in ``model.<network>``."""
   m = ml_collections.ConfigDict({
       "name": "diffusion", "kind": kind, "network": network, network: net,
       "sampler_steps": 100 if kind == "ddpm" else 18, "temperature": 1.0, "exact_nll": False,
@@ -243,75 +165,48 @@ def _diffusion_model(kind: str, network: str, net: dict, **fields) -> ml_collect
   return m
 
 
-def diffusion_images(kind: str, policy: str, data: ml_collections.ConfigDict, arg: str | None,
-                     *, smoke_data: ml_collections.ConfigDict | None = None, n_real: int = 50000,
-                     **model) -> ml_collections.ConfigDict:
-  """DDPM (DDIM, 100 steps) or EDM (VP preconditioning, Heun, 18 steps) on images with a
-  DDPM++ UNet, Bertrand et al.'s settings.
+def unet_images(process: str, data: ml_collections.ConfigDict, policy: str,
+                mix_lambda: float | None = None, smoke: bool = False, *,
+                smoke_data: ml_collections.ConfigDict | None = None, n_real: int = 50000,
+                **model) -> ml_collections.ConfigDict:
+  """Bertrand et al.'s image retraining (configs/cifar10.py, configs/ffhq.py): ``process``
+  "ddpm" (DDIM, 100 steps), "edm" (VP preconditioning, Heun, 18 steps) or "otcfm" (OT flow
+  matching, dopri5) with a DDPM++ UNet.
 
   UNet 128 ch, mult (1, 2, 2, 2), attention at 16, dropout 0.1, EMA 0.9999, Adam 2e-4,
   batch 128. Generation 0 trains 400k steps (their starting models are fully trained);
   each later one fine-tunes the previous one (weights and Adam state) for 0.05 Mimg (391
   steps); 5 retrainings after generation 0, ``n_real`` real images, n_real samples scored
-  per generation. ``model`` overrides config.model fields (FFHQ: 40 steps, dropout 0.05).
-  ``arg``: comma-separated mix lambda and/or "smoke"; smoke swaps the data for
-  ``smoke_data`` (default scikit-learn's 8x8 digits, no files needed) and shrinks
-  everything to seconds (no longer generation 0, no quality metrics: both cost compile or
-  classifier-training time).
+  per generation. ``model`` overrides config.model fields or UNet settings (FFHQ: 40
+  steps, dropout 0.05). ``smoke`` swaps the data for ``smoke_data`` (default scikit-learn's
+  8x8 digits, no files needed) and shrinks everything to seconds (no longer generation 0,
+  no quality metrics: both cost compile or classifier-training time).
   """
-  c = base(policy)
+  c = base(policy, mix_lambda)
   c.train_from = "previous"
   c.num_generations = 6
   c.generations_per_chunk = 1
   c.n_real = c.n_synth = n_real
   c.data = data
-  c.model = _diffusion_model(kind, "unet", {
-      "base_channels": 128, "channel_mult": (1, 2, 2, 2), "num_res_blocks": 2,
-      "attn_resolutions": (16,), "dropout": 0.1, "conv_impl": "auto"},
-      steps=391, initial_steps=400_000)
-  for k, v in model.items():  # a UNet setting (FFHQ's dropout) or a model field
+  unet = {"base_channels": 128, "channel_mult": (1, 2, 2, 2), "num_res_blocks": 2,
+          "attn_resolutions": (16,), "dropout": 0.1, "conv_impl": "auto"}
+  flow = process == "otcfm"
+  c.model = (flow_model("unet", unet, steps=391, initial_steps=400_000) if flow else
+             diffusion_model(process, "unet", unet, steps=391, initial_steps=400_000))
+  for k, v in model.items():
     (c.model.unet if k in c.model.unet else c.model)[k] = v
   image_quality(c, n_real)
-  smoke, chosen = _diffusion_args(arg, c)
-  if chosen:
-    raise ValueError(f"This config's kind is {kind!r}; use the config of kind {chosen!r}.")
   if smoke:
     c.data = smoke_data or image_data("digits", limit=256)
-    c.data.n_test = 16
-    c.num_generations, c.n_real, c.n_synth = 2, 32, 32
-    image_quality(c, 0)  # the quality metrics train a feature classifier: slow
+    c.data.n_test = 64 if flow else 16
+    c.num_generations = 2
+    c.n_real = c.n_synth = 64 if flow else 32
+    image_quality(c, 0)
+    # One level (attention in the middle block only): the UNet's compile time dominates.
     c.model.unet.update({"base_channels": 8, "channel_mult": (1,), "num_res_blocks": 1,
                          "attn_resolutions": ()})
-    c.model.update({"steps": 3, "initial_steps": 0, "batch_size": 16, "sampler_steps": 4,
-                    "inference_batch_size": 32})
-  return c
-
-
-def diffusion_toy(kind: str, toy: str, policy: str, arg: str | None
-                  ) -> ml_collections.ConfigDict:
-  """DDPM or EDM (EDM preconditioning) with a small time-conditioned MLP on a 2-D toy.
-
-  Trained from scratch each generation (Gerstgrasser et al.'s protocol): 1000 real rows,
-  MLP width 256 x 3 residual layers, Adam 1e-3, batch 256, 3000 steps, 5 seeds, 20
-  generations; DDIM 100 steps or Heun 18 steps. ``arg``: "ddpm" or "edm" (overrides
-  ``kind``), a mix lambda (policy mix) and/or "smoke".
-  """
-  c = base(policy)
-  c.num_seeds = 5
-  c.num_generations = 20
-  c.n_real = c.n_synth = 1000
-  c.data = ml_collections.ConfigDict({"source": "toy2d", "name": toy, "n_test": 1000})
-  smoke, chosen = _diffusion_args(arg, c)
-  kind = chosen or kind
-  # EDM preconditioning: sigma_data 1 is about the toys' per-coordinate standard deviation.
-  c.model = _diffusion_model(kind, "mlp", {"width": 256, "depth": 3}, steps=3000,
-                             batch_size=256, learning_rate=1e-3, ema_decay=0.999,
-                             inference_batch_size=1000,
-                             **({} if kind == "ddpm" else {"precond": "edm", "sigma_data": 1.0}))
-  if smoke:
-    c.num_seeds, c.num_generations, c.n_real, c.n_synth = 2, 2, 64, 64
-    c.data.n_test = 64
-    c.model.mlp.update({"width": 32, "depth": 1})
-    c.model.update({"steps": 5, "batch_size": 32, "sampler_steps": 4})
-  c.evals.samples2d = samples2d_eval(64 if smoke else 1000)
+    c.model.update({"steps": 3, "initial_steps": 0, "batch_size": 16,
+                    "inference_batch_size": 64 if flow else 32})
+    c.model.update({"sinkhorn_iters": 20, "eval_times": 2, "rtol": 1e-3, "atol": 1e-3}
+                   if flow else {"sampler_steps": 4})
   return c

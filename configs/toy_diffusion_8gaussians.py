@@ -1,7 +1,7 @@
 """The one-minute toy comparison: DDPM with a small MLP on 2-D 8 gaussians, 3 seeds, each
 generation trained from scratch on the policy's pool; per generation the samples2d evaluator
 scores 1000 samples (energy distance, sliced W2, modes covered, off-mode fraction) and
-draws the scatter row ``<workdir>/plots/samples2d.png``.
+draws the scatter row ``<workdir>/plots/samples2d.png``. It is configs/toy_diffusion.py, resized.
 
 Variants: the policy ``replace`` (default), ``accumulate`` or ``mix`` (with a lambda, default
 0.5: e.g. ``:mix,0.5``), and ``smoke``. All three, compared:
@@ -24,7 +24,7 @@ def get_config(arg=None):
   if v["mix_lambda"] is not None and policy != "mix":
     raise variants.VariantError(f"A lambda ({v['mix_lambda']:g}) only applies to policy "
                                 f"'mix', not {policy!r}.")
-  c = presets.diffusion_toy("ddpm", "8gaussians", policy, "smoke" if v["smoke"] else None)
+  c = presets.same_as(__file__, "toy_diffusion.py", f"{policy},smoke" if v["smoke"] else policy)
   # Set for every policy (only mix reads it), so that launch/compare_policies.py, which
   # swaps policy.name, runs mix with lambda 0.5 too.
   c.policy.mix_lambda = 0.5 if v["mix_lambda"] is None else v["mix_lambda"]
@@ -33,7 +33,7 @@ def get_config(arg=None):
     c.evals.samples2d = samples2d_eval(64)
     return c
   # Sized for about 20 s per policy on two CPU cores: fewer, smaller steps than
-  # presets.diffusion_toy's 3000 x width 256 (which this toy does not need to show collapse).
+  # configs/toy_diffusion.py's 3000 x width 256 (which this toy does not need to show collapse).
   c.num_seeds = 3
   c.num_generations = 8
   c.n_real = c.n_synth = 500

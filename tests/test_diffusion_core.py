@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 
 from collapse_jax.data.source import RowSpec, Task
-from collapse_jax.diffusion import ode
-from collapse_jax.diffusion.family import Family
-from collapse_jax.diffusion.flow import FlowMatching
-from collapse_jax.diffusion.processes import DDPM, EDM
+from collapse_jax.diffusion.family import Family, Solver
+from collapse_jax.diffusion.processes import DDPM, EDM, FlowMatching
 from collapse_jax.diffusion.rows import Rows
 from collapse_jax.models import training
 
@@ -51,7 +49,7 @@ PROCESSES = {  # DDPM as GeoDiff's: sigmoid betas, ancestral sampling
                  eta=1.0),
     "edm": EDM(sampler_steps=3),
     "flow": FlowMatching(group=4, eval_times=2, sinkhorn_iters=20,
-                         solver=ode.Solver(name="euler", steps=3)),
+                         solver=Solver(name="euler", steps=3)),
 }
 
 
@@ -64,7 +62,7 @@ def test_padding_changes_nothing(name):
     spec = RowSpec(fields={"pos": ((width, 3), "float32"), "atom": ((width,), "int32"),
                            "mask": ((width,), "float32")}, data="pos", mask="mask")
     model = Family(process=PROCESSES[name], network=SetNet(), rows=Rows.of(spec), budget=BUDGET,
-                   inference_batch_size=4, solver=ode.Solver(name="euler", steps=2))
+                   inference_batch_size=4, solver=Solver(name="euler", steps=2))
     task = Task(test=_molecules(width, garbage), aux={})
     params = model.network.init(jax.random.PRNGKey(2), None, None)
     state = {"params": params, "ema": params}
@@ -119,7 +117,7 @@ class GaussianOptimum:
 def test_log_likelihood_of_the_optimal_network_is_the_gaussian_density(process):
   s = 0.7
   model = Family(process=process, network=GaussianOptimum(process, s), rows=Rows(data="x"),
-                 budget=BUDGET, inference_batch_size=3, solver=ode.Solver(name="heun", steps=400))
+                 budget=BUDGET, inference_batch_size=3, solver=Solver(name="heun", steps=400))
   x = jax.random.normal(jax.random.PRNGKey(0), (7, 2)) * s * 1.5
   log_p = jax.jit(model.log_likelihood)({"ema": {}}, x)
   expected = jnp.sum(-0.5 * (x / s) ** 2 - math.log(s) - 0.5 * math.log(2 * math.pi), -1)

@@ -1,6 +1,5 @@
-"""The family skeleton every diffusion-like model shares: a `Process` around a `Network` on
-the rows of a `RowSpec`, with chunked sampling and evaluation, the initial-budget wiring,
-exact likelihoods, and the config checks common to them (see the package docstring)."""
+"""`Family`, every diffusion-like model: a `Process` around a `Network` on the rows of a
+`RowSpec`; the ODE `Solver` (flow sampling, exact likelihoods); the shared config checks."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,13 +7,13 @@ import math
 from typing import Any, Callable, Protocol
 
 import chex
+import diffrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from collapse_jax.data.source import RowSpec, Task
-from collapse_jax.diffusion import ode
-from collapse_jax.diffusion.rows import Rows, fold_in_keys, map_chunks, normal_like, where_valid
+from collapse_jax.diffusion.rows import Rows, map_chunks, normal_like, where_valid
 from collapse_jax.loop.pool import TrainView
 from collapse_jax.models import training
 from collapse_jax.nets.mlp import TimeMLP
@@ -24,9 +23,8 @@ EVAL_SEED = 0           # default model.eval_seed: PRNGKey(eval_seed) draws the 
 MAX_EXACT_NLL_DIMS = 16  # numbers per row up to which exact_nll's Jacobian trace is affordable
 NETWORKS = {"unet": UNet, "mlp": TimeMLP}
 NETWORK_RANKS = {"unet": 3, "mlp": 1}  # of their rows: [h, w, c] images, [d] vectors
-
-# net(x_t [b, ...], t [b], cond, key or None) -> [b, ...]; 0 on padding.
-Net = Callable[[jax.Array, jax.Array, dict, Any], jax.Array]
+SOLVERS = ("euler", "heun", "dopri5")
+Net = Callable[[jax.Array, jax.Array, dict, Any], jax.Array]  # net(x_t, t, cond, key or None)
 
 
 class Network(Protocol):
@@ -37,14 +35,73 @@ class Network(Protocol):
 
 
 class Process(Protocol):
-  """``train_loss``: ``[b]`` loss of rows ``x [b, ...]`` at levels and noise drawn from
-  ``key``; ``test_loss``: scalar, at fixed levels, noise from ``key``, ``chunk`` rows per
-  network call; ``sample``: prior ``noise [b, ...]`` -> samples (a ``lax.scan``);
-  ``probability_flow``: ``(field, t_data, t_noise, prior std)`` of the sampler's ODE."""
+  """``train_loss`` ``[b]`` at levels and noise from ``key``; ``test_loss`` at fixed levels,
+  ``chunk`` rows per network call; ``sample``: prior ``noise [b, ...]`` -> samples;
+  ``probability_flow``: ``(field(t, y, cond), t_data, t_noise, prior std)``."""
   def train_loss(self, net: Net, x, mask, cond, key) -> jax.Array: ...
   def test_loss(self, net: Net, x, mask, cond, key, chunk: int) -> jax.Array: ...
   def sample(self, net: Net, noise, mask, cond, key) -> jax.Array: ...
-  def probability_flow(self, net: Net) -> tuple[ode.Field, float, float, float]: ...
+  def probability_flow(self, net: Net) -> tuple[Callable, float, float, float]: ...
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Solver:
+  """How to integrate dy/dt = f(t, y): fixed steps (euler, heun) or adaptive dopri5."""
+  name: str = "dopri5"
+  steps: int = 100          # euler / heun
+  rtol: float = 1e-5        # dopri5
+  atol: float = 1e-5
+  max_steps: int = 4096     # dopri5: a solve that needs more returns NaN
+
+  @classmethod
+  def from_config(cls, m) -> "Solver":
+    """From ``model.{solver, ode_steps, rtol, atol, ode_max_steps}``; absent ones default."""
+    names = {"name": "solver", "steps": "ode_steps", "rtol": "rtol", "atol": "atol",
+             "max_steps": "ode_max_steps"}
+    return cls(**{f: m[k] for f, k in names.items() if k in m})
+
+  def integrate(self, field: Callable[[jax.Array, Any], Any], y0: Any, t0: float, t1: float) -> Any:
+    """``y(t1)`` for ``y(t0) = y0`` (any pytree); ``field(t, y)`` returns y's structure."""
+    if self.name == "dopri5":
+      sol = diffrax.diffeqsolve(
+          diffrax.ODETerm(lambda t, y, args: field(t, y)), diffrax.Dopri5(), t0, t1, None, y0,
+          stepsize_controller=diffrax.PIDController(rtol=self.rtol, atol=self.atol),
+          saveat=diffrax.SaveAt(t1=True), max_steps=self.max_steps, throw=False)
+      # A solve out of steps stopped short of t1: NaN (the run stops there), not a half-way y.
+      ok = sol.result == diffrax.RESULTS.successful
+      return jax.tree.map(lambda y: jnp.where(ok, y[-1], jnp.nan), sol.ys)
+    dt = (t1 - t0) / self.steps
+    axpy = lambda a, x, y: jax.tree.map(lambda xi, yi: yi + a * xi, x, y)
+
+    def step(y, i):
+      t = t0 + i * dt
+      k1 = field(t, y)
+      if self.name == "euler":
+        return axpy(dt, k1, y), None
+      k2 = field(t + dt, axpy(dt, k1, y))
+      return axpy(dt / 2, jax.tree.map(jnp.add, k1, k2), y), None
+
+    return jax.lax.scan(step, y0, jnp.arange(self.steps, dtype=jnp.float32))[0]
+
+  def log_likelihood(self, field, x: jax.Array, mask: jax.Array | None, cond: dict,
+                     t_data: float, t_noise: float, prior_std: float) -> jax.Array:
+    """``[b]`` log p(x) in nats (padding excluded) under the flow ``field(t, y, cond)`` from
+    the data at ``t_data`` to N(0, prior_std^2 I) at ``t_noise``: log p_prior(y) + l for
+    ``(y, l)`` from ``(x, 0)``, dl/dt = tr(df/dy) (`jax.jacfwd` per row: small rows only)."""
+    d = math.prod(x.shape[1:])
+    row = lambda a: None if a is None else a[None]
+
+    def trace(xi, mi, ci, t):
+      f = lambda z: where_valid(field(t, z[None], jax.tree.map(row, ci)), row(mi))[0]
+      return jnp.trace(jax.jacfwd(f)(xi).reshape(d, d))
+
+    aug = lambda t, y: (where_valid(field(t, y[0], cond), mask),
+                        jax.vmap(trace, in_axes=(0, 0, 0, None))(y[0], mask, cond, t))
+    y, l = self.integrate(aug, (x, jnp.zeros(x.shape[0], x.dtype)), t_data, t_noise)
+    axes = tuple(range(1, x.ndim))
+    dims = d if mask is None else jnp.sum(where_valid(jnp.ones_like(x), mask), axes)
+    return (-0.5 * jnp.sum(where_valid(y, mask) ** 2, axes) / prior_std ** 2
+            - 0.5 * dims * jnp.log(2 * jnp.pi * prior_std ** 2)) + l
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -56,10 +113,9 @@ class FlaxNet:
     return self.module.init(key, x, jnp.zeros((1,), x.dtype))["params"]
 
   def apply(self, params, x, t, cond, key):
-    if isinstance(self.module, UNet):
-      return self.module.apply({"params": params}, x, t, train=key is not None,
-                               rngs={} if key is None else {"dropout": key})
-    return self.module.apply({"params": params}, x, t)
+    train = {"train": key is not None} if isinstance(self.module, UNet) else {}
+    return self.module.apply({"params": params}, x, t, **train,
+                             rngs={} if key is None else {"dropout": key})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -75,15 +131,15 @@ class Family:
   clip: float | None = None      # samples clipped to [-clip, clip] (images: 1)
   eval_seed: int = EVAL_SEED
   exact_nll: bool = False        # evaluate also reports test_nll = -mean log_likelihood
-  solver: ode.Solver = ode.Solver()  # of log_likelihood's probability-flow ODE
-  chunk_keys: Callable[[jax.Array, int], jax.Array] = fold_in_keys  # sample's key per chunk
+  solver: Solver = Solver()      # of log_likelihood's probability-flow ODE
+  # sample's keys of its chunks: fold_in(key, i) (flow matching: jax.random.split)
+  chunk_keys: Callable[[jax.Array, int], jax.Array] = (
+      lambda key, num: jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num)))
 
   def net(self, params, train: bool = False) -> Net:
-    """The network as a `Net`: the key is used only when ``train``; padding output is 0."""
-    def apply(x, t, cond, key):
-      out = self.network.apply(params, x, t, cond, key if train else None)
-      return where_valid(out, self.rows.mask_of(cond))
-    return apply
+    """The network as processes call it: the key used only when ``train``; 0 on padding."""
+    return lambda x, t, cond, key: where_valid(
+        self.network.apply(params, x, t, cond, key if train else None), self.rows.mask_of(cond))
 
   def init(self, key, task: Task):
     x, _, cond = self.rows.split(jax.tree.map(lambda a: a[:1], task.test))
@@ -94,8 +150,7 @@ class Family:
     return self.process.train_loss(self.net(params, train=True), *self.rows.split(batch), key)
 
   def fit(self, state, view: TrainView, task: Task, key):
-    return training.train_generation(state, view, key, self.loss, self.budget,
-                                     self.initial_budget)
+    return training.train_generation(state, view, key, self.loss, self.budget, self.initial_budget)
 
   def conditions(self, task: Task, key: jax.Array, n: int) -> dict:
     """The aux fields and mask of ``n`` rows to sample: the test rows', cycled."""
@@ -116,59 +171,53 @@ class Family:
 
     x = map_chunks(chunk, cond, n, b)
     chex.assert_shape(x, (n,) + shape)
-    return self.rows.join(x if self.clip is None else jnp.clip(x, -self.clip, self.clip), cond)
+    x = x if self.clip is None else jnp.clip(x, -self.clip, self.clip)
+    return {self.rows.data: x, **cond}
 
   def evaluate(self, state, task: Task, key):
     del key  # common random numbers: every generation is scored on the same noise
     x, mask, cond = self.rows.split(task.test)
-    out = {"test_loss": self.process.test_loss(self.net(state["ema"]), x, mask, cond,
-                                               jax.random.PRNGKey(self.eval_seed),
+    net, fixed_key = self.net(state["ema"]), jax.random.PRNGKey(self.eval_seed)
+    out = {"test_loss": self.process.test_loss(net, x, mask, cond, fixed_key,
                                                self.inference_batch_size)}
     if self.exact_nll:
       out["test_nll"] = -jnp.mean(self.log_likelihood(state, x, cond))
     return out
 
   def log_likelihood(self, state, x: jax.Array, cond: dict | None = None) -> jax.Array:
-    """``[n]`` log density in nats of rows ``x [n, ...]`` (the data field; ``cond``: their
-    aux fields and mask) under the sampler's probability-flow ODE, whose prior is the
-    process's scaled by ``temperature``: exact divergence, so for small rows."""
-    cond = cond or {}
-    mask = self.rows.mask_of(cond) if cond else None
+    """``[n]`` log density in nats of rows ``x [n, ...]`` (``cond``: their aux fields and
+    mask, if any) under the sampler's probability-flow ODE, its prior scaled by temperature."""
     field, t_data, t_noise, std = self.process.probability_flow(self.net(state["ema"]))
-    return map_chunks(
-        lambda _, r: ode.log_likelihood(field, *r, self.solver, t_data, t_noise,
-                                        self.temperature * std),
-        (where_valid(x, mask), mask, cond), x.shape[0], self.inference_batch_size)
+    rows, std = self.rows.split({self.rows.data: x, **(cond or {})}), self.temperature * std
+    return map_chunks(lambda _, r: self.solver.log_likelihood(field, *r, t_data, t_noise, std),
+                      rows, x.shape[0], self.inference_batch_size)
 
 
 def from_config(config, spec: RowSpec, process: Process, **fields) -> Family:
-  """The `Family` of ``config.model`` (shared fields; the network from ``model.network``
-  and its settings in ``model.<network>``) around ``process``; ``fields`` override."""
+  """The `Family` of ``config.model`` around ``process``: the network ``model.network`` with
+  its settings in ``model.<network>``, the shared fields; ``fields`` override."""
   m = config.model
   budget = training.Budget.from_config(m)
-  if "network" not in fields:
-    kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v
-              for k, v in m[m.network].to_dict().items()}
-    fields["network"] = FlaxNet(module=NETWORKS[m.network](**kwargs))
-  return Family(**{
-      "process": process, "rows": Rows.of(spec), "budget": budget,
-      "initial_budget": (dataclasses.replace(budget, steps=m.initial_steps, epochs=0.0)
-                         if m.get("initial_steps", 0) else None),
-      "temperature": m.temperature, "inference_batch_size": m.inference_batch_size,
-      "clip": 1.0 if m.get("network") == "unet" else None,  # the images source's range
-      "eval_seed": m.get("eval_seed", EVAL_SEED), "exact_nll": m.get("exact_nll", False),
-      "solver": ode.Solver.from_config(m), **fields})
+  net = NETWORKS[m.network](**{k: tuple(v) if isinstance(v, (list, tuple)) else v
+                               for k, v in m[m.network].to_dict().items()})
+  initial = m.get("initial_steps", 0)
+  return Family(
+      process=process, network=FlaxNet(module=net), rows=Rows.of(spec), budget=budget,
+      initial_budget=dataclasses.replace(budget, steps=initial, epochs=0.0) if initial else None,
+      temperature=m.temperature, inference_batch_size=m.inference_batch_size,
+      clip=1.0 if m.network == "unet" else None,  # the images source's range
+      eval_seed=m.get("eval_seed", EVAL_SEED), exact_nll=m.get("exact_nll", False),
+      solver=Solver.from_config(m), **fields)
 
 
 def check_network(m, spec: RowSpec) -> str | None:
   """One sentence if ``model.network`` cannot run on the source's rows."""
   if m.get("network") not in NETWORKS:
     return f"Unknown network {m.get('network')!r}; choose model.network in {tuple(NETWORKS)}."
-  rank = NETWORK_RANKS[m.network]
-  if len(spec.shape) != rank:
+  if len(spec.shape) != NETWORK_RANKS[m.network]:
     fits = [k for k, r in NETWORK_RANKS.items() if r == len(spec.shape)]
-    return (f"model.network = {m.network!r} takes rows of rank {rank}, but the data field "
-            f"{spec.data!r} has shape {spec.shape}"
+    return (f"model.network = {m.network!r} takes rows of rank {NETWORK_RANKS[m.network]}, but "
+            f"the data field {spec.data!r} has shape {spec.shape}"
             + (f"; use model.network = {fits[0]!r}." if fits else "."))
   if m.network not in m:
     return f"model.network = {m.network!r} needs its settings in model.{m.network}."
@@ -191,4 +240,11 @@ def check_config(config, spec: RowSpec) -> str | None:
   if m.get("exact_nll", False) and math.prod(spec.shape) > MAX_EXACT_NLL_DIMS:
     return (f"model.exact_nll computes an exact Jacobian trace (a network pass per number "
             f"in a row); use it on small rows such as 2-D toys, not {spec.shape}.")
-  return ode.Solver.from_config(m).check() or training.check_budget(m)
+  s = Solver.from_config(m)
+  if s.name not in SOLVERS:
+    return f"Unknown ODE solver {s.name!r}; choose one of {SOLVERS}."
+  if s.name != "dopri5" and s.steps < 1:
+    return f"model.ode_steps must be at least 1 for the {s.name} solver, got {s.steps}."
+  if s.name == "dopri5" and not (s.rtol > 0 and s.atol > 0 and s.max_steps >= 1):
+    return "dopri5 needs model.rtol > 0, model.atol > 0 and model.ode_max_steps >= 1."
+  return training.check_budget(m)

@@ -1,18 +1,9 @@
-"""Noising processes: DDPM (Ho et al. 2020) with DDIM sampling, and EDM (Karras et al. 2022).
-
-DDPM  epsilon prediction, linear (1e-4 .. 0.02) or sigmoid (GeoDiff: 1e-7 .. 9e-3) betas;
-      loss: MSE on epsilon at t ~ U{0..T-1}; sampler: DDIM on ``sampler_steps`` evenly
-      spaced steps from T-1 to 0, deterministic at ``eta = 0`` (Bertrand et al.: 100 steps).
-EDM   D(x; sigma) = c_skip x + c_out F(c_in x, c_noise), EDM Table 1's ``precond``: "edm"
-      (sigma ~ logN(P_mean, P_std)) or "vp" (sigma_vp(t), t ~ U(eps_t, 1); Bertrand et al.);
-      sampler: Heun (Algorithm 1, S_churn = 0) on the rho = 7 discretisation of
-      [sigma_min, sigma_max] with ``sampler_steps`` levels (CIFAR-10: 18, FFHQ-64: 40).
-
-``test_loss`` averages the loss over five fixed noise levels (the 10..90% quantiles of the
-training law) with noise from the family's fixed key: every generation is scored on the same
-noisy inputs. Likelihoods integrate the probability-flow ODE dy/dsigma = (y - D(y; sigma)) /
-sigma of y = x / sqrt(alpha-bar) (EDM: y = x) over log sigma, the process's range.
-"""
+"""The processes: DDPM (Ho et al. 2020; DDIM sampler), EDM (Karras et al. 2022; EDM Table 1's
+"edm" or "vp" preconditioning, Heun sampler) and OT conditional flow matching (Lipman et al.,
+Tong et al.: noise and data paired by draws from a minibatch Sinkhorn plan, as torchcfm's
+``OTPlanSampler`` draws them), with Bertrand et al.'s settings. DDPM / EDM test losses average
+five fixed noise levels (the 10..90% quantiles of the training law); their probability flow
+is dy/dlog(sigma) = sigma eps(y; sigma) for y = x / sqrt(alpha-bar) (EDM: y = x)."""
 from __future__ import annotations
 
 import dataclasses
@@ -23,9 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtri
 
+from collapse_jax.diffusion.family import Solver
 from collapse_jax.diffusion.rows import expand, map_chunks, masked_mean, normal_like
 
 EVAL_QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
+TIME_SCALE = 1000.0  # flow matching's network sees 1000 t
 
 
 class ScoreProcess:
@@ -51,10 +44,7 @@ class ScoreProcess:
   def probability_flow(self, net):
     """``(field(log sigma, y, cond), log sigma_lo, log sigma_hi, prior std)``."""
     lo, hi = self.sigma_range()
-
-    def field(s, y, cond):  # dy/dlog(sigma) = sigma * eps(y; sigma)
-      sigma = jnp.exp(s)
-      return sigma * self.eps(net, y, sigma, cond)
+    field = lambda s, y, cond: jnp.exp(s) * self.eps(net, y, jnp.exp(s), cond)
     return field, math.log(lo), math.log(hi), self.prior_std()
 
 
@@ -80,8 +70,7 @@ class DDPM(ScoreProcess):
     return jnp.asarray(np.cumprod(1.0 - self.betas()), jnp.float32)
 
   def log_sigmas(self) -> np.ndarray:
-    """``[T]`` float64 log sigma_t, sigma_t^2 = (1 - alpha-bar_t) / alpha-bar_t; the
-    continuous-time schedule interpolates it linearly between steps."""
+    """``[T]`` float64 log sigma_t, sigma_t^2 = (1 - alpha-bar_t) / alpha-bar_t."""
     abar = np.cumprod(1.0 - self.betas())
     return 0.5 * np.log((1 - abar) / abar)
 
@@ -100,7 +89,6 @@ class DDPM(ScoreProcess):
   def sample(self, net, noise, mask, cond, key):
     abar = self.alphas_cumprod()
     ts = self.timesteps(self.sampler_steps)
-    a_t = abar[ts]
     a_prev = jnp.concatenate([abar[ts[1:]], jnp.ones((1,))])  # alpha-bar_{-1} = 1: clean
     keys = jax.random.split(key, len(ts)) if self.eta else jnp.zeros(len(ts))
 
@@ -114,12 +102,10 @@ class DDPM(ScoreProcess):
       return (jnp.sqrt(a_next) * x0 + jnp.sqrt(1 - a_next - var) * eps
               + jnp.sqrt(var) * normal_like(k, x.shape, mask)), None
 
-    x, _ = jax.lax.scan(ddim_step, noise, (jnp.asarray(ts), a_t, a_prev, keys))
-    return x
+    return jax.lax.scan(ddim_step, noise, (jnp.asarray(ts), abar[ts], a_prev, keys))[0]
 
   def sigma_range(self) -> tuple[float, float]:
-    ls = self.log_sigmas()
-    return math.exp(ls[0]), math.exp(ls[-1])
+    return math.exp(self.log_sigmas()[0]), math.exp(self.log_sigmas()[-1])
 
   def prior_std(self) -> float:  # the sampler's x_{T-1} ~ N(0, I) as y = x / sqrt(alpha-bar)
     return math.sqrt(1 + self.sigma_range()[1] ** 2)
@@ -138,20 +124,18 @@ class EDM(ScoreProcess):
   sigma_data: float = 0.5
   p_mean: float = -1.2
   p_std: float = 1.2
-  # VP (Song et al.) schedule, for precond = "vp".
-  beta_d: float = 19.9
+  beta_d: float = 19.9            # VP (Song et al.) schedule, for precond = "vp"
   beta_min: float = 0.1
   vp_m: int = 1000
   eps_t: float = 1e-5
-  # Sampler discretisation.
   sigma_min: float = 0.002
   sigma_max: float = 80.0
   rho: float = 7.0
-  sampler_steps: int = 18
+  sampler_steps: int = 18         # Heun steps (CIFAR-10: 18, FFHQ-64: 40)
 
-  def vp_sigma(self, t):
-    """sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1)."""
-    return jnp.sqrt(jnp.expm1(0.5 * self.beta_d * t ** 2 + self.beta_min * t))
+  def vp_sigma(self, t, xp=jnp):
+    """sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1); ``xp``: jnp, or math for floats."""
+    return xp.sqrt(xp.expm1(0.5 * self.beta_d * t ** 2 + self.beta_min * t))
 
   def vp_sigma_inv(self, sigma):
     """The t with vp_sigma(t) = sigma."""
@@ -182,19 +166,17 @@ class EDM(ScoreProcess):
   def denoise(self, net, x, sigma, cond, key=None):
     """D(x; sigma) for ``x [b, ...]`` and ``sigma [b]`` or scalar."""
     c_skip, c_out, c_in, c_noise = self.coefficients(jnp.broadcast_to(sigma, x.shape[:1]))
-    return (expand(c_skip, x) * x
-            + expand(c_out, x) * net(expand(c_in, x) * x, c_noise, cond, key))
+    return expand(c_skip, x) * x + expand(c_out, x) * net(expand(c_in, x) * x, c_noise, cond, key)
 
   def loss(self, net, x0, level, noise, mask, cond, key):
     denoised = self.denoise(net, x0 + expand(level, x0) * noise, level, cond, key)
     return self.weight(level) * masked_mean((denoised - x0) ** 2, mask)
 
   def sigma_range(self) -> tuple[float, float]:
-    lo, hi = self.sigma_min, self.sigma_max
     if self.precond == "vp":  # EDM clamps the range to what the VP network was trained on
-      vp_sigma = lambda t: math.sqrt(math.expm1(0.5 * self.beta_d * t ** 2 + self.beta_min * t))
-      lo, hi = max(lo, vp_sigma(self.eps_t)), min(hi, vp_sigma(1.0))
-    return lo, hi
+      return (max(self.sigma_min, self.vp_sigma(self.eps_t, math)),
+              min(self.sigma_max, self.vp_sigma(1.0, math)))
+    return self.sigma_min, self.sigma_max
 
   def prior_std(self) -> float:
     return self.sigma_range()[1]
@@ -205,9 +187,8 @@ class EDM(ScoreProcess):
   def sigma_steps(self, steps: int) -> np.ndarray:
     """``[steps + 1]`` float32: EDM eq. 5's rho-spaced sigmas, sigma_max first, then 0."""
     lo, hi = self.sigma_range()
-    i = np.arange(steps, dtype=np.float64)
-    sig = (hi ** (1 / self.rho) + i / (steps - 1) * (lo ** (1 / self.rho) - hi ** (1 / self.rho))
-           ) ** self.rho
+    first, last = hi ** (1 / self.rho), lo ** (1 / self.rho)
+    sig = (first + np.arange(steps, dtype=np.float64) / (steps - 1) * (last - first)) ** self.rho
     return np.append(sig, 0.0).astype(np.float32)
 
   def sample(self, net, noise, mask, cond, key):
@@ -215,16 +196,15 @@ class EDM(ScoreProcess):
     the program): call 2i is D(x_i; t_i) and the Euler step to t_{i+1}, call 2i + 1 Heun's
     correction there; the last step, to sigma = 0, is Euler only (2 * steps - 1 calls)."""
     del mask, key  # deterministic; the network's output is already 0 on padding
-    steps = self.sampler_steps
-    sig = self.sigma_steps(steps)
+    sig = self.sigma_steps(self.sampler_steps)
     t_cur, t_next = np.repeat(sig[:-1], 2)[:-1], np.repeat(sig[1:], 2)[:-1]
-    corrector = np.tile([False, True], steps)[:-1]
+    corrector = np.tile([False, True], self.sampler_steps)[:-1]
     at = np.where(corrector, t_next, t_cur)  # the sigma each call evaluates D at
 
     def call(carry, inputs):
       x, y, d = carry  # x_i, the point evaluated now, the Euler slope at x_i
       t, t_n, s, corr = inputs
-      slope = (y - self.denoise(net, y, s, cond)) / s
+      slope = self.eps(net, y, s, cond)
       x_heun = x + (t_n - t) * 0.5 * (d + slope)
       return (jnp.where(corr, x_heun, x),
               jnp.where(corr, x_heun, x + (t_n - t) * slope),
@@ -235,3 +215,97 @@ class EDM(ScoreProcess):
     (_, y, _), _ = jax.lax.scan(call, (x0, x0, jnp.zeros_like(x0)),
                                 tuple(jnp.asarray(a) for a in (t_cur, t_next, at, corrector)))
     return y
+
+
+def sinkhorn_log_plan(cost: jax.Array, eps: float | jax.Array, iters: int) -> jax.Array:
+  """``[n, m]`` log of the entropic OT plan of ``cost`` (uniform marginals, absolute ``eps``)
+  by ``iters`` log-domain Sinkhorn iterations; eps decays geometrically from max(cost) over
+  the first half (eps-scaling: far faster at small eps than a cold start)."""
+  n, m = cost.shape
+  log_a, log_b = -math.log(n), -math.log(m)
+  eps = jnp.asarray(eps, cost.dtype)
+  start = jnp.maximum(jnp.max(cost), eps)
+  anneal = max(iters // 2, 1)
+  ratio = (eps / start) ** (1.0 / anneal)
+
+  def update(k, fg):
+    f, g = fg
+    e = jnp.maximum(start * ratio ** k, eps)
+    f = e * log_a - e * jax.nn.logsumexp((g[None, :] - cost) / e, axis=1)
+    g = e * log_b - e * jax.nn.logsumexp((f[:, None] - cost) / e, axis=0)
+    return f, g
+
+  f, g = jax.lax.fori_loop(0, iters, update, (jnp.zeros(n, cost.dtype), jnp.zeros(m, cost.dtype)))
+  return (f[:, None] + g[None, :] - cost) / eps
+
+
+def ot_pairs(key: jax.Array, x0: jax.Array, x1: jax.Array, eps: float,
+             iters: int) -> tuple[jax.Array, jax.Array]:
+  """Indices ``(i [n], j [n])`` pairing noise ``x0 [n, ...]`` with data ``x1 [n, ...]``, drawn
+  from the Sinkhorn plan of their squared distances (``eps`` relative to the mean one)."""
+  a, b = x0.reshape(x0.shape[0], -1), x1.reshape(x1.shape[0], -1)
+  cost = jnp.maximum(jnp.sum(a * a, 1)[:, None] + jnp.sum(b * b, 1)[None, :] - 2 * a @ b.T, 0.0)
+  log_plan = sinkhorn_log_plan(cost, eps * jnp.mean(cost), iters).reshape(-1)
+  # Inverse CDF: O(n^2) work, where categorical's Gumbel trick would draw n^3 numbers.
+  cdf = jnp.cumsum(jnp.exp(log_plan - jnp.max(log_plan)))
+  u = jax.random.uniform(key, (x0.shape[0],)) * cdf[-1]
+  flat = jnp.minimum(jnp.searchsorted(cdf, u, side="right"), cdf.shape[0] - 1)
+  return flat // x1.shape[0], flat % x1.shape[0]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FlowMatching:
+  """OT-CFM: v(x_t, t) ~ x1 - x0 at x_t = (1 - t) x0 + t x1 + sigma_min eps, t ~ U[0, 1]."""
+  sigma_min: float = 0.0
+  ot_coupling: bool = True
+  sinkhorn_eps: float = 1e-3       # relative to the mean squared cost of the batch
+  sinkhorn_iters: int = 300
+  group: int = 128                 # test rows coupled together (the batch size)
+  eval_times: int = 8              # test_loss: the objective at this many fixed t
+  solver: Solver = Solver()
+
+  def velocity(self, net, x, t, cond, key=None):
+    """``[b, ...]`` velocity at ``x [b, ...]``, time ``t`` (scalar or ``[b]``) in [0, 1]."""
+    return net(x, TIME_SCALE * jnp.broadcast_to(jnp.asarray(t, x.dtype), x.shape[:1]), cond, key)
+
+  def loss(self, net, t, x0, rows, key):
+    """``[b]`` squared error of v(x_t, t) against x1 - x0; ``rows = (x1, mask, cond)``."""
+    x1, mask, cond = rows
+    k_noise, k_drop = jax.random.split(key)
+    xt = (1 - expand(t, x1)) * x0 + expand(t, x1) * x1
+    if self.sigma_min:
+      xt = xt + self.sigma_min * normal_like(k_noise, xt.shape, mask, xt.dtype)
+    return masked_mean((self.velocity(net, xt, t, cond, k_drop) - (x1 - x0)) ** 2, mask)
+
+  def couple(self, key, x0, rows):
+    """The training pairs ``(x0, rows)`` of noise ``x0`` and ``rows = (x1, mask, cond)``."""
+    if not self.ot_coupling:
+      return x0, rows
+    i, j = ot_pairs(key, x0, rows[0], self.sinkhorn_eps, self.sinkhorn_iters)
+    return x0[i], jax.tree.map(lambda a: a[j], rows)
+
+  def train_loss(self, net, x1, mask, cond, key):
+    k_x0, k_ot, k_t, k_loss = jax.random.split(key, 4)
+    x0 = normal_like(k_x0, x1.shape, mask, x1.dtype)
+    t = jax.random.uniform(k_t, x1.shape[:1], x1.dtype)
+    return self.loss(net, t, *self.couple(k_ot, x0, (x1, mask, cond)), k_loss)
+
+  def test_loss(self, net, x1, mask, cond, key, chunk: int):
+    n = x1.shape[0]
+    k_x0, k_ot, k_loss = jax.random.split(key, 3)
+    x0 = normal_like(k_x0, x1.shape, mask, x1.dtype)
+    pairs = map_chunks(lambda s, r: self.couple(jax.random.fold_in(k_ot, s), *r),
+                       (x0, (x1, mask, cond)), n, self.group)
+    loss_at = lambda t: map_chunks(
+        lambda s, r: self.loss(net, jnp.full(r[0].shape[:1], t), *r,
+                               jax.random.fold_in(k_loss, s)), pairs, n, chunk)
+    times = (jnp.arange(self.eval_times, dtype=jnp.float32) + 0.5) / self.eval_times
+    return jnp.mean(jax.lax.map(loss_at, times))
+
+  def sample(self, net, noise, mask, cond, key):
+    del mask, key
+    return self.solver.integrate(lambda t, x: self.velocity(net, x, t, cond), noise, 0.0, 1.0)
+
+  def probability_flow(self, net):
+    """``(field(t, x, cond), t_data = 1, t_noise = 0, prior std 1)``."""
+    return (lambda t, x, cond: self.velocity(net, x, t, cond)), 1.0, 0.0, 1.0

@@ -1,5 +1,5 @@
-"""Rows as the diffusion core sees them: the data field, its optional mask, the aux fields;
-masked noise and means; the chunked ``lax.map`` every sampler and test loss runs in."""
+"""Rows as the diffusion core sees them (data field, optional mask, aux fields), masked noise
+and means, and the chunked ``lax.map`` every sampler and test loss runs in."""
 from __future__ import annotations
 
 import dataclasses
@@ -44,9 +44,8 @@ def normal_like(key: jax.Array, shape: tuple[int, ...], mask: jax.Array | None =
 
 
 def map_chunks(fn: Callable[[jax.Array, Any], Any], xs: Any, size: int, chunk: int) -> Any:
-  """``fn(start, block)`` over blocks of at most ``chunk`` rows of ``xs`` (leaves ``[size,
-  ...]``), with ``lax.map``; ``start`` is the block's first row. The last block is padded by
-  repeating the first rows, and the padding dropped."""
+  """``fn(start, block)`` by ``lax.map`` over blocks of at most ``chunk`` rows of ``xs``
+  (leaves ``[size, ...]``); the last block is padded with the first rows, dropped after."""
   chunk = max(1, min(chunk, size))
   num = -(-size // chunk)
   pad = num * chunk - size
@@ -54,11 +53,6 @@ def map_chunks(fn: Callable[[jax.Array, Any], Any], xs: Any, size: int, chunk: i
       lambda x: jnp.concatenate([x, x[:pad]]).reshape((num, chunk) + x.shape[1:]), xs)
   out = jax.lax.map(lambda a: fn(a[0], a[1]), (jnp.arange(num) * chunk, blocks))
   return jax.tree.map(lambda y: y.reshape((num * chunk,) + y.shape[2:])[:size], out)
-
-
-def fold_in_keys(key: jax.Array, num: int) -> jax.Array:
-  """``[num]`` keys ``fold_in(key, i)``."""
-  return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -75,11 +69,7 @@ class Rows:
   def split(self, batch: dict) -> tuple[jax.Array, jax.Array | None, dict]:
     """``(x [b, ...] with padding zeroed, mask or None, cond)``; cond: aux fields + mask."""
     cond = {k: batch[k] for k in self.aux + ((self.mask,) if self.mask else ())}
-    mask = cond[self.mask] if self.mask else None
-    return where_valid(batch[self.data], mask), mask, cond
+    return where_valid(batch[self.data], self.mask_of(cond)), self.mask_of(cond), cond
 
   def mask_of(self, cond: dict) -> jax.Array | None:
     return cond[self.mask] if self.mask else None
-
-  def join(self, x: jax.Array, cond: dict) -> dict:
-    return {self.data: x, **cond}

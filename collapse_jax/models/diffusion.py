@@ -1,14 +1,6 @@
-"""Diffusion models on the core (`collapse_jax.diffusion`): DDPM with DDIM sampling and EDM.
-
-Bertrand et al.'s CIFAR-10 / FFHQ-64 retraining runs (``network = "unet"``, the DDPM++ UNet,
-images in [-1, 1]) and small MLP diffusion models on 2-D toys (``network = "mlp"``).
-``model.kind`` picks the process (`processes.DDPM` or `processes.EDM`, their docstring has
-the maths); every field of it present in ``config.model`` overrides the paper default.
-``temperature`` multiplies the sampler's initial noise: 1 is unbiased, < 1 is Alemohammad
-et al.'s sampling bias.
-"""
-from __future__ import annotations
-
+"""DDPM (DDIM sampling) and EDM on the diffusion core (`collapse_jax.diffusion`, where the
+maths is): Bertrand et al.'s DDPM++ UNet on images in [-1, 1] or a `TimeMLP` on 2-D toys.
+``model.kind`` picks the process; its fields present in ``config.model`` override defaults."""
 import dataclasses
 
 from collapse_jax.diffusion import family

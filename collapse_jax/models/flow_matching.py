@@ -1,28 +1,21 @@
-"""OT conditional flow matching on the core (`collapse_jax.diffusion`; the maths in
-`diffusion.flow`), as Bertrand et al. use it: the DDPM++ UNet on images, `TimeMLP` on 2-D
-toys. Samples integrate the learned ODE from ``temperature * N(0, I)`` with ``model.solver``
-(euler / heun with ``ode_steps``, or dopri5); ``exact_nll`` adds ``test_nll``, -log p(x) of
-that flow on the test set, in nats per example.
-"""
-from __future__ import annotations
-
+"""OT conditional flow matching on the diffusion core (`processes.FlowMatching`), as Bertrand
+et al. use it: the DDPM++ UNet on images, `TimeMLP` on 2-D toys; samples integrate the learned
+ODE from ``temperature * N(0, I)`` with ``model.solver``."""
 import dataclasses
 
 import jax
 
 from collapse_jax.diffusion import family
-from collapse_jax.diffusion.flow import FlowMatching
-from collapse_jax.diffusion.ode import Solver
+from collapse_jax.diffusion.processes import FlowMatching
 
 
 def build(config, layout, spec) -> family.Family:
   del layout
   m = config.model
-  process = FlowMatching(group=m.batch_size, solver=Solver.from_config(m), **{
+  process = FlowMatching(group=m.batch_size, solver=family.Solver.from_config(m), **{
       f.name: m[f.name] for f in dataclasses.fields(FlowMatching)
       if f.name in m and f.name not in ("group", "solver")})
-  # One key per chunk by splitting (DDPM / EDM fold in the chunk index): both are kept so
-  # every existing run's samples stay bitwise the same.
+  # Chunk keys by splitting (DDPM / EDM fold in the index), so that runs' samples stay the same.
   return family.from_config(config, spec, process, chunk_keys=jax.random.split)
 
 
