@@ -233,9 +233,14 @@ def main():
   ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                   help="intra-op threads of both (1: robust on a shared, oversubscribed box)")
   args = ap.parse_args()
-  if args.threads == 1:  # read when JAX starts its CPU backend, below
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen"
-                               "=false intra_op_parallelism_threads=1").strip()
+  # Both sides get args.threads threads: torch.set_num_threads in torch_side, and XLA:CPU's
+  # intra-op pool (it runs independent thunks concurrently and splits loop fusions) sized
+  # by NPROC, read when JAX starts its CPU backend, below. (XLA_FLAGS has no thread-count
+  # flag: with only the one below, JAX ran on 2 threads at --threads 1 on a 2-core box.)
+  os.environ["NPROC"] = str(args.threads)
+  if args.threads == 1:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               " --xla_cpu_multi_thread_eigen=false").strip()
   print(f"devices: {jax.devices()}; cpu_count {os.cpu_count()}; {vars(args)}")
   j_train, j_sample, j_sync = jax_side(args)
   t_train, t_sample = torch_side(args)
