@@ -5,6 +5,8 @@
                                        task, root keys), the metrics so far, the pool layout
     <workdir>/checkpoints/train/<id>   inside a generation trained in segments: the training
                                        state after a segment (id = g * 10**9 + local step)
+    <workdir>/checkpoints/samples/<id> a large synthetic set sampled in chunks: chunk i of
+                                       generation g (id = g * 10**9 + i)
 
 Every checkpoint gets a SHA-256 digest of its files (``checkpoints/digests/<kind>/<id>.json``,
 written after Orbax commits it), checked before it is read: a damaged file is named in one
@@ -14,7 +16,8 @@ from the newest intact one.
 
 Loop checkpoints are written at chunk boundaries (the last two kept); model checkpoints
 at every generation (all kept: they are the run's product); training checkpoints at segment
-boundaries (the last two kept; those of finished generations are deleted).
+boundaries (the last two kept) and sample chunks (all kept) are deleted once their generation
+is finished.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ import jax
 import orbax.checkpoint as ocp
 
 
-TRAIN_ID = 10 ** 9  # training checkpoint ids: generation * TRAIN_ID + local step
+TRAIN_ID = 10 ** 9  # ids inside a generation: generation * TRAIN_ID + local step or chunk
 
 
 class CheckpointError(RuntimeError):
@@ -59,13 +62,17 @@ class RunCheckpoints:
     self._models_dir = root / "models"
     self._models = ocp.CheckpointManager(
         self._models_dir, options=ocp.CheckpointManagerOptions(create=True))
+    self._samples_dir = root / "samples"
+    self._samples = ocp.CheckpointManager(
+        self._samples_dir, options=ocp.CheckpointManagerOptions(create=True))
 
   def latest_loop_step(self) -> int | None:
     """Number of generations finished at the latest loop checkpoint, or None."""
     return self._loop.latest_step()
 
   def _dir(self, kind: str) -> pathlib.Path:
-    return {"loop": self._loop_dir, "models": self._models_dir, "train": self._train_dir}[kind]
+    return {"loop": self._loop_dir, "models": self._models_dir, "train": self._train_dir,
+            "samples": self._samples_dir}[kind]
 
   def _seal(self, kind: str, step: int) -> None:
     """Writes the digest of a committed checkpoint (process 0; atomic)."""
@@ -108,7 +115,8 @@ class RunCheckpoints:
     dest = self._root / "damaged" / time.strftime("%Y%m%d-%H%M%S")
     moves = [("loop", s) for s in self._loop.all_steps() if s > generations_done]
     moves += [("models", s) for s in self._models.all_steps() if s >= generations_done]
-    moves += [("train", s) for s in self._train.all_steps() if s // TRAIN_ID >= generations_done]
+    moves += [(kind, s) for kind, manager in (("train", self._train), ("samples", self._samples))
+              for s in manager.all_steps() if s // TRAIN_ID >= generations_done]
     self.close()
     for kind, step in moves:
       (dest / kind).mkdir(parents=True, exist_ok=True)
@@ -164,12 +172,39 @@ class RunCheckpoints:
         state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())), self._train_dir)
     return out.state, out.meta
 
-  def drop_train(self, generation: int) -> None:
-    """Deletes ``generation``'s training checkpoints (its model checkpoint is saved)."""
-    for s in self._train.all_steps():
-      if s // TRAIN_ID <= generation:
-        self._train.delete(s)
-        (self._root / "digests" / "train" / f"{s}.json").unlink(missing_ok=True)
+  def save_samples(self, generation: int, chunk: int, samples: Any) -> None:
+    """Saves chunk ``chunk`` of ``generation``'s synthetic set."""
+    step = generation * TRAIN_ID + chunk
+    self._samples.save(step, args=ocp.args.StandardSave(samples))
+    self._samples.wait_until_finished()
+    self._seal("samples", step)
+
+  def sample_chunks(self, generation: int) -> int:
+    """How many chunks of ``generation``'s synthetic set are saved (0, 1, ... in order)."""
+    saved = {s - generation * TRAIN_ID for s in self._samples.all_steps()
+             if s // TRAIN_ID == generation}
+    n = 0
+    while n in saved:
+      n += 1
+    return n
+
+  def restore_samples(self, generation: int, chunk: int, abstract: Any, sharding: Any) -> Any:
+    step = generation * TRAIN_ID + chunk
+    self.verify("samples", step, "remove it (the chunk is then sampled again) or rerun with "
+                "--overwrite.")
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
+                          abstract)
+    return self._read(step, lambda: self._samples.restore(
+        step, args=ocp.args.StandardRestore(target)), self._samples_dir)
+
+  def drop_in_progress(self, generation: int) -> None:
+    """Deletes the training and sample-chunk checkpoints of generations up to
+    ``generation`` (their model and loop checkpoints are saved)."""
+    for kind, manager in (("train", self._train), ("samples", self._samples)):
+      for s in manager.all_steps():
+        if s // TRAIN_ID <= generation:
+          manager.delete(s)
+          (self._root / "digests" / kind / f"{s}.json").unlink(missing_ok=True)
 
   def model_generations(self) -> list[int]:
     """Generations whose model checkpoint is on disk."""
@@ -196,5 +231,5 @@ class RunCheckpoints:
 
   def close(self) -> None:
     self._models.wait_until_finished()
-    for manager in (self._loop, self._models, self._train):
+    for manager in (self._loop, self._models, self._train, self._samples):
       manager.close()

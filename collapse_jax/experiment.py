@@ -167,7 +167,8 @@ def segment_steps(config, loop: Loop, compiled: CompiledLoop) -> int:
 
   ``config.checkpoint_every_steps``: N > 0 segments of N steps, 0 never, -1 (default) by
   model size: 5e9 / parameters, within [200, 10000] steps (a 9M-parameter LM every ~550
-  steps, a 35M UNet every 200), when a generation is longer than one segment.
+  steps, a 35M UNet every 200), when a generation is longer than one segment or its
+  synthetic set is sampled in chunks (more than ``config.sample_chunk_rows`` rows).
   """
   every = config.get("checkpoint_every_steps", -1)
   if every == 0 or not is_trained(loop.model):
@@ -182,7 +183,8 @@ def segment_steps(config, loop: Loop, compiled: CompiledLoop) -> int:
   if m.get("epochs", 0.0):  # an accumulating pool at its largest
     rows = config.n_real + config.num_generations * config.n_synth
     longest = max(longest, int(m.epochs * rows / m.batch_size))
-  return auto if longest > auto else 0
+  chunked = 0 < config.get("sample_chunk_rows", 0) < loop.layout.n_synth
+  return auto if longest > auto or chunked else 0
 
 
 def _segmented_generation(config, workdir, g: int, seg: SegmentedLoop, ckpts, consts, carry,
@@ -225,8 +227,32 @@ def _segmented_generation(config, workdir, g: int, seg: SegmentedLoop, ckpts, co
       raise progress.Preempted(
           f"Stopped on SIGTERM in generation {g} at step {local} of {total}, checkpointed "
           f"in {workdir}; rerun the same command to continue.")
-  carry, (metrics, state) = seg.finish(consts, carry, state, g)
+  chunks = _sample_in_chunks(workdir, g, seg, ckpts, carry, state, stop)
+  carry, (metrics, state) = seg.finish(consts, carry, state, g, chunks)
   return carry, jax.tree.map(lambda x: x[:, None], (metrics, state)), curve
+
+
+def _sample_in_chunks(workdir, g: int, seg: SegmentedLoop, ckpts, carry, state,
+                      stop: progress.StopRequest) -> list | None:
+  """Generation ``g``'s synthetic set in chunks, each checkpointed (a rerun restores the
+  saved ones), or None when the set is small enough to be drawn in one call."""
+  if not seg.num_chunks:
+    return None
+  abstract = jax.eval_shape(seg.sample_chunk, carry, state, g, 0)
+  saved, chunks = ckpts.sample_chunks(g), []
+  for i in range(seg.num_chunks):
+    if i < saved:
+      chunks.append(ckpts.restore_samples(g, i, abstract, seg.chunk_sharding))
+      continue
+    chunks.append(seg.sample_chunk(carry, state, g, i))
+    ckpts.save_samples(g, i, chunks[-1])
+    logging.info("Generation %d: sampled chunk %d of %d (%d rows each).", g, i + 1,
+                 seg.num_chunks, seg.chunk_rows)
+    if stop.requested and i + 1 < seg.num_chunks:
+      raise progress.Preempted(
+          f"Stopped on SIGTERM in generation {g} after sampling chunk {i + 1} of "
+          f"{seg.num_chunks}, checkpointed in {workdir}; rerun the same command to continue.")
+  return chunks
 
 
 def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool = False,
@@ -251,7 +277,9 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
   roots = rng.seed_keys(config.seed, config.num_seeds)
   compiled = CompiledLoop(loop, mesh, consts, roots)
   seg_steps = segment_steps(config, loop, compiled)
-  seg = SegmentedLoop(compiled, seg_steps) if seg_steps else None
+  seg = None
+  if seg_steps:
+    seg = SegmentedLoop(compiled, seg_steps, config.get("sample_chunk_rows", 0))
 
   # Start or resume.
   ckpts = checkpoint.RunCheckpoints(workdir)
@@ -305,7 +333,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
         ckpts.save_loop(done, carry, {"history": history, "curves": curves,
                                       "layout": dataclasses.asdict(layout)})
         if seg:
-          ckpts.drop_train(done - 1)
+          ckpts.drop_in_progress(done - 1)
         _write_metrics(config, workdir, history)
         if jax.process_index() == 0 and curves:
           curve_plots.plot_training_curves(curves, workdir / "plots" / "train_loss.png")

@@ -67,6 +67,10 @@ def base(policy: str, mix_lambda: float | None = None) -> ml_collections.ConfigD
   # steps with a checkpoint after each (0: never; -1: by model size, for long generations).
   c.checkpoint_every_steps = -1
   c.log_every_steps = 100          # training-loss curve: one point per this many steps
+  # Such families sample a larger synthetic set in chunks of this many rows, each
+  # checkpointed (0: never). A multiple of the device count: 10,240 = 5 * 2**11 suits every
+  # power-of-two mesh, so results do not depend on it. Keys fold in the chunk index.
+  c.sample_chunk_rows = 10_240
   c.train_from = "scratch"         # "scratch" (Gerstgrasser) or "previous" (Bertrand)
   c.n_real = 1000                  # initial real training rows
   # Synthetic rows sampled per generation (mix: lambda * n_real). A reference: it follows

@@ -39,6 +39,8 @@ def _first_problem(config) -> str | None:
   if config.get("checkpoint_every_steps", -1) < -1:
     return ("checkpoint_every_steps must be a number of steps, 0 (never) or -1 (by model "
             f"size), got {config.checkpoint_every_steps}.")
+  if config.get("sample_chunk_rows", 0) < 0:
+    return f"sample_chunk_rows must be >= 0 (0: never chunk), got {config.sample_chunk_rows}."
   if config.get("log_every_steps", 1) < 1:
     return f"log_every_steps must be at least 1, got {config.log_every_steps}."
   if config.train_from not in ("scratch", "previous"):
@@ -46,6 +48,10 @@ def _first_problem(config) -> str | None:
   problem = mesh_lib.check(config.mesh.data, config.mesh.get("fsdp", 1))
   if problem:
     return problem
+  devices = mesh_lib.from_config(config.mesh).size
+  if config.get("sample_chunk_rows", 0) % devices:
+    return (f"sample_chunk_rows must be a multiple of the mesh's {devices} devices (the "
+            f"chunks are split over them), got {config.sample_chunk_rows}.")
   try:
     model = model_base.family(config.model.name)
     data = source_lib.source_module(config.data.source)

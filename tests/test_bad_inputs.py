@@ -36,6 +36,7 @@ CASES = [
     ("linreg_replace", {"train_from": "yesterday"}, "train_from must be 'scratch' or"),
     ("linreg_replace", {"checkpoint_every_steps": -5}, "checkpoint_every_steps must be"),
     ("linreg_replace", {"log_every_steps": 0}, "log_every_steps must be at least 1"),
+    ("linreg_replace", {"sample_chunk_rows": -4}, "sample_chunk_rows must be >= 0"),
     ("linreg_replace", {"mesh.fsdp": 3}, "mesh.fsdp=3 must be a positive divisor"),
     ("linreg_replace", {"mesh.data": 0}, "mesh.data=0 does not fit"),
     ("linreg_replace", {"policy.mix_lambda": float("nan")}, "mix_lambda must be >= 0"),

@@ -1,6 +1,7 @@
 """Long generations in segments: bitwise the same whatever the segment size (one segment
-for the whole generation included), resumable inside a generation after SIGKILL or
-SIGTERM, with training curves, TensorBoard events, and a clean stop on a non-finite loss."""
+for the whole generation included), resumable inside a generation (in training or in
+sampling its synthetic set in chunks) after SIGKILL or SIGTERM, with training curves,
+TensorBoard events, and a clean stop on a non-finite loss."""
 import os
 import pathlib
 import signal
@@ -17,8 +18,9 @@ from collapse_jax import experiment, presets
 
 from conftest import ROOT, load_config, read_metrics
 
+# 64 synthetic rows per generation, sampled in 4 checkpointed chunks.
 OVERRIDES = {"model.steps": 24, "checkpoint_every_steps": 3, "num_seeds": 2,
-             "log_every_steps": 2}
+             "log_every_steps": 2, "sample_chunk_rows": 16}
 
 
 def _config(**overrides):
@@ -58,7 +60,8 @@ def test_any_segment_size_gives_the_unsegmented_result_bitwise(uninterrupted, ev
   assert (tmp_path / "plots" / "train_loss.png").stat().st_size > 1000
   events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
   assert events and b"train/loss" in events[0].read_bytes()
-  assert not list((tmp_path / "checkpoints" / "train").iterdir())  # dropped once finished
+  for kind in ("train", "samples"):  # dropped once their generation is finished
+    assert not list((tmp_path / "checkpoints" / kind).iterdir())
 
 
 def jax_leaves(tree):
@@ -95,6 +98,12 @@ def test_killed_and_preempted_runs_resume_inside_a_generation_bitwise(uninterrup
   _wait_for(proc, "train/[0-9]*", ckpt)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
+  # SIGKILL while generation 0 samples its synthetic set (its first chunk is saved).
+  proc = _launch(workdir)
+  _wait_for(proc, "samples/[0-9]*", ckpt)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not list((ckpt / "loop").glob("[0-9]*"))  # really stopped inside generation 0
   # SIGTERM in generation 1: stops at the next segment boundary, says where, exits 0.
   proc = _launch(workdir)
   _wait_for(proc, "train/1000000*", ckpt)

@@ -66,15 +66,22 @@ class Loop:
       return self.model.init(rng.stream_key(carry.root, "init", g), carry.task)
     return carry.state
 
-  def finish(self, consts, carry: Carry, view: TrainView, state, g: jax.Array):
-    """After generation ``g``'s fit: its metrics, and the pool with its samples written."""
+  def sample_chunk(self, carry: Carry, state, g: jax.Array, chunk: jax.Array, rows: int):
+    """Chunk ``chunk`` (``rows`` samples) of generation ``g``'s synthetic set, for sets
+    sampled in chunks (`SegmentedLoop`); its key folds in the chunk index."""
+    key = jax.random.fold_in(rng.stream_key(carry.root, "sample", g), chunk)
+    return self.model.sample(state, carry.task, key, rows)
+
+  def finish(self, consts, carry: Carry, view: TrainView, state, g: jax.Array, synth=None):
+    """After generation ``g``'s fit: its metrics, and the pool with its samples (``synth``
+    when sampled in chunks, else drawn here) written."""
     pool, task, root = carry.pool, carry.task, carry.root
     metrics = self.model.evaluate(state, task, rng.stream_key(root, "eval", g)) | view.stats()
     fresh = synth = None
     if self.layout.n_fresh:
       fresh = self.source.real(consts, task, rng.stream_key(root, "real", g + 1), g + 1,
                                self.layout.n_fresh)
-    if self.layout.n_synth:
+    if self.layout.n_synth and synth is None:
       synth = self.model.sample(state, task, rng.stream_key(root, "sample", g),
                                  self.layout.n_synth)
     pool = pool.write_block(g + 1, fresh, synth)
@@ -135,16 +142,23 @@ class SegmentedLoop:
 
       state = start(consts, carry, g)                     fresh or previous state
       state, losses = segment(carry, state, g, first_step, stop)   repeated
-      carry, (metrics, state) = finish(consts, carry, state, g)
+      samples = sample_chunk(carry, state, g, i)          i < num_chunks, if chunked
+      carry, (metrics, state) = finish(consts, carry, state, g, chunks)
 
   Leaves carry a leading seed axis, as in `CompiledLoop`; ``first_step`` ``[S]`` is the
   state's step when the generation began, ``stop`` the generation-local step to run to.
-  The steps, keys and schedule are `Loop.step`'s, so the result equals it bitwise.
+  The steps, keys and schedule are `Loop.step`'s, so the result equals it bitwise. A
+  synthetic set of more than ``chunk_rows`` rows is sampled in chunks of that many (keys
+  fold in the chunk index: the result depends on ``chunk_rows``, never on where a run
+  stopped); a smaller one is drawn inside ``finish``, as `Loop.step` draws it.
   """
 
-  def __init__(self, compiled: CompiledLoop, segment_steps: int):
+  def __init__(self, compiled: CompiledLoop, segment_steps: int, chunk_rows: int):
     loop, mesh = compiled.loop, compiled.mesh
     self.loop, self.segment_steps = loop, segment_steps
+    n_synth = loop.layout.n_synth
+    self.chunk_rows = chunk_rows if n_synth > chunk_rows else 0
+    self.num_chunks = -(-n_synth // chunk_rows) if self.chunk_rows else 0
     model = loop.model
     self.initial_budget = getattr(model, "initial_budget", None)
     shard, rep = compiled.carry_shardings, mesh_lib.replicated(mesh)
@@ -162,8 +176,14 @@ class SegmentedLoop:
           state, loop.view(carry, g), rng.stream_key(carry.root, "fit", g), model.loss,
           self._budget(initial), first_step, stop, segment_steps)
 
-    def finish(consts, carry, state, g):
-      return loop.finish(consts, carry, loop.view(carry, g), state, g)
+    def sample_chunk(carry, state, g, chunk):
+      return loop.sample_chunk(carry, state, g, chunk, self.chunk_rows)
+
+    def finish(consts, carry, state, g, chunks):
+      synth = None
+      if chunks is not None:
+        synth = jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n_synth], *chunks)
+      return loop.finish(consts, carry, loop.view(carry, g), state, g, synth)
 
     seeds = lambda f, axes: jax.vmap(f, in_axes=axes)
     self._start = jax.jit(seeds(start, (None, 0, None)), in_shardings=(rep, shard, rep),
@@ -173,8 +193,11 @@ class SegmentedLoop:
                          in_shardings=(shard, state_shard, rep, rep, rep),
                          out_shardings=(state_shard, rep), donate_argnums=(1,))
         for initial in (False, True)}
-    self._finish = jax.jit(seeds(finish, (None, 0, 0, None)),
-                           in_shardings=(rep, shard, state_shard, rep),
+    rows = self.chunk_sharding = mesh_lib.rows(mesh)
+    self._sample_chunk = jax.jit(seeds(sample_chunk, (0, 0, None, None)),
+                                 in_shardings=(shard, state_shard, rep, rep), out_shardings=rows)
+    self._finish = jax.jit(seeds(finish, (None, 0, 0, None, 0)),
+                           in_shardings=(rep, shard, state_shard, rep, rows),
                            out_shardings=(shard, rep), donate_argnums=(1,))
 
   def _budget(self, initial: bool) -> training.Budget:
@@ -189,8 +212,13 @@ class SegmentedLoop:
     initial = bool(g == 0 and self.initial_budget is not None)
     return self._segment[initial](carry, state, jnp.int32(g), first_step, jnp.int32(stop))
 
-  def finish(self, consts, carry: Carry, state, g: int):
-    return self._finish(consts, carry, state, jnp.int32(g))
+  def sample_chunk(self, carry: Carry, state, g: int, chunk: int):
+    """Chunk ``chunk`` of generation ``g``'s synthetic set, leaves ``[S, chunk_rows, ...]``."""
+    return self._sample_chunk(carry, state, jnp.int32(g), jnp.int32(chunk))
+
+  def finish(self, consts, carry: Carry, state, g: int, chunks: list | None = None):
+    """Metrics and the written pool; ``chunks``: the `sample_chunk` outputs, if chunked."""
+    return self._finish(consts, carry, state, jnp.int32(g), chunks)
 
 
 def is_trained(model) -> bool:
