@@ -273,7 +273,9 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
   mesh = mesh_lib.from_config(config.mesh)
   layout = validate.policy_of(config).layout(config.num_generations, multiple_of=mesh.size)
   loop = build_loop(config, layout)
-  consts = loop.source.consts()
+  source = loop.source  # on the mesh: training rows split, each process loading its own
+  load = lambda rows: source.consts() if rows is None else source.consts(rows=rows)
+  consts = mesh_lib.place_consts(load, source.num_train, mesh)
   roots = rng.seed_keys(config.seed, config.num_seeds)
   compiled = CompiledLoop(loop, mesh, consts, roots)
   seg_steps = segment_steps(config, loop, compiled)

@@ -196,6 +196,34 @@ def test_image_folder_errors(tmp_path):
     im.load_image_folder(tmp_path, 4)
 
 
+def _source(**data):
+  return im.build(ml_collections.ConfigDict(
+      dict({"path": None, "resolution": None, "tfds_name": None, "limit": None}, **data)))
+
+
+def test_folder_source_decodes_only_the_rows_asked_for(tmp_path, monkeypatch):
+  for i in range(7):  # the red level names the file
+    Image.new("RGB", (8, 8), (30 * i, 0, 0)).save(tmp_path / f"{i:05d}.png")
+  source = _source(name="image_folder", path=str(tmp_path), resolution=4, n_test=2)
+  opened, open_image = [], Image.open
+  monkeypatch.setattr(Image, "open", lambda f, *a: opened.append(Path(f).name) or open_image(f, *a))
+  assert source.num_train == 5 and source.row_spec.shape == (4, 4, 3) and not opened
+  part = source.consts(rows=(1, 3))
+  # Training files 1 and 2, then the test set (the last n_test files); no other file.
+  assert opened == ["00001.png", "00002.png", "00005.png", "00006.png"]
+  whole = source.consts()
+  np.testing.assert_array_equal(part["train"], whole["train"][1:3])
+  np.testing.assert_array_equal(part["test"], whole["test"])
+  assert part["train"].dtype == np.uint8 and part["train"][:, 0, 0, 0].tolist() == [30, 60]
+
+
+def test_archive_source_rows_are_those_training_rows():
+  source = _source(name="digits", n_test=50)
+  whole, part = source.consts(), source.consts(rows=(5, 20))
+  np.testing.assert_array_equal(part["train"], whole["train"][5:20])
+  np.testing.assert_array_equal(part["test"], whole["test"])
+
+
 # ------------------------------------------------------------------------------ TFDS
 
 

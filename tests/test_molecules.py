@@ -110,6 +110,19 @@ def test_source_rows_are_padded_disjoint_blocks(ensembles, tmp_path, monkeypatch
   assert task.aux["graphs"]["atom_type"].shape == (2, 16)
 
 
+def test_consts_rows_are_those_training_rows(ensembles, monkeypatch):
+  data = _dataset(ensembles)
+  monkeypatch.setattr(molecules, "_dataset", lambda *a: data)
+  src = molecules.build(ml_collections.ConfigDict(
+      {"source": "molecules", "max_atoms": 16, "train_conformers": 3, "cache_dir": "x"}))
+  whole, part = src.consts(), src.consts(rows=(2, 5))  # across the two molecules
+  assert part["train"].keys() == whole["train"].keys()
+  for k, v in whole["train"].items():
+    np.testing.assert_array_equal(part["train"][k], v[2:5], err_msg=k)
+  for k in ("val", "graphs"):
+    jax.tree.map(np.testing.assert_array_equal, part[k], whole[k])
+
+
 def test_rmsd_is_rdkits_best_rms_including_symmetry(ensembles):
   mol = ensembles[0]  # tert-butanol: C0 C1(C2)(C3) O4, methyls 0, 2, 3 symmetric
   ref = mol.positions[:1]

@@ -1,11 +1,14 @@
 """Two processes on 127.0.0.1 (jax.distributed, Gloo collectives between CPU devices) run one
-mesh over both and give the single-process metrics; only process 0 writes them."""
+mesh over both and give the single-process metrics; only process 0 writes them. Each loads
+only its devices' rows of the real data."""
+import json
 import os
 import socket
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from collapse_jax import experiment
 
@@ -18,24 +21,81 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one(tmp_path):
-  workdir, port = tmp_path / "two", _free_port()
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+def _two_processes(args, devices: int = 1, xla: str = "") -> list[str]:
+  """Runs ``python args... --coordinator_address ... --process_id=i`` as processes 0 and 1
+  of one run; returns their stdout and stderr."""
+  port = _free_port()
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {xla}")
   procs = [subprocess.Popen(
-      [sys.executable, str(ROOT / "launch" / "main.py"),
-       "--config=configs/gaussian_replace.py:smoke", f"--workdir={workdir}",
-       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+      [sys.executable, *args, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+       f"--process_id={i}"],
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
       for i in range(2)]
   outs = [p.communicate(timeout=300) for p in procs]
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
-  assert "generation 3/3" in outs[0][1] and "generation 3/3" not in outs[1][1]
-  one = experiment.train_and_evaluate(load_config("gaussian_replace"), tmp_path / "one")
-  two = read_metrics(workdir)
+  return outs
+
+
+def _assert_close(one: list[dict], two: list[dict]) -> None:
   assert len(one) == len(two)
   for a, b in zip(one, two):
     assert a.keys() == b.keys()
     for k in a:
       # The pool is split over the two processes' devices: cross-device float32 sums.
       np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_two_processes_match_one(tmp_path):
+  workdir = tmp_path / "two"
+  outs = _two_processes([str(ROOT / "launch" / "main.py"),
+                         "--config=configs/gaussian_replace.py:smoke", f"--workdir={workdir}"])
+  assert "generation 3/3" in outs[0][1] and "generation 3/3" not in outs[1][1]
+  one = experiment.train_and_evaluate(load_config("gaussian_replace"), tmp_path / "one")
+  _assert_close(one, read_metrics(workdir))
+
+
+# Each process places its rows of 7 on its 2 devices (padded to 8); a jitted sum sees them all.
+PLACE = """
+import json, sys
+import numpy as np
+from collapse_jax.parallel import distributed, mesh as mesh_lib
+args = dict(a[2:].split("=") for a in sys.argv[1:])
+distributed.initialize(args["coordinator_address"], int(args["num_processes"]),
+                       int(args["process_id"]))
+import jax
+asked = []
+def load(rows):
+  asked.append(rows)
+  return {"train": np.arange(1, 8, dtype=np.uint8)[slice(*rows)], "test": np.ones(2)}
+mesh = mesh_lib.make_mesh(-1)
+consts = mesh_lib.place_consts(load, 7, mesh)
+total = jax.jit(lambda c: c["train"].astype(np.int32).sum() + c["test"].sum(),
+                out_shardings=mesh_lib.replicated(mesh))(consts)
+shards = sorted((s.index[0].start, s.data.tolist()) for s in consts["train"].addressable_shards)
+print("PLACED" + json.dumps({"asked": asked, "shards": shards, "total": float(total),
+                             "shape": consts["train"].shape}))
+"""
+
+
+def test_each_process_loads_only_its_devices_rows():
+  outs = _two_processes(["-c", PLACE], devices=2)
+  placed = [json.loads(out.split("PLACED")[-1]) for out, _ in outs]
+  assert [p["asked"] for p in placed] == [[[0, 4]], [[4, 7]]]
+  assert placed[0]["shards"] == [[0, [1, 2]], [2, [3, 4]]]
+  assert placed[1]["shards"] == [[4, [5, 6]], [6, [7, 0]]]  # the padding row: zeros
+  assert all(p["total"] == 28 + 2 and p["shape"] == [8] for p in placed)
+
+
+@pytest.mark.skipif("COLLAPSE_JAX_MNIST" not in os.environ, reason="real MNIST not present")
+def test_two_processes_with_their_shards_of_mnist_match_one(tmp_path):
+  """A real dataset split over the processes (255 rows: one padding row), uint8 pixels
+  gathered across them, gives the single-process metrics."""
+  workdir = tmp_path / "two"
+  _two_processes([str(ROOT / "launch" / "main.py"), "--config=configs/mnist_vae_replace.py:smoke",
+                  f"--workdir={workdir}", "--config.data.limit=255"],
+                 xla="--xla_backend_optimization_level=1")
+  config = load_config("mnist_vae_replace")
+  config.data.limit = 255
+  one = experiment.train_and_evaluate(config, tmp_path / "one")
+  _assert_close(one, read_metrics(workdir))

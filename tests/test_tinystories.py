@@ -87,6 +87,15 @@ def test_real_blocks_are_disjoint():
   assert not (keys[0] & keys[1]) and not (keys[1] & keys[2]) and not (keys[0] & keys[2])
 
 
+def test_consts_rows_are_those_training_rows():
+  source = _source()
+  whole, part = source.consts(), source.consts(rows=(10, 25))
+  np.testing.assert_array_equal(part["train"], whole["train"][10:25])
+  # The test rows and the first-token counts stay those of the whole corpus.
+  for k in ("test", "first_counts"):
+    np.testing.assert_array_equal(part[k], whole[k])
+
+
 def test_token_weighted_loss_falls_on_a_tiny_run():
   source = _source()
   config = ml_collections.ConfigDict({

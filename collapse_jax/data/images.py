@@ -200,15 +200,9 @@ def load_cifar10_batches(path: str | Path, split: str) -> Arrays:
   return _to_unit_range(np.concatenate(images), 255.0), np.concatenate(labels)
 
 
-def load_image_folder(path: str | Path, resolution: int, limit: int | None = None) -> Arrays:
-  """PNG/JPEG images under ``path`` (recursively): ``[n, resolution, resolution, 3]``, no labels.
-
-  Files are taken in sorted relative-path order (FFHQ's ``00000/00000.png`` layout included),
-  the first ``limit`` of them if given, converted to RGB and resized with ``_resize``.
-  """
-  if resolution is None:
-    raise DataError("An image folder needs a resolution, the square size of its images.")
-  _check_positive(resolution, "resolution")
+def image_files(path: str | Path, limit: int | None = None) -> list[Path]:
+  """The PNG/JPEG files under ``path`` (recursively) in sorted relative-path order (FFHQ's
+  ``00000/00000.png`` layout included), the first ``limit`` of them if given; none decoded."""
   _check_positive(limit, "limit")
   directory = _require_dir(path)
   files = sorted((f for f in directory.rglob("*")
@@ -216,14 +210,30 @@ def load_image_folder(path: str | Path, resolution: int, limit: int | None = Non
                  key=lambda f: f.relative_to(directory).as_posix())
   if not files:
     raise DataError(f"Image folder {directory} holds no {'/'.join(IMAGE_SUFFIXES)} files.")
+  return files[:limit]
+
+
+def load_image_folder(path: str | Path, resolution: int, limit: int | None = None,
+                      rows: tuple[int, int] | None = None) -> Arrays:
+  """PNG/JPEG images under ``path`` (recursively): ``[n, resolution, resolution, 3]``, no labels.
+
+  The files of `image_files` (the first ``limit``), converted to RGB and resized with
+  ``_resize``; ``rows=(lo, hi)``: only files ``lo..hi`` of them, the only ones decoded.
+  """
+  if resolution is None:
+    raise DataError("An image folder needs a resolution, the square size of its images.")
+  _check_positive(resolution, "resolution")
+  files = image_files(path, limit)
   images = []
-  for file in files[:limit]:
+  for file in files[slice(*rows) if rows else slice(None)]:
     try:
       with Image.open(file) as image:
         pixels = np.asarray(image.convert("RGB"))
     except OSError as e:  # PIL.UnidentifiedImageError is an OSError.
       raise DataError(f"Cannot read image {file}.") from e
     images.append(_resize(_to_unit_range(pixels, 255.0), resolution))
+  if not images:  # an empty range
+    return np.zeros((0, resolution, resolution, 3), np.float32), None
   return np.stack(images), None
 
 
@@ -314,20 +324,40 @@ _SPEC_FIELDS = ("name", "path", "resolution", "tfds_name", "limit")
 
 
 @functools.lru_cache(maxsize=4)
-def _load_splits(spec: tuple, n_test: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+def _folder_size(spec: tuple, n_test: int) -> int:
+  """Training images of an image folder (its files less the last ``n_test``), counted
+  without decoding any."""
+  fields = dict(zip(_SPEC_FIELDS, spec))
+  if not fields["path"]:
+    raise DataError("Dataset 'image_folder' needs spec.path, the directory holding its files.")
+  if fields["resolution"] is None:
+    raise DataError("An image folder needs a resolution, the square size of its images.")
+  _check_positive(fields["resolution"], "resolution")
+  n = len(image_files(fields["path"], fields["limit"]))
+  if n <= n_test:
+    raise DataError(f"The image folder {fields['path']} has {n} images; "
+                    f"it needs more than n_test={n_test}.")
+  return n - n_test
+
+
+@functools.lru_cache(maxsize=4)
+def _load_splits(spec: tuple, n_test: int, rows: tuple[int, int] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
   """(train images, train labels or None, test images) of a spec tuple; cached, since
   validation loads them first.
 
   A dataset with one split (an image folder) gives its last ``n_test`` images to the test
-  set, so test images are never trained on.
+  set, so test images are never trained on; it decodes only the files of training rows
+  ``rows=(lo, hi)`` (None: all) and of the test set. Other datasets ignore ``rows``: their
+  archives are read whole (`ImageSource.consts` slices them).
   """
   fields = dict(zip(_SPEC_FIELDS, spec))
-  train, labels = load_images(fields, "train")
   if fields["name"] == "image_folder":
-    if len(train) <= n_test:
-      raise DataError(f"The image folder {fields['path']} has {len(train)} images; "
-                      f"it needs more than n_test={n_test}.")
-    return train[:-n_test], labels, train[-n_test:]
+    n = _folder_size(spec, n_test)
+    folder = functools.partial(load_image_folder, fields["path"], fields["resolution"],
+                               fields["limit"])
+    return folder(rows=rows or (0, n))[0], None, folder(rows=(n, n + n_test))[0]
+  train, labels = load_images(fields, "train")
   test, _ = load_images(dict(fields, limit=None), "test")
   return train, labels, test[:n_test]
 
@@ -350,33 +380,53 @@ class ImageSource:
   n_test: int
 
   @property
+  def name(self) -> str:
+    return dict(zip(_SPEC_FIELDS, self.spec))["name"]
+
+  @property
   def pixels(self) -> bool:
-    return dict(zip(_SPEC_FIELDS, self.spec))["name"] in PIXEL_DATASETS
+    return self.name in PIXEL_DATASETS
 
   @property
   def num_train(self) -> int:
+    if self.name == "image_folder":  # counted: a multi-host run decodes only its own files
+      return _folder_size(self.spec, self.n_test)
     return len(_load_splits(self.spec, self.n_test)[0])
 
   @property
   def row_spec(self) -> RowSpec:
-    shape = tuple(_load_splits(self.spec, self.n_test)[0].shape[1:])
+    if self.name == "image_folder":  # RGB at the spec's resolution, nothing decoded
+      resolution = dict(zip(_SPEC_FIELDS, self.spec))["resolution"]
+      shape = (resolution, resolution, 3)
+    else:
+      shape = tuple(_load_splits(self.spec, self.n_test)[0].shape[1:])
     return RowSpec(fields={"image": (shape, "float32")}, data="image",
                    pixels=("image",) if self.pixels else ())
 
-  def labelled_train(self) -> tuple[np.ndarray, np.ndarray | None]:
-    """Training images ``[n, h, w, c]`` and labels ``[n]`` (None: unlabelled dataset)."""
+  def labelled_train(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Training images ``[n, h, w, c]`` and labels ``[n]`` (None: unlabelled dataset); an
+    image folder has no labels, so (None, None) without decoding its files."""
+    if self.name == "image_folder":
+      return None, None
     train, labels, _ = _load_splits(self.spec, self.n_test)
     return train, labels
 
-  def consts(self) -> dict[str, np.ndarray]:
-    """The training images (uint8 pixels or float32) and the float32 test images."""
-    train, _, test = _load_splits(self.spec, self.n_test)
+  def consts(self, rows: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """The training images (uint8 pixels or float32; ``rows=(lo, hi)``: only those rows,
+    None: all) and the float32 test images. An image folder decodes only the files of those
+    rows and of its test set; MNIST, CIFAR-10 and TFDS are read whole and then sliced."""
+    if self.name == "image_folder":
+      train, _, test = _load_splits(self.spec, self.n_test, rows)
+    else:
+      train, _, test = _load_splits(self.spec, self.n_test)
+      train = train[slice(*rows) if rows else slice(None)]
     if self.pixels:  # `loop.pool.to_pixels` on the host, without a device copy of the set
       train = np.clip(np.round((train + 1.0) * 127.5), 0, 255).astype(np.uint8)
     return {"train": train, "test": test}
 
   def task(self, consts, key: jax.Array):
-    perm = jax.random.permutation(key, consts["train"].shape[0])
+    # The source's own row count: placed on a mesh, consts["train"] has padding rows.
+    perm = jax.random.permutation(key, self.num_train)
     return Task(test={"image": jnp.asarray(consts["test"])}, aux={"perm": perm})
 
   def real(self, consts, task, key: jax.Array, block: jax.Array, n: int):

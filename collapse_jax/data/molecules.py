@@ -67,20 +67,24 @@ def graphs_of(mols: list[conformers.Molecule], a: int) -> dict[str, np.ndarray]:
   return out
 
 
-def conformer_rows(mols: list[conformers.Molecule], a: int, per_molecule: int
-                   ) -> dict[str, np.ndarray]:
+def conformer_rows(mols: list[conformers.Molecule], a: int, per_molecule: int,
+                   rows: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
   """``per_molecule`` rows per molecule, molecule by molecule: its lowest-energy conformers,
   cycled when pruning left fewer (every molecule weighs the same, and the row count is known
-  from the molecule count); positions centred on the atoms' mean."""
+  from the molecule count); positions centred on the atoms' mean. ``rows=(lo, hi)``: only
+  rows ``lo..hi`` of them (None: all)."""
   graphs = graphs_of(mols, a)
-  take = [(i, c % len(mol.positions)) for i, mol in enumerate(mols) for c in range(per_molecule)]
+  lo, hi = rows or (0, len(mols) * per_molecule)
+  # Row r is conformer r % per_molecule (cycled) of molecule r // per_molecule.
+  take = [(r // per_molecule, r % per_molecule % len(mols[r // per_molecule].positions))
+          for r in range(lo, hi)]
   mol_id = np.array([i for i, _ in take], np.int32)
   pos = np.zeros((len(take), a, 3), np.float32)
   for r, (i, c) in enumerate(take):
     x = mols[i].positions[c]
     pos[r, :len(x)] = x - x.mean(0)
-  rows = {k: graphs[k][mol_id] for k in ("atom_type", "edge_type", "atom_mask")}
-  return {"pos": pos, **rows, "mol_id": mol_id}
+  graph = {k: graphs[k][mol_id] for k in ("atom_type", "edge_type", "atom_mask")}
+  return {"pos": pos, **graph, "mol_id": mol_id}
 
 
 @functools.lru_cache(maxsize=4)
@@ -112,14 +116,18 @@ class MoleculeSource:
   def num_train(self) -> int:
     return self.train_conformers * len(self.dataset.splits["train"])
 
-  def consts(self) -> dict:
+  def consts(self, rows: tuple[int, int] | None = None) -> dict:
+    """Training rows (``rows=(lo, hi)``: only those, None: all), the val rows and the
+    training molecules' graphs. The molecule table (the cache) is read whole; only the rows
+    asked for are built."""
     splits, a = self.dataset.splits, self.max_atoms
-    return {"train": conformer_rows(splits["train"], a, self.train_conformers),
+    return {"train": conformer_rows(splits["train"], a, self.train_conformers, rows),
             "val": conformer_rows(splits["val"], a, self.train_conformers),
             "graphs": graphs_of(splits["train"], a)}
 
   def task(self, consts, key: jax.Array) -> Task:
-    perm = jax.random.permutation(key, consts["train"]["pos"].shape[0])
+    # The source's own row count: placed on a mesh, consts["train"] has padding rows.
+    perm = jax.random.permutation(key, self.num_train)
     return Task(test=jax.tree.map(jnp.asarray, consts["val"]),
                 aux={"perm": perm, "graphs": jax.tree.map(jnp.asarray, consts["graphs"])})
 

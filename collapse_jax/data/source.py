@@ -79,11 +79,20 @@ class Source(Protocol):
   # What a row holds.
   row_spec: RowSpec
 
-  def consts(self) -> Any:
-    """Arrays passed once into the compiled run (not per replicate)."""
+  def consts(self, rows: tuple[int, int] | None = None) -> Any:
+    """Arrays passed once into the compiled run (not per replicate).
+
+    A source with training rows (``num_train`` not None) returns a dict whose ``"train"``
+    leaves have a leading axis of those rows, and accepts ``rows=(lo, hi)``: then those
+    leaves hold rows ``lo..hi`` only (None: all; a source with none may take no argument).
+    The driver places the consts on the mesh (`parallel.mesh.place_consts`): ``"train"``
+    split by rows over the devices and padded with zero rows, each process of a multi-host
+    run asking for its own devices' rows; every other leaf replicated.
+    """
 
   def task(self, consts: Any, key: jax.Array) -> Task:
-    """The replicate's test set and problem arrays."""
+    """The replicate's test set and problem arrays. Rows of ``consts["train"]`` past
+    ``num_train`` are padding: count rows with ``num_train``, never with its shape."""
 
   def real(self, consts: Any, task: Task, key: jax.Array, block: jax.Array, n: int) -> Batch:
     """``n`` real training rows; distinct ``block`` indices never share rows."""

@@ -273,15 +273,19 @@ class TinyStoriesSource:
     # No mask field: PAD (id 0) marks padding, which keeps the pool at 2 bytes a token.
     return RowSpec(fields={FIELD: ((self.context,), row_dtype(self.vocab_size))}, data=FIELD)
 
-  def consts(self) -> dict[str, np.ndarray]:
-    """Training rows, test rows, and how often each token starts a training story (the
-    ``first_token`` prompt strategy draws from these counts)."""
+  def consts(self, rows: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """Training rows (``rows=(lo, hi)``: only those, None: all), test rows, and how often
+    each token starts a training story over all of them (the ``first_token`` prompt
+    strategy draws from these counts). The corpus is read and tokenised whole (the
+    tokenizer trains on the whole training split), then sliced."""
     c = self.corpus
     first = np.bincount(c.train[:, 1].astype(np.int64), minlength=self.vocab_size)
-    return {"train": c.train, "test": c.test, "first_counts": first.astype(np.int32)}
+    train = c.train[slice(*rows) if rows else slice(None)]
+    return {"train": train, "test": c.test, "first_counts": first.astype(np.int32)}
 
   def task(self, consts, key: jax.Array) -> Task:
-    perm = jax.random.permutation(key, consts["train"].shape[0])
+    # The source's own row count: placed on a mesh, consts["train"] has padding rows.
+    perm = jax.random.permutation(key, self.num_train)
     return Task(test={FIELD: jnp.asarray(consts["test"])},
                 aux={"perm": perm, "first_counts": jnp.asarray(consts["first_counts"])})
 

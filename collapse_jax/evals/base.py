@@ -25,7 +25,8 @@ from collapse_jax import registry
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Context:
   """What an evaluator may use. ``loop``: the `Loop` (model, source, policy, layout);
-  ``consts``: the source's host arrays."""
+  ``consts``: the source's arrays as placed on the mesh (`parallel.mesh.place_consts`:
+  global arrays whose training rows may be split over hosts; jit over them)."""
   config: Any
   workdir: pathlib.Path
   loop: Any

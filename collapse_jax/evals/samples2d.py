@@ -36,6 +36,7 @@ import numpy as np
 from collapse_jax import rng
 from collapse_jax.data import toy2d
 from collapse_jax.metrics import sample_distances as sd
+from collapse_jax.parallel import distributed
 
 OPTIONS = ("type", "num_samples", "num_projections", "projection_seed", "min_mode_fraction",
            "nll", "plot_every")
@@ -149,7 +150,8 @@ class Samples2D:
     chex.assert_shape(samples, (len(roots), self.num_samples, 2))
     chex.assert_shape(test, (len(roots), None, 2))
     if self._floor is None:
-      real = np.asarray(self._real(self._consts, tasks, roots), np.float32)
+      # to_host: the consts are global arrays, so the real rows may be split over hosts.
+      real = np.asarray(distributed.to_host(self._real(self._consts, tasks, roots)), np.float32)
       self._floor = np.array([self._distances(r, t) for r, t in zip(real, test)]).T
     ed, sw = np.array([self._distances(x, t) for x, t in zip(samples, test)]).T
     out = {"energy_distance": ed, "energy_distance_floor": self._floor[0].copy(),

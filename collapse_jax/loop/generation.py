@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 
 from collapse_jax import rng
 from collapse_jax.data.source import Source, Task
@@ -123,10 +123,15 @@ class CompiledLoop:
     self.abstract_carry = jax.eval_shape(init, consts, roots)
     shard = carry_shardings(self.abstract_carry, mesh)
     rep = mesh_lib.replicated(mesh)
+    # Consts placed on the mesh (`mesh_lib.place_consts`) keep their shardings; host arrays
+    # are replicated.
+    self.consts_shardings = jax.tree.map(
+        lambda x: x.sharding if isinstance(getattr(x, "sharding", None), NamedSharding) else rep,
+        consts)
     self._init = jax.jit(init, out_shardings=shard)
     self._run = jax.jit(jax.vmap(loop.run, in_axes=(None, 0, None)),
-                        in_shardings=(rep, shard, rep), out_shardings=(shard, rep),
-                        donate_argnums=(1,))
+                        in_shardings=(self.consts_shardings, shard, rep),
+                        out_shardings=(shard, rep), donate_argnums=(1,))
     self.carry_shardings = shard
 
   def init(self, consts, roots: jax.Array) -> Carry:
@@ -162,7 +167,7 @@ class SegmentedLoop:
     model = loop.model
     self.initial_budget = getattr(model, "initial_budget", None)
     shard, rep = compiled.carry_shardings, mesh_lib.replicated(mesh)
-    state_shard = shard.state
+    state_shard, consts_shard = shard.state, compiled.consts_shardings
 
     def start(consts, carry, g):
       state = loop.start_state(carry, g)
@@ -186,7 +191,7 @@ class SegmentedLoop:
       return loop.finish(consts, carry, loop.view(carry, g), state, g, synth)
 
     seeds = lambda f, axes: jax.vmap(f, in_axes=axes)
-    self._start = jax.jit(seeds(start, (None, 0, None)), in_shardings=(rep, shard, rep),
+    self._start = jax.jit(seeds(start, (None, 0, None)), in_shardings=(consts_shard, shard, rep),
                           out_shardings=(state_shard, rep))
     self._segment = {
         initial: jax.jit(seeds(functools.partial(segment, initial), (0, 0, None, 0, None)),
@@ -197,7 +202,7 @@ class SegmentedLoop:
     self._sample_chunk = jax.jit(seeds(sample_chunk, (0, 0, None, None)),
                                  in_shardings=(shard, state_shard, rep, rep), out_shardings=rows)
     self._finish = jax.jit(seeds(finish, (None, 0, 0, None, 0)),
-                           in_shardings=(rep, shard, state_shard, rep, rows),
+                           in_shardings=(consts_shard, shard, state_shard, rep, rows),
                            out_shardings=(shard, rep), donate_argnums=(1,))
 
   def _budget(self, initial: bool) -> training.Budget:

@@ -8,6 +8,8 @@ The mesh has two axes over every device (of every host): ``data`` x ``fsdp``.
                    along its largest dimension that divides evenly (fully sharded data
                    parallel); small leaves (< FSDP_MIN_SIZE entries) replicated
   tasks, keys      replicated
+  real data        a source's consts: training rows split over both axes, each process
+                   loading only its own devices' rows (`place_consts`); the rest replicated
 Arrays in the loop carry a leading seed axis, which is never split.
 """
 from __future__ import annotations
@@ -55,6 +57,42 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def rows(mesh: Mesh) -> NamedSharding:
   """Sharding of ``[seeds, rows, ...]`` arrays: rows split over every device."""
   return NamedSharding(mesh, P(None, ("data", "fsdp")))
+
+
+def place_consts(load, num_rows: int | None, mesh: Mesh):
+  """A source's consts as global arrays on ``mesh``, each process loading only its share.
+
+  ``load(rows)`` returns the consts with the leaves of ``consts["train"]`` holding training
+  rows ``rows = (lo, hi)`` only, or all ``num_rows`` of them for None (what a single process
+  asks for). Those leaves are split by rows over every device of the mesh, padded with zero
+  rows to a multiple of the device count (sources index them by their own row count, so
+  the padding is never read); in a multi-process run each process loads and supplies only
+  the rows of its own devices. Every other leaf, and all of a source without training rows
+  (``num_rows`` None), is replicated.
+  """
+  rep = replicated(mesh)
+  whole = lambda x: jax.make_array_from_callback(np.shape(x), rep, lambda i: np.asarray(x)[i])
+  if num_rows is None:
+    return jax.tree.map(whole, load(None))
+  padded = -(-num_rows // mesh.size) * mesh.size
+  split = NamedSharding(mesh, P(("data", "fsdp")))
+  spans = [i[0].indices(padded) for i in split.addressable_devices_indices_map((padded,)).values()]
+  lo = min((s[0] for s in spans), default=0)
+  hi = max((s[1] for s in spans), default=0)
+  # The rows of this process's devices (a contiguous range on every usual mesh; else their
+  # hull); one process has them all.
+  consts = load((min(lo, num_rows), min(hi, num_rows)) if jax.process_count() > 1 else None)
+
+  def device_rows(x, index):  # a device's rows of a loaded leaf, zeros past the last real one
+    start, stop, _ = index[0].indices(padded)
+    part = x[max(start - lo, 0):max(stop - lo, 0)]
+    if len(part) == stop - start:
+      return part
+    return np.concatenate([part, np.zeros((stop - start - len(part),) + x.shape[1:], x.dtype)])
+
+  split_rows = lambda x: jax.make_array_from_callback(
+      (padded,) + np.shape(x)[1:], split, lambda i: device_rows(np.asarray(x), i))
+  return {k: jax.tree.map(split_rows if k == "train" else whole, v) for k, v in consts.items()}
 
 
 def fsdp_spec(shape: tuple[int, ...], num_fsdp: int) -> P:
