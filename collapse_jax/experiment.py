@@ -266,16 +266,19 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
   started = time.time()
   rng.configure_jax()
   validate.check(config)
-  workdir = pathlib.Path(workdir)
-  prepare_workdir(config, workdir, overwrite)
 
-  # Mesh and the compiled loop.
+  # Mesh, data and the compiled loop, before the workdir is touched.
   mesh = mesh_lib.from_config(config.mesh)
   layout = validate.policy_of(config).layout(config.num_generations, multiple_of=mesh.size)
   loop = build_loop(config, layout)
   source = loop.source  # on the mesh: training rows split, each process loading its own
   load = lambda rows: source.consts() if rows is None else source.consts(rows=rows)
-  consts = mesh_lib.place_consts(load, source.num_train, mesh)
+  try:
+    consts = mesh_lib.place_consts(load, source.num_train, mesh)
+  except ValueError as e:  # validation does not decode every file (e.g. an image folder's)
+    raise validate.ConfigError(str(e)) from e
+  workdir = pathlib.Path(workdir)
+  prepare_workdir(config, workdir, overwrite)
   roots = rng.seed_keys(config.seed, config.num_seeds)
   compiled = CompiledLoop(loop, mesh, consts, roots)
   seg_steps = segment_steps(config, loop, compiled)

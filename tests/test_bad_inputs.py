@@ -1,6 +1,8 @@
 """A table of bad inputs to the library's entry point: each is refused before any compute
 with one sentence (a `ConfigError`, which the launchers turn into exit 2: tests/test_cli.py)
 and the workdir is never created. Command-line forms are in tests/test_cli.py."""
+import pathlib
+
 import ml_collections
 import numpy as np
 import pytest
@@ -80,5 +82,19 @@ def test_image_folder_without_enough_images_is_refused(tmp_path):
   config = load_config("ffhq_accumulate")
   config.data.name, config.data.path = "image_folder", _image_folder(tmp_path, 3)
   with pytest.raises(validate.ConfigError, match="needs .* real training rows|images"):
+    experiment.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
+
+
+def test_unreadable_image_in_a_folder_is_one_sentence_before_the_workdir(tmp_path):
+  # Validation counts an image folder's files without decoding them; the broken file is
+  # met when the rows are loaded, still before the workdir exists.
+  folder = pathlib.Path(_image_folder(tmp_path, 40))
+  (folder / "7.png").write_bytes(b"not a png")
+  config = load_config("ffhq_accumulate")
+  config.data.update({"name": "image_folder", "path": str(folder), "resolution": 8,
+                      "n_test": 8})
+  config.n_real = 16
+  with pytest.raises(validate.ConfigError, match=r"Cannot read image .*7\.png\.$"):
     experiment.train_and_evaluate(config, tmp_path / "run")
   assert not (tmp_path / "run").exists()
