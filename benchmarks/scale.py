@@ -41,6 +41,7 @@ n = jax.device_count()
 c = conftest.load_config("mnist_vae_replace")
 c.model.update({{"batch_size": 32 * n, "steps": {steps}, "conv_impl": "xla"}})
 c.n_real = c.n_synth = 64 * n
+c.data.limit = None
 c.mesh.data = n
 c.num_generations, c.evals = 1, {{}}
 mesh = mesh_lib.from_config(c.mesh)
@@ -96,7 +97,7 @@ def segments() -> None:
   compiled = CompiledLoop(loop, mesh, consts, roots)
   default = experiment.segment_steps(c, loop, compiled)
   probe = 20
-  seg = SegmentedLoop(compiled, probe)
+  seg = SegmentedLoop(compiled, probe, c.sample_chunk_rows)
   carry = compiled.init(consts, roots)
   state, _ = seg.start(consts, carry, 0)
   first = jax.device_get(state["step"])
