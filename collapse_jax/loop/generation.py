@@ -44,6 +44,7 @@ class Loop:
   policy: Policy
   layout: PoolLayout
   train_from: str  # "scratch" or "previous"
+  mesh: Mesh | None = None  # set by CompiledLoop: training batches are split over it
 
   def init(self, consts, root: jax.Array) -> Carry:
     """Generation-0 carry of one replicate: its task, the real set in the pool, a fresh model."""
@@ -58,7 +59,8 @@ class Loop:
     """The rows generation ``g`` trains on."""
     counts = self.policy.counts(carry.pool, g, rng.stream_key(carry.root, "policy", g))
     return TrainView(pool=carry.pool, counts=counts, generation=g,
-                     whole_blocks=self.policy.whole_blocks)
+                     whole_blocks=self.policy.whole_blocks,
+                     batch_sharding=self.mesh and mesh_lib.examples(self.mesh))
 
   def start_state(self, carry: Carry, g: jax.Array):
     """The state generation ``g``'s training starts from."""
@@ -118,6 +120,7 @@ class CompiledLoop:
   """
 
   def __init__(self, loop: Loop, mesh: Mesh, consts, roots: jax.Array):
+    loop = dataclasses.replace(loop, mesh=mesh)
     self.loop, self.mesh = loop, mesh
     init = jax.vmap(loop.init, in_axes=(None, 0))
     self.abstract_carry = jax.eval_shape(init, consts, roots)

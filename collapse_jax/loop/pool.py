@@ -172,11 +172,15 @@ class TrainView:
     whole_blocks: static promise that counts are 0 or 1 and constant over the real block
       and over each generation block's fresh and synthetic parts; models may exploit it
       (linear regression then reuses one Cholesky factor for every generation).
+    batch_sharding: how `gather`'s batches are split over the devices (None: left to
+      XLA, which replicates a batch gathered with replicated indices: every device would
+      then compute the whole batch, with no data parallelism).
   """
   pool: DataPool
   counts: jax.Array
   generation: jax.Array
   whole_blocks: bool = flax.struct.field(pytree_node=False, default=False)
+  batch_sharding: Any = flax.struct.field(pytree_node=False, default=None)
 
   def size(self) -> jax.Array:
     """Number of training examples (with multiplicity), int32 scalar."""
@@ -217,7 +221,10 @@ class TrainView:
 
   def gather(self, rows: jax.Array) -> Batch:
     """The examples at ``rows`` (``[n]``): a batch with leaves ``[n, ...]``."""
-    return self.pool.decode(jax.tree.map(lambda x: x[rows], self.pool.data))
+    batch = self.pool.decode(jax.tree.map(lambda x: x[rows], self.pool.data))
+    if self.batch_sharding is None:
+      return batch
+    return jax.lax.with_sharding_constraint(batch, self.batch_sharding)
 
   def stats(self) -> dict[str, jax.Array]:
     """Size and make-up of the training set, for the metrics."""

@@ -59,6 +59,12 @@ def rows(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(None, ("data", "fsdp")))
 
 
+def examples(mesh: Mesh) -> NamedSharding:
+  """Sharding of ``[examples, ...]`` arrays (a training batch, a dataset's rows): split
+  over every device."""
+  return NamedSharding(mesh, P(("data", "fsdp")))
+
+
 def place_consts(load, num_rows: int | None, mesh: Mesh):
   """A source's consts as global arrays on ``mesh``, each process loading only its share.
 
@@ -75,7 +81,7 @@ def place_consts(load, num_rows: int | None, mesh: Mesh):
   if num_rows is None:
     return jax.tree.map(whole, load(None))
   padded = -(-num_rows // mesh.size) * mesh.size
-  split = NamedSharding(mesh, P(("data", "fsdp")))
+  split = examples(mesh)
   spans = [i[0].indices(padded) for i in split.addressable_devices_indices_map((padded,)).values()]
   lo = min((s[0] for s in spans), default=0)
   hi = max((s[1] for s in spans), default=0)
