@@ -4,8 +4,8 @@
 no file needed), ``format`` ("auto" | "eot_txt" | "lines_txt" | "json" | "parquet"),
 ``test_path`` (optional separate held-out file, e.g. TinyStories-valid.txt; else
 ``n_test`` stories of ``path`` chosen by a fixed permutation, seed 0), ``vocab_size``,
-``context`` (tokens per row), ``n_test``, ``limit`` (read at most this many stories), ``tokenizer_dir`` (optional SentencePiece cache,
-see `tokenizer`).
+``context`` (tokens per row), ``n_test``, ``limit`` (read at most this many stories),
+``tokenizer_dir`` (optional SentencePiece cache, see `tokenizer`).
 
 Published forms read:
   eot_txt    TinyStories{V2-GPT4,}-{train,valid}.txt: stories separated by ``<|endoftext|>``
