@@ -136,3 +136,26 @@ def test_non_finite_loss_stops_naming_generation_and_step(tmp_path):
   assert good < bad <= good + 3 and good % 3 == 0
   # The last good segment's checkpoint is on disk for a rerun with a smaller lr.
   assert (tmp_path / "checkpoints" / "train" / str(good)).exists()
+
+
+def test_the_sampled_chunks_are_the_synthetic_block_written_to_the_pool():
+  import jax
+  from collapse_jax import rng, validate
+  from collapse_jax.loop.generation import CompiledLoop, SegmentedLoop
+  from collapse_jax.parallel import mesh as mesh_lib
+  config = _config()
+  mesh = mesh_lib.from_config(config.mesh)
+  layout = validate.policy_of(config).layout(config.num_generations, multiple_of=mesh.size)
+  loop = experiment.build_loop(config, layout)
+  consts, roots = loop.source.consts(), rng.seed_keys(config.seed, config.num_seeds)
+  compiled = CompiledLoop(loop, mesh, consts, roots)
+  seg = SegmentedLoop(compiled, 3, 16)
+  assert (seg.num_chunks, seg.chunk_rows) == (4, 16)
+  carry = compiled.init(consts, roots)
+  state, _ = seg.start(consts, carry, 0)
+  chunks = [seg.sample_chunk(carry, state, 0, i) for i in range(seg.num_chunks)]
+  carry, _ = seg.finish(consts, carry, state, 0, chunks)
+  start = layout.block_start(1)
+  written = np.asarray(carry.pool.data["image"][:, start:start + layout.n_synth])
+  want = np.concatenate([np.asarray(carry.pool.encode(c)["image"]) for c in chunks], axis=1)
+  np.testing.assert_array_equal(written, want)

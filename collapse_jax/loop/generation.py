@@ -79,7 +79,7 @@ class Loop:
     when sampled in chunks, else drawn here) written."""
     pool, task, root = carry.pool, carry.task, carry.root
     metrics = self.model.evaluate(state, task, rng.stream_key(root, "eval", g)) | view.stats()
-    fresh = synth = None
+    fresh = None
     if self.layout.n_fresh:
       fresh = self.source.real(consts, task, rng.stream_key(root, "real", g + 1), g + 1,
                                self.layout.n_fresh)
