@@ -238,8 +238,9 @@ def _sample_in_chunks(workdir, g: int, seg: SegmentedLoop, ckpts, carry, state,
   saved ones), or None when the set is small enough to be drawn in one call."""
   if not seg.num_chunks:
     return None
-  abstract = jax.eval_shape(seg.sample_chunk, carry, state, g, 0)
   saved, chunks = ckpts.sample_chunks(g), []
+  if saved:  # (a trace of the sampler, only to restore)
+    abstract = jax.eval_shape(seg.sample_chunk, carry, state, g, 0)
   for i in range(seg.num_chunks):
     if i < saved:
       chunks.append(ckpts.restore_samples(g, i, abstract, seg.chunk_sharding))

@@ -45,3 +45,35 @@ def test_eight_devices_match_one(name, tmp_path):
     for k in a:
       # Sums over the sharded pool axis become cross-device reductions: float32 rounding.
       np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+BATCH_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import jax, jax.numpy as jnp
+from conftest import load_config
+from collapse_jax import experiment, rng, validate
+from collapse_jax.loop.generation import CompiledLoop
+from collapse_jax.parallel import mesh as mesh_lib
+c = load_config("mnist_vae_replace")
+mesh = mesh_lib.from_config(c.mesh)
+layout = validate.policy_of(c).layout(c.num_generations, multiple_of=mesh.size)
+loop = experiment.build_loop(c, layout)
+consts, roots = loop.source.consts(), rng.seed_keys(0, 1)
+compiled = CompiledLoop(loop, mesh, consts, roots)
+carry = jax.tree.map(lambda x: x[0], compiled.init(consts, roots))
+view = compiled.loop.view(carry, jnp.int32(0))
+batch = jax.jit(lambda v: v.gather(jnp.arange(4 * mesh.size)))(view)["image"]
+print("SPEC", batch.sharding.spec, len(batch.addressable_shards[0].data))
+"""
+
+
+def test_a_training_batch_is_split_over_the_devices():
+  # A batch gathered with replicated row indices comes out replicated unless the view
+  # constrains it: every device would then compute the whole global batch.
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  out = subprocess.run([sys.executable, "-c", BATCH_SCRIPT.format(tests=str(ROOT / "tests"))],
+                       env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  spec, rows = out.stdout.split("SPEC")[-1].rsplit(maxsplit=1)
+  assert "data" in spec and int(rows) == 4, out.stdout

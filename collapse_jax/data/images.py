@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from collapse_jax.data.source import RowSpec, Task
+from collapse_jax.data.source import RowSpec, Task, to_pixels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DATASET_NAMES = ("digits", "mnist", "cifar10", "image_folder", "tfds")
@@ -420,8 +420,8 @@ class ImageSource:
     else:
       train, _, test = _load_splits(self.spec, self.n_test)
       train = train[slice(*rows) if rows else slice(None)]
-    if self.pixels:  # `loop.pool.to_pixels` on the host, without a device copy of the set
-      train = np.clip(np.round((train + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    if self.pixels:
+      train = to_pixels(train)
     return {"train": train, "test": test}
 
   def task(self, consts, key: jax.Array):

@@ -15,8 +15,8 @@ those of the val molecules the held-out rows of ``GenerativeModel.evaluate``; th
 molecules' whole ensembles are the references of the COV/MAT evaluator (evals/conformers.py).
 Heavy atoms only by default (``hydrogens``): see BUILD_NOTES. Each replicate permutes the
 training rows once and hands out disjoint blocks of them. ``task.aux["graphs"]`` holds the
-training molecules' graphs (``atom_type``, ``edge_type``, ``atom_mask``, ``mol_id``, leading axis ``[M]``): a
-model samples conformers for them.
+training molecules' graphs (``atom_type``, ``edge_type``, ``atom_mask``, ``mol_id``, leading
+axis ``[M]``): a model samples conformers for them.
 """
 from __future__ import annotations
 

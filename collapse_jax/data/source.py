@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any, NamedTuple, Protocol
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from collapse_jax import registry
@@ -32,8 +33,8 @@ class RowSpec:
       atom types and bonds), never generated.
     pixels: float32 fields in [-1, 1] that the pool stores as uint8 pixels (what the
       reference pipelines save as PNG files, at a quarter of the bytes): real rows are
-      handed to it as uint8, samples are rounded onto the 256 levels when they are written,
-      and models always see float32 batches (`loop.pool`).
+      handed to it as uint8, samples are rounded onto the 256 levels when they are written
+      (`to_pixels`), and models always see float32 batches (`from_pixels`, `loop.pool`).
   """
   fields: dict[str, tuple[tuple[int, ...], str]]
   data: str
@@ -57,6 +58,26 @@ class RowSpec:
   def zeros(self, n: int) -> dict[str, np.ndarray]:
     """A batch of ``n`` zero rows (for shapes at init)."""
     return {k: np.zeros((n,) + s, d) for k, (s, d) in self.fields.items()}
+
+
+def to_pixels(x):
+  """float in [-1, 1] -> uint8 levels 0..255 (rounded, clipped); uint8 passes through.
+  Host (numpy) arrays stay on the host, device arrays on the device."""
+  if x.dtype == np.uint8:
+    return x
+  xp = np if isinstance(x, np.ndarray) else jnp
+  return xp.clip(xp.round((xp.asarray(x, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+# Level -> value, computed as the image loaders convert files (float32 division). A lookup,
+# since XLA turns `u / 127.5` into a multiplication by the rounded reciprocal, which is off
+# by an ulp for a fifth of the levels.
+_LEVELS = np.arange(256, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+def from_pixels(u: jax.Array) -> jax.Array:
+  """uint8 levels -> float32 in [-1, 1], bitwise as the image loaders convert files."""
+  return jnp.asarray(_LEVELS)[u.astype(jnp.int32)]
 
 
 class Task(NamedTuple):

@@ -29,7 +29,8 @@ import chex
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from collapse_jax.data.source import from_pixels, to_pixels
 
 Batch = Any  # a pytree of arrays with a leading example axis
 
@@ -57,24 +58,6 @@ class PoolLayout:
   def block_start(self, generation: jax.Array) -> jax.Array:
     """First row of the block holding ``generation`` (>= 1)."""
     return self.n_real + ((generation - 1) % self.num_blocks) * self.block_size
-
-
-def to_pixels(x: jax.Array) -> jax.Array:
-  """float in [-1, 1] -> uint8 levels 0..255 (rounded, clipped); uint8 passes through."""
-  if x.dtype == jnp.uint8:
-    return x
-  return jnp.clip(jnp.round((x.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
-
-
-# Level -> value, computed as the image loaders convert files (float32 division). A lookup,
-# since XLA turns `u / 127.5` into a multiplication by the rounded reciprocal, which is off
-# by an ulp for a fifth of the levels.
-_LEVELS = np.arange(256, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
-
-
-def from_pixels(u: jax.Array) -> jax.Array:
-  """uint8 levels -> float32 in [-1, 1], bitwise as the image loaders convert files."""
-  return jnp.asarray(_LEVELS)[u.astype(jnp.int32)]
 
 
 def _pad_rows(x: jax.Array, rows: int) -> jax.Array:
