@@ -1,8 +1,11 @@
 """Orbax checkpoints of a run: each generation's model, and the loop state to resume from.
 
     <workdir>/checkpoints/models/<g>   the fitted model state of generation g, all seeds
-    <workdir>/checkpoints/loop/<g>     after generation g - 1: the carry (model state, pool,
-                                       task, root keys), the metrics so far, the pool layout
+    <workdir>/checkpoints/loop/<g>     after generation g - 1: the carry but its pool
+                                       (model state, task, root keys), the metrics so far,
+                                       the pool layout and which pool slices rebuild the pool
+    <workdir>/checkpoints/pool/<b>     the pool rows written as block b (0: the real set,
+                                       g >= 1: generation g's block), saved once
     <workdir>/checkpoints/train/<id>   inside a generation trained in segments: the training
                                        state after a segment (id = g * 10**9 + local step)
     <workdir>/checkpoints/samples/<id> a large synthetic set sampled in chunks: chunk i of
@@ -13,6 +16,11 @@ written after Orbax commits it), checked before it is read: a damaged file is na
 sentence instead of surfacing as a TensorStore error, and `set_aside` moves a damaged
 checkpoint and everything after it to ``checkpoints/damaged/`` when the user asks to resume
 from the newest intact one.
+
+The pool is append-only (a replacing policy rewrites its one block), so each block is
+saved once, when written, instead of the whole pool at every loop checkpoint: a save then
+copies one block to host memory, not the pool (Orbax snapshots what it saves), and writes it
+to disk once. Blocks no kept loop checkpoint needs are deleted.
 
 Loop checkpoints are written at chunk boundaries (the last two kept); model checkpoints
 at every generation (all kept: they are the run's product); training checkpoints at segment
@@ -65,6 +73,9 @@ class RunCheckpoints:
     self._samples_dir = root / "samples"
     self._samples = ocp.CheckpointManager(
         self._samples_dir, options=ocp.CheckpointManagerOptions(create=True))
+    self._pool_dir = root / "pool"
+    self._pool = ocp.CheckpointManager(
+        self._pool_dir, options=ocp.CheckpointManagerOptions(create=True))
 
   def latest_loop_step(self) -> int | None:
     """Number of generations finished at the latest loop checkpoint, or None."""
@@ -72,7 +83,7 @@ class RunCheckpoints:
 
   def _dir(self, kind: str) -> pathlib.Path:
     return {"loop": self._loop_dir, "models": self._models_dir, "train": self._train_dir,
-            "samples": self._samples_dir}[kind]
+            "samples": self._samples_dir, "pool": self._pool_dir}[kind]
 
   def _seal(self, kind: str, step: int) -> None:
     """Writes the digest of a committed checkpoint (process 0; atomic)."""
@@ -96,6 +107,11 @@ class RunCheckpoints:
         return f"its file {name} is missing"
       if have[name] != digest:
         return f"its file {name} does not match the checksum saved with it"
+    if kind == "loop":  # and the pool blocks it is rebuilt from
+      for block, _, _ in self.restore_meta(step)["pool"]:
+        problem = self.damage("pool", block)
+        if problem:
+          return f"the pool block {self._pool_dir / str(block)} it needs is damaged: {problem}"
     return None
 
   def verify(self, kind: str, step: int, way_on: str) -> None:
@@ -117,6 +133,7 @@ class RunCheckpoints:
     moves += [("models", s) for s in self._models.all_steps() if s >= generations_done]
     moves += [(kind, s) for kind, manager in (("train", self._train), ("samples", self._samples))
               for s in manager.all_steps() if s // TRAIN_ID >= generations_done]
+    moves += [("pool", s) for s in self._pool.all_steps() if s > generations_done]
     self.close()
     for kind, step in moves:
       (dest / kind).mkdir(parents=True, exist_ok=True)
@@ -132,13 +149,28 @@ class RunCheckpoints:
     self._models.wait_until_finished()
     self._seal("models", generation)
 
-  def save_loop(self, generations_done: int, carry: Any, meta: dict) -> None:
-    """Saves the carry after ``generations_done`` generations; ``meta`` is JSON."""
+  def save_loop(self, generations_done: int, carry: Any, meta: dict,
+                blocks: dict[int, Any]) -> None:
+    """Saves the carry (without its pool) after ``generations_done`` generations, with
+    ``blocks`` (pool rows by block id) written since the previous loop checkpoint first.
+    ``meta`` is JSON; its ``"pool"`` lists ``[block, start, stop]`` to rebuild the pool from;
+    afterwards blocks that no kept loop checkpoint lists are deleted."""
     self._models.wait_until_finished()  # a loop step implies its models are on disk
+    for block, rows in blocks.items():
+      if block in self._pool.all_steps():  # left by a run stopped before its loop step
+        self._pool.delete(block)
+      self._pool.save(block, args=ocp.args.StandardSave(rows))
+      self._pool.wait_until_finished()
+      self._seal("pool", block)
     self._loop.save(generations_done, args=ocp.args.Composite(
         carry=ocp.args.StandardSave(carry), meta=ocp.args.JsonSave(meta)))
     self._loop.wait_until_finished()
     self._seal("loop", generations_done)
+    needed = {b for s in self._loop.all_steps() for b, _, _ in self.restore_meta(s)["pool"]}
+    for block in self._pool.all_steps():
+      if block not in needed:
+        self._pool.delete(block)
+        (self._root / "digests" / "pool" / f"{block}.json").unlink(missing_ok=True)
 
   def restore_meta(self, step: int) -> dict:
     return self._read(step, lambda: self._loop.restore(
@@ -149,6 +181,13 @@ class RunCheckpoints:
                           abstract, shardings)
     return self._read(step, lambda: self._loop.restore(
         step, args=ocp.args.Composite(carry=ocp.args.StandardRestore(target))).carry)
+
+  def restore_pool_block(self, block: int, abstract: Any, sharding: Any) -> Any:
+    """The pool rows saved as ``block``, shaped like ``abstract``, on ``sharding``."""
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
+                          abstract)
+    return self._read(block, lambda: self._pool.restore(
+        block, args=ocp.args.StandardRestore(target)), self._pool_dir)
 
   def save_train(self, generation: int, local_step: int, state: Any, meta: dict) -> None:
     """Saves a generation's training state after ``local_step`` of its steps."""
@@ -231,5 +270,5 @@ class RunCheckpoints:
 
   def close(self) -> None:
     self._models.wait_until_finished()
-    for manager in (self._loop, self._models, self._train, self._samples):
+    for manager in (self._loop, self._models, self._train, self._samples, self._pool):
       manager.close()

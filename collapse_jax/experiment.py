@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import logging as pylogging
@@ -23,7 +24,7 @@ from absl import logging
 
 from collapse_jax import checkpoint, progress, rng, validate
 from collapse_jax.data import source as source_lib
-from collapse_jax.loop.generation import CompiledLoop, Loop, SegmentedLoop, is_trained
+from collapse_jax.loop.generation import Carry, CompiledLoop, Loop, SegmentedLoop, is_trained
 from collapse_jax.loop.pool import PoolLayout
 from collapse_jax.evals import base as evals_base
 from collapse_jax.metrics import theory
@@ -35,6 +36,29 @@ from collapse_jax.report import plots
 
 # Fields that may change between a run and its continuation.
 CONTINUABLE = ("num_generations", "generations_per_chunk", "mesh")
+
+
+def _libc():
+  try:
+    return ctypes.CDLL("libc.so.6")
+  except OSError:  # not glibc (macOS, musl): nothing to trim
+    return None
+
+
+_LIBC = _libc()
+
+
+def release_freed_host_memory() -> None:
+  """Hands the C heap's free pages back to the OS (glibc's ``malloc_trim``).
+
+  XLA:CPU allocates every array and temporary with malloc. Buffers under glibc's mmap
+  threshold (which grows to 32 MiB after the first large frees) come from the heap, and
+  a heap keeps freed pages: over a run of sampled chunks and pool writes the resident
+  size grows by several pool blocks that hold nothing (benchmarks/scale.py --only memory,
+  BUILD_NOTES). Called at chunk and generation boundaries; it takes milliseconds.
+  """
+  if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+    _LIBC.malloc_trim(0)
 
 
 class NonFiniteError(RuntimeError):
@@ -120,8 +144,8 @@ def _write_metrics(config, workdir: pathlib.Path, history: list[dict]) -> None:
 
 def _resume(config, ckpts, compiled: CompiledLoop, mesh, consts, roots, workdir,
             resume_from_intact: bool):
-  """(generations done, carry, metrics history, training curves) from the latest loop
-  checkpoint, or None. A damaged latest checkpoint is refused in one sentence, or, with
+  """(generations done, carry, metrics history, training curves, pool slices) from the latest
+  loop checkpoint, or None. A damaged latest checkpoint is refused in one sentence, or, with
   ``resume_from_intact``, set aside with everything after the newest intact one."""
   step = ckpts.latest_loop_step()
   if step is None:
@@ -143,11 +167,23 @@ def _resume(config, ckpts, compiled: CompiledLoop, mesh, consts, roots, workdir,
     step = intact[-1]
   meta = ckpts.restore_meta(step)
   curves = meta.get("curves", {})
+  if "pool" not in meta:
+    raise checkpoint.CheckpointError(
+        f"The checkpoints in {workdir} were written by an older collapse_jax (the pool inside "
+        "the loop checkpoint); rerun with --overwrite to start over.")
   if step >= config.num_generations:  # already done: nothing to continue
-    return step, None, meta["history"][:config.num_generations], curves
+    return step, None, meta["history"][:config.num_generations], curves, meta["pool"]
   old_layout = PoolLayout(**meta["layout"])
   old = CompiledLoop(build_loop(config, old_layout), mesh, consts, roots)
-  carry = ckpts.restore_carry(step, old.abstract_carry, old.carry_shardings)
+  parts = old.abstract_carry._asdict()
+  del parts["pool"]
+  saved = ckpts.restore_carry(step, parts, {k: getattr(old.carry_shardings, k) for k in parts})
+  pool = old.empty_pool()
+  for block, start, stop in meta["pool"]:
+    rows = ckpts.restore_pool_block(block, old.abstract_pool_rows(start, stop),
+                                    mesh_lib.rows(mesh))
+    pool = old.write_pool_rows(pool, rows, start)
+  carry = Carry(pool=pool, **saved)
   new_layout = compiled.loop.layout
   if old_layout != new_layout:
     carry = carry._replace(pool=jax.vmap(lambda p: p.resized(new_layout))(carry.pool))
@@ -157,7 +193,35 @@ def _resume(config, ckpts, compiled: CompiledLoop, mesh, consts, roots, workdir,
       # Only nonparametric states (KDE) are sized by the pool; a scratch run re-initialises
       # them anyway before the next fit.
       carry = carry._replace(state=compiled.init(consts, roots).state)
-  return step, carry, meta["history"], curves
+  return step, carry, meta["history"], curves, meta["pool"]
+
+
+def _save_loop(ckpts, compiled: CompiledLoop, done: int, carry, meta: dict, slices: list,
+               blocks: list[int]) -> list:
+  """Saves the loop checkpoint after ``done`` generations, with the pool rows of ``blocks``
+  (written since the previous one) saved beside it; returns the pool slices
+  ``[[block, start, stop], ...]`` that rebuild the pool, replayed in order (a slice every
+  later one covers is dropped: a replacing policy keeps one)."""
+  layout = compiled.loop.layout
+  new = [[b, *layout.written_rows(b)] for b in blocks]
+  new = [s for s in new if s[1] < s[2]]
+  slices = slices + new
+  keep = [s for i, s in enumerate(slices) if not _covered(s[1:], [t[1:] for t in slices[i + 1:]])]
+  rows = {b: compiled.pool_rows(carry.pool, start, stop) for b, start, stop in new}
+  parts = carry._asdict()
+  del parts["pool"]
+  ckpts.save_loop(done, parts, meta | {"pool": keep}, rows)
+  return keep
+
+
+def _covered(span, spans) -> bool:
+  """Whether row range ``span`` lies inside the union of ``spans`` (all ``[start, stop)``)."""
+  start, stop = span
+  for a, b in sorted(spans):
+    if a > start:
+      break
+    start = max(start, b)
+  return start >= stop
 
 
 def segment_steps(config, loop: Loop, compiled: CompiledLoop) -> int:
@@ -247,6 +311,7 @@ def _sample_in_chunks(workdir, g: int, seg: SegmentedLoop, ckpts, carry, state,
       continue
     chunks.append(seg.sample_chunk(carry, state, g, i))
     ckpts.save_samples(g, i, chunks[-1])
+    release_freed_host_memory()
     logging.info("Generation %d: sampled chunk %d of %d (%d rows each).", g, i + 1,
                  seg.num_chunks, seg.chunk_rows)
     if stop.requested and i + 1 < seg.num_chunks:
@@ -291,9 +356,9 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
   ckpts = checkpoint.RunCheckpoints(workdir)
   resumed = _resume(config, ckpts, compiled, mesh, consts, roots, workdir, resume_from_intact)
   if resumed is None:
-    done, carry, history, curves = 0, compiled.init(consts, roots), [], {}
+    done, carry, history, curves, slices = 0, compiled.init(consts, roots), [], {}, []
   else:
-    done, carry, history, curves = resumed
+    done, carry, history, curves, slices = resumed
     logging.info("Resuming %s after generation %d.", workdir, done - 1)
   if jax.process_index() == 0:  # only now: a refused resume leaves the workdir as it was
     (workdir / "config.json").write_text(
@@ -336,10 +401,13 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
           history.append({k: v.tolist() for k, v in values.items()})
           reporter.end_generation(int(g), values)
         done = int(gens[-1]) + 1
-        ckpts.save_loop(done, carry, {"history": history, "curves": curves,
-                                      "layout": dataclasses.asdict(layout)})
+        meta = {"history": history, "curves": curves, "layout": dataclasses.asdict(layout)}
+        # The real set (block 0) with the first save, then the blocks this chunk wrote.
+        blocks = ([0] if not slices else []) + [int(g) + 1 for g in gens]
+        slices = _save_loop(ckpts, compiled, done, carry, meta, slices, blocks)
         if seg:
           ckpts.drop_in_progress(done - 1)
+        release_freed_host_memory()
         _write_metrics(config, workdir, history)
         if jax.process_index() == 0 and curves:
           curve_plots.plot_training_curves(curves, workdir / "plots" / "train_loss.png")

@@ -63,3 +63,26 @@ def test_damaged_model_checkpoint_is_named(tmp_path):
   with pytest.raises(checkpoint.CheckpointError, match=r"models/1 is damaged \(its file .* "
                      r"does not match the checksum saved with it\); rerun the generation"):
     experiment.load_generation(tmp_path, 1)
+
+
+def _steps(folder):
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+
+def test_damaged_pool_block(tmp_path):
+  """The pool is saved a block at a time: a replacing run keeps the real set and the blocks
+  its two loop checkpoints need; a damaged block damages the loop checkpoint that needs it."""
+  whole = experiment.train_and_evaluate(_config(5), tmp_path / "whole")
+  workdir = tmp_path / "run"
+  experiment.train_and_evaluate(_config(3), workdir)
+  pool = workdir / "checkpoints" / "pool"
+  assert _steps(pool) == [0, 2, 3] and _steps(workdir / "checkpoints" / "loop") == [2, 3]
+  _flip_bytes(max((p for p in (pool / "3").rglob("*") if p.is_file()),
+                  key=lambda p: p.stat().st_size))
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=rf"loop/3 is damaged \(the pool block {pool / '3'} it needs is "
+                           r"damaged: its file .* does not match the checksum saved with it\)"):
+    experiment.train_and_evaluate(_config(5), workdir)
+  rows = experiment.train_and_evaluate(_config(5), workdir, resume_from_intact=True)
+  assert rows == whole
+  assert list((workdir / "checkpoints" / "damaged").glob("*/pool/3"))

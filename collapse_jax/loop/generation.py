@@ -132,6 +132,16 @@ class CompiledLoop:
         lambda x: x.sharding if isinstance(getattr(x, "sharding", None), NamedSharding) else rep,
         consts)
     self._init = jax.jit(init, out_shardings=shard)
+    # Loop checkpoints hold the pool as the row ranges written since the previous one
+    # (`pool_rows`), rebuilt on restore by `write_pool_rows` from `empty_pool`.
+    rows = mesh_lib.rows(mesh)
+    self._pool_rows = jax.jit(_pool_rows, static_argnums=(1, 2), out_shardings=rows)
+    self._write_pool_rows = jax.jit(_write_pool_rows, static_argnums=(2,), donate_argnums=(0,),
+                                    out_shardings=shard.pool)
+    self._empty_pool = jax.jit(
+        lambda: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), self.abstract_carry.pool)
+        .replace(generation=jnp.full(self.abstract_carry.pool.generation.shape, -1, jnp.int32)),
+        out_shardings=shard.pool)
     self._run = jax.jit(jax.vmap(loop.run, in_axes=(None, 0, None)),
                         in_shardings=(self.consts_shardings, shard, rep),
                         out_shardings=(shard, rep), donate_argnums=(1,))
@@ -142,6 +152,34 @@ class CompiledLoop:
 
   def run(self, consts, carry: Carry, generations) -> tuple[Carry, Any]:
     return self._run(consts, carry, jnp.asarray(generations, jnp.int32))
+
+  def pool_rows(self, pool: DataPool, start: int, stop: int) -> dict:
+    """Rows ``[start, stop)`` of ``pool`` (leaves ``[S, stop - start, ...]``, split over the
+    devices) as a dict of its arrays: data, generation, real."""
+    return self._pool_rows(pool, start, stop)
+
+  def abstract_pool_rows(self, start: int, stop: int) -> dict:
+    return jax.eval_shape(lambda pool: _pool_rows(pool, start, stop), self.abstract_carry.pool)
+
+  def empty_pool(self) -> DataPool:
+    """A pool of this loop's layout with no rows written."""
+    return self._empty_pool()
+
+  def write_pool_rows(self, pool: DataPool, rows: dict, start: int) -> DataPool:
+    """``pool`` (donated) with ``rows`` (a `pool_rows` result) written from row ``start``."""
+    return self._write_pool_rows(pool, rows, start)
+
+
+def _pool_rows(pool: DataPool, start: int, stop: int) -> dict:
+  return jax.tree.map(lambda x: x[:, start:stop],
+                      {"data": pool.data, "generation": pool.generation, "real": pool.real})
+
+
+def _write_pool_rows(pool: DataPool, rows: dict, start: int) -> DataPool:
+  put = lambda x, r: jax.lax.dynamic_update_slice_in_dim(x, r, start, 1)
+  return pool.replace(data=jax.tree.map(put, pool.data, rows["data"]),
+                      generation=put(pool.generation, rows["generation"]),
+                      real=put(pool.real, rows["real"]))
 
 
 class SegmentedLoop:

@@ -59,6 +59,16 @@ class PoolLayout:
     """First row of the block holding ``generation`` (>= 1)."""
     return self.n_real + ((generation - 1) % self.num_blocks) * self.block_size
 
+  def written_rows(self, block: int) -> tuple[int, int]:
+    """Rows ``[start, stop)`` written as ``block`` (0: the real set; g >= 1: the block of
+    generation g), widened to multiples of ``multiple_of`` so that a slice of them splits
+    evenly over the devices; empty when the block has no rows."""
+    start, size = (0, self.n_real) if block == 0 else (self.block_start(block), self.block_size)
+    if not size:
+      return start, start
+    m = self.multiple_of
+    return start // m * m, min(-(-(start + size) // m) * m, self.capacity)
+
 
 def _pad_rows(x: jax.Array, rows: int) -> jax.Array:
   return jnp.pad(x, [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
