@@ -304,3 +304,16 @@ def test_load_images_errors(tmp_path):
     im.load_images({"name": "image_folder", "path": str(tmp_path)}, "train")
   with pytest.raises(im.DataError, match="limit must be a positive integer"):
     im.load_images({"name": "digits", "limit": 0}, "train")
+
+
+def test_eight_bit_sources_cache_pixels_and_hand_out_the_loaders_floats(cifar_dir):
+  """The loaded training set is cached as uint8 (a quarter of the float bytes); the pool's
+  rows and the labelled images equal the loader's floats."""
+  source = _source(name="cifar10", path=str(cifar_dir), n_test=2)
+  train, labels = im.load_images({"name": "cifar10", "path": str(cifar_dir)}, "train")
+  assert im._load_splits(source.spec, source.n_test)[0].dtype == np.uint8
+  assert source.consts()["train"].dtype == np.uint8
+  images, got_labels = source.labelled_train()
+  assert images.dtype == np.float32
+  np.testing.assert_array_equal(images, train)
+  np.testing.assert_array_equal(got_labels, labels)

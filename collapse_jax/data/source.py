@@ -75,8 +75,11 @@ def to_pixels(x):
 _LEVELS = np.arange(256, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
-def from_pixels(u: jax.Array) -> jax.Array:
-  """uint8 levels -> float32 in [-1, 1], bitwise as the image loaders convert files."""
+def from_pixels(u):
+  """uint8 levels -> float32 in [-1, 1], bitwise as the image loaders convert files. Host
+  (numpy) arrays stay on the host, device arrays on the device."""
+  if isinstance(u, np.ndarray):
+    return _LEVELS[u]
   return jnp.asarray(_LEVELS)[u.astype(jnp.int32)]
 
 
