@@ -52,10 +52,10 @@ def release_freed_host_memory() -> None:
   """Hands the C heap's free pages back to the OS (glibc's ``malloc_trim``).
 
   XLA:CPU allocates every array and temporary with malloc. Buffers under glibc's mmap
-  threshold (which grows to 32 MiB after the first large frees) come from the heap, and
-  a heap keeps freed pages: over a run of sampled chunks and pool writes the resident
-  size grows by several pool blocks that hold nothing (benchmarks/scale.py --only memory,
-  BUILD_NOTES). Called at chunk and generation boundaries; it takes milliseconds.
+  threshold (which grows to 32 MiB after the first large frees) come from heaps that keep
+  freed pages, so without this the resident size drifts up by tens of MiB a generation
+  (benchmarks/scale.py --only memory, BUILD_NOTES). Called at chunk and generation
+  boundaries; it takes milliseconds.
   """
   if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
     _LIBC.malloc_trim(0)
@@ -175,9 +175,8 @@ def _resume(config, ckpts, compiled: CompiledLoop, mesh, consts, roots, workdir,
     return step, None, meta["history"][:config.num_generations], curves, meta["pool"]
   old_layout = PoolLayout(**meta["layout"])
   old = CompiledLoop(build_loop(config, old_layout), mesh, consts, roots)
-  parts = old.abstract_carry._asdict()
-  del parts["pool"]
-  saved = ckpts.restore_carry(step, parts, {k: getattr(old.carry_shardings, k) for k in parts})
+  saved = ckpts.restore_carry(step, _without_pool(old.abstract_carry),
+                              _without_pool(old.carry_shardings))
   pool = old.empty_pool()
   for block, start, stop in meta["pool"]:
     rows = ckpts.restore_pool_block(block, old.abstract_pool_rows(start, stop),
@@ -206,12 +205,16 @@ def _save_loop(ckpts, compiled: CompiledLoop, done: int, carry, meta: dict, slic
   new = [[b, *layout.written_rows(b)] for b in blocks]
   new = [s for s in new if s[1] < s[2]]
   slices = slices + new
-  keep = [s for i, s in enumerate(slices) if not _covered(s[1:], [t[1:] for t in slices[i + 1:]])]
+  keep = [s for i, s in enumerate(slices)
+          if not _covered(s[1:], [t[1:] for t in slices[i + 1:]])]
   rows = {b: compiled.pool_rows(carry.pool, start, stop) for b, start, stop in new}
-  parts = carry._asdict()
-  del parts["pool"]
-  ckpts.save_loop(done, parts, meta | {"pool": keep}, rows)
+  ckpts.save_loop(done, _without_pool(carry), meta | {"pool": keep}, rows)
   return keep
+
+
+def _without_pool(carry: Carry) -> dict:
+  """A carry's fields but its pool (what a loop checkpoint holds), as a dict."""
+  return {k: v for k, v in carry._asdict().items() if k != "pool"}
 
 
 def _covered(span, spans) -> bool:

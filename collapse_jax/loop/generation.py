@@ -138,10 +138,8 @@ class CompiledLoop:
     self._pool_rows = jax.jit(_pool_rows, static_argnums=(1, 2), out_shardings=rows)
     self._write_pool_rows = jax.jit(_write_pool_rows, static_argnums=(2,), donate_argnums=(0,),
                                     out_shardings=shard.pool)
-    self._empty_pool = jax.jit(
-        lambda: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), self.abstract_carry.pool)
-        .replace(generation=jnp.full(self.abstract_carry.pool.generation.shape, -1, jnp.int32)),
-        out_shardings=shard.pool)
+    self._empty_pool = jax.jit(functools.partial(_empty_pool, self.abstract_carry.pool),
+                               out_shardings=shard.pool)
     self._run = jax.jit(jax.vmap(loop.run, in_axes=(None, 0, None)),
                         in_shardings=(self.consts_shardings, shard, rep),
                         out_shardings=(shard, rep), donate_argnums=(1,))
@@ -168,6 +166,12 @@ class CompiledLoop:
   def write_pool_rows(self, pool: DataPool, rows: dict, start: int) -> DataPool:
     """``pool`` (donated) with ``rows`` (a `pool_rows` result) written from row ``start``."""
     return self._write_pool_rows(pool, rows, start)
+
+
+def _empty_pool(abstract: DataPool) -> DataPool:
+  """A pool shaped like ``abstract`` with no rows written: data 0, generation -1, not real."""
+  zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), abstract)
+  return zeros.replace(generation=zeros.generation - 1)
 
 
 def _pool_rows(pool: DataPool, start: int, stop: int) -> dict:
