@@ -227,8 +227,9 @@ def test_archive_source_rows_are_those_training_rows():
 # ------------------------------------------------------------------------------ TFDS
 
 
-def _prepare_tiny_tfds(data_dir: Path) -> None:
-  """Prepares a 5-record array_record dataset without TensorFlow (PIL encodes the PNGs)."""
+def _prepare_tiny_tfds(data_dir: Path, splits=("train",)) -> None:
+  """Prepares a 5-record array_record dataset (each split) without TensorFlow (PIL encodes
+  the PNGs)."""
   import tensorflow_datasets as tfds
 
   class TinyImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -240,7 +241,7 @@ def _prepare_tiny_tfds(data_dir: Path) -> None:
           "label": tfds.features.ClassLabel(num_classes=5)}))
 
     def _split_generators(self, dl_manager):
-      return {"train": self._generate_examples()}
+      return {split: self._generate_examples() for split in splits}
 
     def _generate_examples(self):
       for i in range(5):
@@ -262,6 +263,21 @@ def test_tfds_reads_a_prepared_dataset(tmp_path):
     im.load_tfds("tiny_images", "test", tmp_path)
   with pytest.raises(im.DataError, match="does not exist"):
     im.load_tfds("tiny_images", "train", tmp_path / "missing")
+
+
+def test_tfds_source_decodes_only_the_rows_asked_for(tmp_path, monkeypatch):
+  _prepare_tiny_tfds(tmp_path, splits=("train", "test"))
+  source = _source(name="tfds", tfds_name="tiny_images", path=str(tmp_path), n_test=2)
+  whole, _ = im.load_tfds("tiny_images", "train", tmp_path)
+  decoded, to_unit = [], im._to_unit_range
+  monkeypatch.setattr(im, "_to_unit_range", lambda x, m: decoded.append(1) or to_unit(x, m))
+  assert source.num_train == 5 and not decoded
+  part = source.consts(rows=(1, 3))
+  assert len(decoded) == 2 + 5  # training records 1 and 2, and the test split
+  np.testing.assert_array_equal(im.from_pixels(part["train"]), whole[1:3])
+  assert source.row_spec.shape == (4, 4, 3)
+  empty, labels = im.load_tfds("tiny_images", "train", tmp_path, rows=(5, 7))
+  assert empty.shape == (0, 4, 4, 3) and labels.shape == (0,)
 
 
 # ------------------------------------------------------------------------ dispatcher
@@ -311,7 +327,7 @@ def test_eight_bit_sources_cache_pixels_and_hand_out_the_loaders_floats(cifar_di
   rows and the labelled images equal the loader's floats."""
   source = _source(name="cifar10", path=str(cifar_dir), n_test=2)
   train, labels = im.load_images({"name": "cifar10", "path": str(cifar_dir)}, "train")
-  assert im._load_splits(source.spec, source.n_test)[0].dtype == np.uint8
+  assert source._splits()[0].dtype == np.uint8
   assert source.consts()["train"].dtype == np.uint8
   images, got_labels = source.labelled_train()
   assert images.dtype == np.float32

@@ -28,6 +28,8 @@ from collapse_jax.data.source import RowSpec, Task, from_pixels, to_pixels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DATASET_NAMES = ("digits", "mnist", "cifar10", "image_folder", "tfds")
+# Datasets read by random access: each host of a multi-host run decodes only its own rows.
+RANDOM_ACCESS = ("image_folder", "tfds")
 
 Arrays = tuple[np.ndarray, np.ndarray | None]
 
@@ -237,28 +239,37 @@ def load_image_folder(path: str | Path, resolution: int, limit: int | None = Non
   return np.stack(images), None
 
 
-def load_tfds(name: str, split: str, data_dir: str | Path, *, resolution: int | None = None,
-              limit: int | None = None) -> Arrays:
-  """A prepared TFDS dataset's 'image' (and 'label') features: ``[n, h, w, c]``, ``[n]`` or None.
-
-  Reads through ``tfds.data_source``, so the dataset must have been prepared in the
-  array_record format under ``data_dir``; TensorFlow is not needed. Nothing is downloaded.
-  Records are read in the stored order, the first ``limit`` of them if given. Datasets of
-  varying image sizes need ``resolution`` (see ``_resize``) so the images can be stacked.
-  """
-  _check_positive(resolution, "resolution")
-  _check_positive(limit, "limit")
+def _tfds_source(name: str, split: str, data_dir: str | Path):
+  """``tfds.data_source`` of a prepared split (random access; nothing decoded yet)."""
   directory = _require_dir(data_dir)
   import tensorflow_datasets as tfds  # Imported here: most runs never read TFDS.
 
   try:
-    source = tfds.data_source(name, split=split, data_dir=directory, download=False)
+    return tfds.data_source(name, split=split, data_dir=directory, download=False)
   except (ValueError, NotImplementedError, FileNotFoundError, AssertionError) as e:
     # TFDS' own messages can list every registered dataset; the cause stays chained.
     raise DataError(f"TFDS dataset {name!r} split {split!r} is not prepared in the "
                     f"array_record format under {directory}.") from e
+
+
+def load_tfds(name: str, split: str, data_dir: str | Path, *, resolution: int | None = None,
+              limit: int | None = None, rows: tuple[int, int] | None = None) -> Arrays:
+  """A prepared TFDS dataset's 'image' (and 'label') features: ``[n, h, w, c]``, ``[n]`` or None.
+
+  Reads through ``tfds.data_source``, so the dataset must have been prepared in the
+  array_record format under ``data_dir``; TensorFlow is not needed. Nothing is downloaded.
+  Records are read in the stored order, the first ``limit`` of them if given; ``rows=(lo,
+  hi)``: only records ``lo..hi`` of those, the only ones decoded (random access: each host
+  of a multi-host run reads its own). Datasets of varying image sizes need ``resolution``
+  (see ``_resize``) so the images can be stacked.
+  """
+  _check_positive(resolution, "resolution")
+  _check_positive(limit, "limit")
+  source = _tfds_source(name, split, data_dir)
   n = len(source) if limit is None else min(limit, len(source))
-  records = [source[i] for i in range(n)]
+  lo, hi = (min(r, n) for r in (rows or (0, n)))
+  # An empty range decodes record 0 all the same, for the image shape, and then drops it.
+  records = [source[i] for i in (range(lo, hi) if hi > lo else range(min(n, 1)))]
   if not records or "image" not in records[0]:
     raise DataError(f"TFDS dataset {name!r} split {split!r} has no records with an 'image'.")
   images = [_to_unit_range(record["image"], 255.0) for record in records]
@@ -268,11 +279,15 @@ def load_tfds(name: str, split: str, data_dir: str | Path, *, resolution: int | 
     raise DataError(f"TFDS dataset {name!r} has images of several sizes; set a resolution.")
   labels = (np.array([record["label"] for record in records], dtype=np.int32)
             if "label" in records[0] else None)
-  return np.stack(images), labels
+  keep = slice(None) if hi > lo else slice(0, 0)
+  return np.stack(images)[keep], None if labels is None else labels[keep]
 
 
-def load_images(spec: Mapping[str, Any], split: str) -> Arrays:
-  """Loads the dataset ``spec`` describes: images ``[n, h, w, c]`` in [-1, 1], labels or None.
+def load_images(spec: Mapping[str, Any], split: str, rows: tuple[int, int] | None = None
+                ) -> Arrays:
+  """Loads the dataset ``spec`` describes: images ``[n, h, w, c]`` in [-1, 1], labels or None;
+  ``rows=(lo, hi)``: only rows ``lo..hi`` of the (limited) split. Image folders and TFDS
+  decode only those (`RANDOM_ACCESS`); the other datasets' archives are read whole.
 
   ``spec`` is a mapping or ConfigDict with fields:
     name: one of ``DATASET_NAMES``.
@@ -301,14 +316,16 @@ def load_images(spec: Mapping[str, Any], split: str) -> Arrays:
   elif name == "image_folder":
     _check_split(split, ("train",))
     # Decoding files is the slow part, so these two loaders stop at `limit` themselves.
-    images, labels = load_image_folder(path, resolution, limit)
+    images, labels = load_image_folder(path, resolution, limit, rows)
   else:
     if not spec.get("tfds_name"):
       raise DataError("Dataset 'tfds' needs spec.tfds_name, the TFDS dataset to read.")
     images, labels = load_tfds(spec.get("tfds_name"), split, path,
-                               resolution=resolution, limit=limit)
-  images = images[:limit]
-  labels = None if labels is None else labels[:limit]
+                               resolution=resolution, limit=limit, rows=rows)
+  if name not in RANDOM_ACCESS:
+    keep = slice(*rows) if rows else slice(None)
+    images = images[:limit][keep]
+    labels = None if labels is None else labels[:limit][keep]
   if resolution is not None:
     images = resize_images(images, resolution)
   chex.assert_rank(images, 4)
@@ -341,6 +358,17 @@ def _folder_size(spec: tuple, n_test: int) -> int:
 
 
 @functools.lru_cache(maxsize=4)
+def _tfds_size(spec: tuple) -> int:
+  """Training records of a TFDS spec (the first ``limit``), counted without decoding any."""
+  fields = dict(zip(_SPEC_FIELDS, spec))
+  if not fields["tfds_name"] or not fields["path"]:
+    raise DataError("Dataset 'tfds' needs spec.tfds_name and spec.path (its data_dir).")
+  _check_positive(fields["limit"], "limit")
+  n = len(_tfds_source(fields["tfds_name"], "train", fields["path"]))
+  return n if fields["limit"] is None else min(fields["limit"], n)
+
+
+@functools.lru_cache(maxsize=4)
 def _load_splits(spec: tuple, n_test: int, rows: tuple[int, int] | None = None
                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
   """(train images, train labels or None, test images) of a spec tuple; cached, since
@@ -350,8 +378,9 @@ def _load_splits(spec: tuple, n_test: int, rows: tuple[int, int] | None = None
 
   A dataset with one split (an image folder) gives its last ``n_test`` images to the test
   set, so test images are never trained on; it decodes only the files of training rows
-  ``rows=(lo, hi)`` (None: all) and of the test set. Other datasets ignore ``rows``: their
-  archives are read whole (`ImageSource.consts` slices them).
+  ``rows=(lo, hi)`` (None: all) and of the test set; TFDS decodes only those training
+  records. The other datasets are called without ``rows``: their archives are read whole
+  (`ImageSource.consts` slices them).
   """
   fields = dict(zip(_SPEC_FIELDS, spec))
   if fields["name"] == "image_folder":
@@ -359,7 +388,7 @@ def _load_splits(spec: tuple, n_test: int, rows: tuple[int, int] | None = None
     folder = functools.partial(load_image_folder, fields["path"], fields["resolution"],
                                fields["limit"])
     return to_pixels(folder(rows=rows or (0, n))[0]), None, folder(rows=(n, n + n_test))[0]
-  train, labels = load_images(fields, "train")
+  train, labels = load_images(fields, "train", rows)
   test, _ = load_images(dict(fields, limit=None), "test")
   return (to_pixels(train) if fields["name"] in PIXEL_DATASETS else train), labels, test[:n_test]
 
@@ -389,19 +418,25 @@ class ImageSource:
   def pixels(self) -> bool:
     return self.name in PIXEL_DATASETS
 
+  def _splits(self, rows: tuple[int, int] | None = None):
+    return _load_splits(self.spec, self.n_test, rows)  # one cache key for every caller
+
   @property
   def num_train(self) -> int:
-    if self.name == "image_folder":  # counted: a multi-host run decodes only its own files
+    # Counted for random-access datasets: a multi-host run decodes only its own rows.
+    if self.name == "image_folder":
       return _folder_size(self.spec, self.n_test)
-    return len(_load_splits(self.spec, self.n_test)[0])
+    if self.name == "tfds":
+      return _tfds_size(self.spec)
+    return len(self._splits()[0])
 
   @property
   def row_spec(self) -> RowSpec:
     if self.name == "image_folder":  # RGB at the spec's resolution, nothing decoded
       resolution = dict(zip(_SPEC_FIELDS, self.spec))["resolution"]
       shape = (resolution, resolution, 3)
-    else:
-      shape = tuple(_load_splits(self.spec, self.n_test)[0].shape[1:])
+    else:  # TFDS: an empty range decodes one record
+      shape = tuple(self._splits((0, 0) if self.name == "tfds" else None)[0].shape[1:])
     return RowSpec(fields={"image": (shape, "float32")}, data="image",
                    pixels=("image",) if self.pixels else ())
 
@@ -410,17 +445,17 @@ class ImageSource:
     image folder has no labels, so (None, None) without decoding its files."""
     if self.name == "image_folder":
       return None, None
-    train, labels, _ = _load_splits(self.spec, self.n_test)
+    train, labels, _ = self._splits()
     return (from_pixels(train) if self.pixels else train), labels
 
   def consts(self, rows: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
     """The training images (uint8 pixels or float32; ``rows=(lo, hi)``: only those rows,
-    None: all) and the float32 test images. An image folder decodes only the files of those
-    rows and of its test set; MNIST, CIFAR-10 and TFDS are read whole and then sliced."""
-    if self.name == "image_folder":
-      train, _, test = _load_splits(self.spec, self.n_test, rows)
+    None: all) and the float32 test images. Image folders and TFDS decode only those rows
+    (and the test set); MNIST and CIFAR-10 archives are read whole and then sliced."""
+    if self.name in RANDOM_ACCESS:
+      train, _, test = self._splits(rows)
     else:
-      train, _, test = _load_splits(self.spec, self.n_test)
+      train, _, test = self._splits()
       train = train[slice(*rows) if rows else slice(None)]
     return {"train": train, "test": test}
 
