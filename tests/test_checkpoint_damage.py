@@ -25,9 +25,14 @@ def _flip_bytes(path):
   path.write_bytes(bytes(data))
 
 
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+  """The metrics of an uninterrupted 5-generation run, for the resumed ones to match."""
+  return experiment.train_and_evaluate(_config(5), tmp_path_factory.mktemp("whole"))
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
-def test_damaged_newest_checkpoint(damage, tmp_path):
-  whole = experiment.train_and_evaluate(_config(5), tmp_path / "whole")
+def test_damaged_newest_checkpoint(damage, whole, tmp_path):
   workdir = tmp_path / "run"
   experiment.train_and_evaluate(_config(3), workdir)
   newest = workdir / "checkpoints" / "loop" / "3"
@@ -69,10 +74,9 @@ def _steps(folder):
   return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
 
 
-def test_damaged_pool_block(tmp_path):
+def test_damaged_pool_block(whole, tmp_path):
   """The pool is saved a block at a time: a replacing run keeps the real set and the blocks
   its two loop checkpoints need; a damaged block damages the loop checkpoint that needs it."""
-  whole = experiment.train_and_evaluate(_config(5), tmp_path / "whole")
   workdir = tmp_path / "run"
   experiment.train_and_evaluate(_config(3), workdir)
   pool = workdir / "checkpoints" / "pool"
