@@ -207,7 +207,9 @@ def _save_loop(ckpts, compiled: CompiledLoop, done: int, carry, meta: dict, slic
   slices = slices + new
   keep = [s for i, s in enumerate(slices)
           if not _covered(s[1:], [t[1:] for t in slices[i + 1:]])]
-  rows = {b: compiled.pool_rows(carry.pool, start, stop) for b, start, stop in new}
+  # A chunk of several generations may rewrite a ring slot: only its newest block is saved.
+  rows = {b: compiled.pool_rows(carry.pool, start, stop) for b, start, stop in new
+          if [b, start, stop] in keep}
   ckpts.save_loop(done, _without_pool(carry), meta | {"pool": keep}, rows)
   return keep
 
