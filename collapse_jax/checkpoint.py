@@ -107,8 +107,9 @@ class RunCheckpoints:
         return f"its file {name} is missing"
       if have[name] != digest:
         return f"its file {name} does not match the checksum saved with it"
-    if kind == "loop":  # and the pool blocks it is rebuilt from
-      for block, _, _ in self.restore_meta(step)["pool"]:
+    if kind == "loop":  # and the pool blocks it is rebuilt from (none listed: an older
+      # version's checkpoint, which the driver refuses by name)
+      for block, _, _ in self.restore_meta(step).get("pool", []):
         problem = self.damage("pool", block)
         if problem:
           return f"the pool block {self._pool_dir / str(block)} it needs is damaged: {problem}"

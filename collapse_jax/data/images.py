@@ -362,7 +362,8 @@ def _tfds_size(spec: tuple) -> int:
   """Training records of a TFDS spec (the first ``limit``), counted without decoding any."""
   fields = dict(zip(_SPEC_FIELDS, spec))
   if not fields["tfds_name"] or not fields["path"]:
-    raise DataError("Dataset 'tfds' needs spec.tfds_name and spec.path (its data_dir).")
+    raise DataError("Dataset 'tfds' needs spec.tfds_name, the TFDS dataset to read, and "
+                    "spec.path, the directory holding its files.")
   _check_positive(fields["limit"], "limit")
   n = len(_tfds_source(fields["tfds_name"], "train", fields["path"]))
   return n if fields["limit"] is None else min(fields["limit"], n)
@@ -385,9 +386,9 @@ def _load_splits(spec: tuple, n_test: int, rows: tuple[int, int] | None = None
   fields = dict(zip(_SPEC_FIELDS, spec))
   if fields["name"] == "image_folder":
     n = _folder_size(spec, n_test)
-    folder = functools.partial(load_image_folder, fields["path"], fields["resolution"],
-                               fields["limit"])
-    return to_pixels(folder(rows=rows or (0, n))[0]), None, folder(rows=(n, n + n_test))[0]
+    train, _ = load_images(fields, "train", rows or (0, n))
+    test, _ = load_images(fields, "train", (n, n + n_test))
+    return to_pixels(train), None, test
   train, labels = load_images(fields, "train", rows)
   test, _ = load_images(dict(fields, limit=None), "test")
   return (to_pixels(train) if fields["name"] in PIXEL_DATASETS else train), labels, test[:n_test]
