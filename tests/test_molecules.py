@@ -185,6 +185,15 @@ def test_too_large_molecules_are_skipped_then_refused(tmp_path):
   assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
+def test_size_filter_counts_the_atoms_a_row_holds():
+  # Ethanol: 3 heavy atoms, 9 with its hydrogens. With hydrogens the rows hold all 9, so
+  # the filter must count them (it once counted heavy atoms, and the build failed late).
+  mol = Chem.MolFromSmiles("CCO")
+  assert conformers.passes_filter(mol, 3, 3) is None
+  assert conformers.passes_filter(mol, 3, 8, hydrogens=True) == "size"
+  assert conformers.passes_filter(mol, 9, 9, hydrogens=True) is None
+
+
 def test_geom_paths_without_their_files_are_refused(tmp_path):
   for kind, what in (("geom_pickles", "train_data_40k.pkl"), ("geom_rdkit", "summary_drugs")):
     p = _params(kind=kind, path=str(tmp_path))

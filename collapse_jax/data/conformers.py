@@ -15,7 +15,7 @@ Where they come from (``kind``):
   "geom_rdkit"    GEOM's ``rdkit_folder`` (``summary_drugs.json`` and ``drugs/*.pickle``).
 
 Filter (embedded, smiles, sdf): one fragment, elements in ``ELEMENTS``, ``min_atoms`` ..
-``max_atoms`` heavy atoms. Ensembles: RDKit ETKDGv3 (seed per molecule, never 0: seed 0
+``max_atoms`` atoms in a row (heavy atoms; all atoms with ``hydrogens``). Ensembles: RDKit ETKDGv3 (seed per molecule, never 0: seed 0
 returned identical conformers) + MMFF94, pruned at ``prune_rms`` A heavy-atom RMSD, sorted by
 MMFF energy (pruning is symmetry-aware, over the heavy-atom graph's automorphisms, like
 RDKit's GetBestRMS). GEOM records above ``max_atoms`` are skipped and counted; none left is refused.
@@ -244,14 +244,16 @@ def read_sdf(path: str | pathlib.Path) -> list:
   return mols
 
 
-def passes_filter(mol, min_atoms: int, max_atoms: int) -> str | None:
-  """Why ``mol`` is left out ("fragments", "elements", "size"), or None to keep it."""
+def passes_filter(mol, min_atoms: int, max_atoms: int, hydrogens: bool = False) -> str | None:
+  """Why ``mol`` is left out ("fragments", "elements", "size"), or None to keep it. The size
+  is the atoms its rows hold: heavy atoms, plus its hydrogens with ``hydrogens``."""
   Chem = _chem()
   if len(Chem.GetMolFrags(mol)) != 1:
     return "fragments"
   if any(a.GetSymbol() not in ELEMENTS for a in mol.GetAtoms()):
     return "elements"
-  if not min_atoms <= mol.GetNumHeavyAtoms() <= max_atoms:
+  n = Chem.AddHs(mol).GetNumAtoms() if hydrogens else mol.GetNumHeavyAtoms()
+  if not min_atoms <= n <= max_atoms:
     return "size"
   return None
 
@@ -318,7 +320,7 @@ def make_ensembles(mols: list, p: dict, progress: bool = True) -> Dataset:
                              "embedding": 0}
   seen, kept = set(), []
   for mol in mols:
-    why = passes_filter(mol, p["min_atoms"], p["max_atoms"])
+    why = passes_filter(mol, p["min_atoms"], p["max_atoms"], p["hydrogens"])
     key = Chem.MolToSmiles(mol) if why is None else None
     if why is None and key in seen:
       why = "duplicate"
@@ -330,7 +332,8 @@ def make_ensembles(mols: list, p: dict, progress: bool = True) -> Dataset:
   if not kept:
     raise MoleculeDataError(
         f"No molecule is left after filtering to one fragment of {', '.join(ELEMENTS)} with "
-        f"{p['min_atoms']}-{p['max_atoms']} heavy atoms (skipped: {_counts(skipped)}).")
+        f"{p['min_atoms']}-{p['max_atoms']} {'' if p['hydrogens'] else 'heavy '}atoms "
+        f"(skipped: {_counts(skipped)}).")
   rng = np.random.default_rng(p["seed"])
   order = rng.permutation(len(kept))
   want = p["num_molecules"] or len(kept)
@@ -542,7 +545,10 @@ def _check_left(data: Dataset, p: dict) -> Dataset:
 
 def cache_key(p: dict) -> str:
   """The cache folder name of parameters ``p`` (kind + hash of everything that matters)."""
-  blob = json.dumps({"version": VERSION, "recipe": RECIPE, **p}, sort_keys=True, default=str)
+  key = {"version": VERSION, "recipe": RECIPE, **p}
+  if p["hydrogens"]:  # the size filter counts hydrogens since 2026-11-30 (heavy atoms before)
+    key["size_counts_hydrogens"] = True
+  blob = json.dumps(key, sort_keys=True, default=str)
   return f"{p['kind']}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
@@ -662,10 +668,6 @@ def build_dataset(p: dict, cache_dir: str | pathlib.Path, progress: bool = True)
   else:
     raise MoleculeDataError(f"Unknown molecule data kind {kind!r}; choose one of "
                             f"{', '.join(KINDS)}.")
-  largest = max(len(m.atoms) for s in SPLITS for m in data.splits[s])
-  if largest > p["max_atoms"]:  # hydrogens on can exceed a heavy-atom limit
-    raise MoleculeDataError(f"A molecule has {largest} atoms, above data.max_atoms = "
-                            f"{p['max_atoms']}; raise it.")
   stats = dict(data.stats) | padding_stats(data, p["max_atoms"]) | {
       "molecules": {s: len(data.splits[s]) for s in SPLITS},
       "conformers": {s: int(sum(len(m.positions) for m in data.splits[s])) for s in SPLITS}}
