@@ -9,7 +9,7 @@ and GeoDiff's Langevin sampler. Molecules: real drug-like graphs shipped with da
 Rounds alternate JAX and PyTorch; each round's ratio is JAX/PyTorch throughput and the
 median over rounds is reported (> 1: JAX faster).
 
-    python benchmarks/geodiff_vs_torch.py                 # the CPU-sized model (:cpu config)
+    python benchmarks/geodiff_vs_torch.py                 # the :cpu network, 30 heavy atoms
     python benchmarks/geodiff_vs_torch.py --threads 1     # both single-threaded
     python benchmarks/geodiff_vs_torch.py --hidden 128 --convs 6 --local 4 --atoms 40 \\
         --batch 32                                        # GeoDiff's size

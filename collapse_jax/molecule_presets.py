@@ -7,12 +7,14 @@ layers, cutoff 10 A), 1,000 steps of sigmoid betas 1e-7 .. 9e-3, trained from sc
 30,000; GeoDiff's plateau decay of the learning rate is not reproduced and it keeps no EMA),
 GeoDiff's Langevin sampler over all 1,000 steps, synthetic conformers 2x the real ones per
 training molecule, 6 generations. Data: the embedded drug-like molecules (1,000 molecules,
-ensembles of up to 30 ETKDG+MMFF conformers, 15-40 heavy atoms, heavy atoms only), 5
-lowest-energy conformers per train/val molecule; COV/MAT on 30 test molecules' whole
-ensembles each generation.
+ensembles of up to 30 ETKDG+MMFF conformers), with their hydrogens like GEOM-Drugs rows:
+30-80 atoms, about the 15-40 heavy atoms of GEOM-Drugs; 5 lowest-energy conformers per
+train/val molecule; COV/MAT (on heavy atoms) on 30 test molecules' whole ensembles each
+generation. Hydrogens matter for the effect: see BUILD_NOTES, "Molecules".
 
-``arg`` (comma-separated, `collapse_jax.variants`): ``cpu`` (a few hundred molecules and a
-small network: the CPU-sized effect run), ``smoke`` (seconds: a handful of molecules).
+``arg`` (comma-separated, `collapse_jax.variants`): ``cpu`` (a few hundred molecules of
+15-45 atoms and a small network: the CPU-sized effect run, ~12 min per generation on 2
+cores), ``smoke`` (seconds: a handful of molecules, heavy atoms only).
 """
 from __future__ import annotations
 
@@ -38,8 +40,8 @@ def molecules(arg: str | None) -> ml_collections.ConfigDict:
       # Typed placeholders, so --config.data.path=... works on the command line.
       "path": ml_collections.config_dict.placeholder(str),
       "cache_dir": ml_collections.config_dict.placeholder(str),
-      "num_molecules": 1000, "num_confs": 30, "prune_rms": 0.5, "min_atoms": 15,
-      "max_atoms": 40, "hydrogens": False, "split": (0.8, 0.1, 0.1), "seed": 0,
+      "num_molecules": 1000, "num_confs": 30, "prune_rms": 0.5, "min_atoms": 30,
+      "max_atoms": 80, "hydrogens": True, "split": (0.8, 0.1, 0.1), "seed": 0,
       "train_conformers": 5, "progress": True})
   c.model = ml_collections.ConfigDict({
       "name": "conformer_diffusion", "hidden_dim": 128, "num_convs": 6,
@@ -53,15 +55,15 @@ def molecules(arg: str | None) -> ml_collections.ConfigDict:
       {"conformers": {"type": "conformers", "num_molecules": 30, "max_refs": 0, "ratio": 2}})
   if v["cpu"]:
     c.num_generations = 4
-    c.data.update({"num_molecules": 250, "num_confs": 10, "max_atoms": 30})
-    c.model.update({"hidden_dim": 32, "num_convs": 2, "num_convs_local": 2, "steps": 1500,
+    c.data.update({"num_molecules": 250, "num_confs": 10, "min_atoms": 15, "max_atoms": 45})
+    c.model.update({"hidden_dim": 32, "num_convs": 2, "num_convs_local": 2, "steps": 6000,
                     "batch_size": 16, "sampler_steps": 50, "eval_repeats": 2,
                     "inference_batch_size": 128, "ema_decay": 0.999})
     c.evals.conformers.update({"num_molecules": 10, "max_refs": 5})
   if v["smoke"]:
     c.num_generations = 2
-    c.data.update({"num_molecules": 6, "num_confs": 3, "max_atoms": 16,
-                   "train_conformers": 2, "progress": False})
+    c.data.update({"num_molecules": 6, "num_confs": 3, "min_atoms": 15, "max_atoms": 16,
+                   "hydrogens": False, "train_conformers": 2, "progress": False})
     c.model.update({"hidden_dim": 8, "num_convs": 1, "num_convs_local": 1, "steps": 2,
                     "batch_size": 4, "sampler_steps": 10, "eval_repeats": 1,
                     "inference_batch_size": 16})

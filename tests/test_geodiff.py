@@ -126,6 +126,17 @@ def test_sigmoid_schedule_matches_geodiff():
                                               1e-7 + span / (1 + np.exp(-6))], rtol=1e-9)
 
 
+def test_noise_bands_split_the_time_steps_at_their_sigmas():
+  process = _model().process
+  sigmas = np.exp(process.schedule.log_sigmas())
+  bands = process.noise_bands()
+  assert [b[0] for b in bands] == ["small", "mid", "large"]
+  assert bands[0][1] == 0 and bands[-1][2] == 1000
+  assert all(a[2] == b[1] for a, b in zip(bands, bands[1:]))  # contiguous, disjoint
+  for (_, lo, hi), low, high in zip(bands, (0.0, 0.1, 1.0), (0.1, 1.0, np.inf)):
+    assert hi > lo and np.all((sigmas[lo:hi] >= low) & (sigmas[lo:hi] < high))
+
+
 @pytest.mark.parametrize("layer", ["edge_features", "cfconv", "gin_messages", "pair_heads"])
 def test_hand_written_gradients_match_autodiff(layer):
   """The pair layers' custom VJPs (saved inputs, recomputation, hand-written gradients)

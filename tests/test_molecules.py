@@ -275,5 +275,6 @@ def test_smoke_resumes_bitwise(tmp_path):
   experiment.train_and_evaluate(short, tmp_path / "resumed")
   resumed = experiment.train_and_evaluate(config, tmp_path / "resumed")
   assert resumed == full == read_metrics(tmp_path / "full")
-  assert {"test_loss", "test_loss_global", "cov_r", "mat_r", "cov_p", "mat_p", "cov_r_075",
+  assert {"test_loss", "test_loss_global", "test_loss_small_noise", "test_loss_mid_noise",
+          "test_loss_large_noise", "cov_r", "mat_r", "cov_p", "mat_p", "cov_r_075",
           "cov_p_075", "sanitize_frac"} <= set(full[0])

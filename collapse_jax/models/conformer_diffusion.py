@@ -23,7 +23,10 @@ mean, as a (sum, weight) pair), at time steps drawn antithetically (t and T-1-t,
 GeoDiff). ``evaluate`` gives ``test_loss`` (the local term, the one Gerstgrasser et al.
 plot) and ``test_loss_global``, per real atom of the held-out conformers (``task.test``), at
 time steps uniform over all T with noise from the family's fixed key (``eval_repeats`` draws
-per conformer): every generation is scored on the same noisy inputs.
+per conformer): every generation is scored on the same noisy inputs. Also the local loss in
+three noise bands, ``test_loss_{small,mid,large}_noise`` (sigma_t below 0.1 A, 0.1-1 A,
+above 1 A; one more fixed draw per band): collapse shows first in the small band, where a
+conformer's exact bond lengths and angles decide the target (BUILD_NOTES, "Molecules").
 
 Sampler: GeoDiff's Langevin dynamics (``sampling_type = 'ld'``): from sigma_T z, for each
 time step i from T-1 down to 0, step = step_lr (sigma_i / 0.01)^2, x += step eps / sigma_i +
@@ -53,6 +56,9 @@ from collapse_jax.nets.geodiff import DualEncoder, distances, edge_sets, eq_tran
 
 LOCAL_WEIGHT, GLOBAL_WEIGHT = 5.0, 2.0  # GeoDiff's loss weights
 GRAPH_FIELDS = ("atom_type", "edge_type", "mol_id")
+# Noise bands of the local test loss, by sigma_t in Angstrom: below 0.1 (bond lengths and
+# angles decide the target), 0.1-1 (local structure), above 1 (the global fold).
+NOISE_BANDS, BAND_EDGES = ("small", "mid", "large"), (0.1, 1.0)
 
 
 def _center(pos: jax.Array, mask: jax.Array) -> jax.Array:
@@ -128,26 +134,39 @@ class GeoDiffProcess:
     local, glob = self.per_atom_losses(net, x, mask, cond, t, normal_like(k_noise, x.shape, mask))
     return jnp.sum(local + glob), jnp.sum(mask)
 
-  def test_losses(self, net, x, mask, cond, key, chunk: int) -> tuple[jax.Array, jax.Array]:
-    """(local, global) losses per real atom of ``x [n, A, 3]``, averaged over
-    ``eval_repeats`` fixed draws of time step and noise from ``key``."""
+  def noise_bands(self) -> list[tuple[str, int, int]]:
+    """(name, first t, end t) of the non-empty `NOISE_BANDS`: time-step ranges by sigma_t."""
+    edges = [0, *np.searchsorted(np.exp(self.schedule.log_sigmas()), BAND_EDGES),
+             self.schedule.num_timesteps]
+    return [(name, int(lo), int(hi)) for name, lo, hi in zip(NOISE_BANDS, edges, edges[1:])
+            if hi > lo]
+
+  def test_losses(self, net, x, mask, cond, key, chunk: int) -> dict[str, jax.Array]:
+    """Losses per real atom of ``x [n, A, 3]``: ``test_loss`` (local) and
+    ``test_loss_global`` averaged over ``eval_repeats`` fixed draws of time step (uniform
+    over all T) and noise from ``key``, and the local loss in each noise band (one more
+    fixed draw per band, time steps uniform within it)."""
     n = x.shape[0]
 
-    def one_repeat(r):
-      t = jax.random.randint(jax.random.fold_in(key, 2 * r), (n,), 0,
-                             self.schedule.num_timesteps)
+    def draw(r, lo, hi):
+      t = jax.random.randint(jax.random.fold_in(key, 2 * r), (n,), lo, hi)
       noise = normal_like(jax.random.fold_in(key, 2 * r + 1), x.shape, mask)
       sums = map_chunks(
           lambda _, rows: tuple(jnp.sum(v, -1) for v in self.per_atom_losses(net, *rows)),
           (x, mask, cond, t, noise), n, chunk)
       return tuple(jnp.sum(s) for s in sums)
 
-    local, glob = jax.lax.map(one_repeat, jnp.arange(self.eval_repeats))
-    atoms = self.eval_repeats * jnp.sum(mask)
-    return jnp.sum(local) / atoms, jnp.sum(glob) / atoms
+    T = self.schedule.num_timesteps
+    local, glob = jax.lax.map(lambda r: draw(r, 0, T), jnp.arange(self.eval_repeats))
+    atoms = jnp.sum(mask)
+    out = {"test_loss": jnp.sum(local) / (self.eval_repeats * atoms),
+           "test_loss_global": jnp.sum(glob) / (self.eval_repeats * atoms)}
+    for b, (name, lo, hi) in enumerate(self.noise_bands()):
+      out[f"test_loss_{name}_noise"] = draw(self.eval_repeats + b, lo, hi)[0] / atoms
+    return out
 
   def test_loss(self, net, x, mask, cond, key, chunk: int) -> jax.Array:
-    return self.test_losses(net, x, mask, cond, key, chunk)[0]
+    return self.test_losses(net, x, mask, cond, key, chunk)["test_loss"]
 
   def sample(self, net, noise, mask, cond, key):
     sigmas = self.sigmas()
@@ -189,10 +208,8 @@ class ConformerDiffusion(family.Family):
   def evaluate(self, state, task: Task, key):
     del key  # common random numbers: every generation is scored on the same noise
     x, mask, cond = self.rows.split(task.test)
-    local, glob = self.process.test_losses(self.net(state["ema"]), x, mask, cond,
-                                           jax.random.PRNGKey(self.eval_seed),
-                                           self.inference_batch_size)
-    return {"test_loss": local, "test_loss_global": glob}
+    return self.process.test_losses(self.net(state["ema"]), x, mask, cond,
+                                    jax.random.PRNGKey(self.eval_seed), self.inference_batch_size)
 
 
 PROCESS_FIELDS = ("sampler_steps", "step_lr", "w_global", "global_start_sigma", "clip",
