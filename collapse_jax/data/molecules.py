@@ -13,10 +13,11 @@ default, or GEOM): the ``train_conformers`` lowest-energy conformers of every tr
 are the training rows (cycled where pruning left fewer, so every molecule weighs the same),
 those of the val molecules the held-out rows of ``GenerativeModel.evaluate``; the test
 molecules' whole ensembles are the references of the COV/MAT evaluator (evals/conformers.py).
-Heavy atoms only by default (``hydrogens``): see BUILD_NOTES. Each replicate permutes the
-training rows once and hands out disjoint blocks of them. ``task.aux["graphs"]`` holds the
-training molecules' graphs (``atom_type``, ``edge_type``, ``atom_mask``, ``mol_id``, leading
-axis ``[M]``): a model samples conformers for them.
+Rows hold heavy atoms, or all atoms with ``hydrogens`` (as the molecule configs set; see
+BUILD_NOTES). Each replicate permutes the training rows once and hands out disjoint blocks
+of them. ``task.aux["graphs"]`` holds the training molecules' graphs (``atom_type``,
+``edge_type``, ``atom_mask``, ``mol_id``, leading axis ``[M]``): a model samples conformers
+for them.
 """
 from __future__ import annotations
 
