@@ -15,10 +15,11 @@ Where they come from (``kind``):
   "geom_rdkit"    GEOM's ``rdkit_folder`` (``summary_drugs.json`` and ``drugs/*.pickle``).
 
 Filter (embedded, smiles, sdf): one fragment, elements in ``ELEMENTS``, ``min_atoms`` ..
-``max_atoms`` atoms in a row (heavy atoms; all atoms with ``hydrogens``). Ensembles: RDKit ETKDGv3 (seed per molecule, never 0: seed 0
-returned identical conformers) + MMFF94, pruned at ``prune_rms`` A heavy-atom RMSD, sorted by
-MMFF energy (pruning is symmetry-aware, over the heavy-atom graph's automorphisms, like
-RDKit's GetBestRMS). GEOM records above ``max_atoms`` are skipped and counted; none left is refused.
+``max_atoms`` atoms in a row (heavy atoms; all atoms with ``hydrogens``). Ensembles: RDKit
+ETKDGv3 (seed per molecule, never 0: seed 0 returned identical conformers) + MMFF94, pruned
+at ``prune_rms`` A heavy-atom RMSD, sorted by MMFF energy (pruning is symmetry-aware, over the
+heavy-atom graph's automorphisms, like RDKit's GetBestRMS). GEOM records above ``max_atoms``
+are skipped and counted; none left is refused.
 
 The cache is ``<cache_dir>/<kind>-<hash of the parameters>/``: ``arrays.npz`` (plain arrays,
 read with ``allow_pickle=False``) and ``manifest.json`` (format version, the npz's SHA-256,
