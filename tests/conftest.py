@@ -46,3 +46,12 @@ def pytest_configure(config):
   cache = ROOT / ".pytest_cache" / "jax"
   jax.config.update("jax_compilation_cache_dir", str(cache))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+# Files whose tests take a minute or more each on 2 cores (subprocess runs). They start
+# first: under `-n 2` a long test dealt out last keeps one worker busy while the other idles.
+SLOW_FILES = ("test_fsdp.py", "test_multihost.py", "test_segments.py", "test_cli.py")
+
+
+def pytest_collection_modifyitems(items):
+  items.sort(key=lambda item: item.path.name not in SLOW_FILES)  # stable: order kept within
