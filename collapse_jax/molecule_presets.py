@@ -57,7 +57,7 @@ def molecules(arg: str | None) -> ml_collections.ConfigDict:
     c.num_generations = 4
     c.data.update({"num_molecules": 250, "num_confs": 10, "min_atoms": 15, "max_atoms": 45})
     c.model.update({"hidden_dim": 32, "num_convs": 2, "num_convs_local": 2, "steps": 6000,
-                    "batch_size": 16, "sampler_steps": 50, "eval_repeats": 2,
+                    "batch_size": 16, "sampler_steps": 200, "eval_repeats": 2,
                     "inference_batch_size": 128, "ema_decay": 0.999})
     c.evals.conformers.update({"num_molecules": 10, "max_refs": 5})
   if v["smoke"]:

@@ -118,6 +118,28 @@ def test_objective_ignores_padding_and_samples_stay_on_real_atoms():
   np.testing.assert_allclose(pos[:, :N_REAL].mean(1), 0.0, atol=1e-3)  # centred
 
 
+def test_a_strided_step_moves_no_further_than_one_of_geodiffs():
+  """With saturated global vectors (+-1e4 on two atoms), each of the 10 strided steps drifts
+  the atoms 0.01 sigma_i clip at most: what one of GeoDiff's 1,000 steps can. Unscaled, a
+  stride-100 step moved them 100x that (BUILD_NOTES, "Molecules": exploded conformers)."""
+  process = _model().process
+  m = _molecule()
+  cond = {k: m[k] for k in ("atom_type", "edge_type", "atom_mask")}
+  kick = jnp.zeros((1, A, 3)).at[0, 0, 0].set(1e4).at[0, 1, 0].set(-1e4)
+
+  def drift(glob):  # the same noise, with and without the global vectors
+    net = lambda pos, t, c, train: jnp.stack([jnp.zeros_like(pos), glob], -1)
+    return jax.jit(lambda z: process.sample(net, z, m["atom_mask"], cond,
+                                            jax.random.PRNGKey(2)))(m["pos"])
+  moved = drift(kick) - drift(jnp.zeros_like(kick))
+  sigmas = np.exp(process.schedule.log_sigmas())
+  ts = np.round(np.linspace(999, 0, process.sampler_steps)).astype(int)
+  on = sigmas[ts][sigmas[ts] < process.global_start_sigma]
+  bound = 0.01 * process.clip * on.sum()  # one GeoDiff step per strided step
+  gap = float(moved[0, 0, 0] - moved[0, 1, 0])
+  assert len(on) >= 3 and gap == pytest.approx(2 * bound, rel=1e-4)
+
+
 def test_sigmoid_schedule_matches_geodiff():
   betas = _model().process.schedule.betas()
   assert betas.shape == (1000,) and np.all(np.diff(betas) > 0)

@@ -34,8 +34,14 @@ sqrt(2 step) z, eps = local vectors + ``w_global`` x global vectors (norm-clippe
 ``clip``) once sigma_i < ``global_start_sigma``, then re-centred. The local vectors are
 norm-clipped at ``clip_local`` (20): GeoDiff's test.py retries a sampling that went NaN
 with exactly this clip; a compiled run cannot retry, so it is always on (``None``: off).
-With ``sampler_steps < T`` the steps are evenly strided and each is ``T / sampler_steps``
-times longer (the same Langevin time); ``sampler_steps = T`` is GeoDiff's. ``sample`` draws
+With ``sampler_steps < T`` the steps are evenly strided and each is ``stride = T /
+sampler_steps`` times longer (the same Langevin time), its global vectors clipped at
+``clip / stride``, so that no strided step moves an atom further than one of GeoDiff's steps
+can (at GeoDiff's step_lr, 0.01 sigma_i clip). Why: the global vectors switch on abruptly at
+``global_start_sigma``, on conformers that the local vectors alone have left compact, and
+predict repulsions of norm up to ~1e4 there; GeoDiff's steps apply them gradually, but a
+stride-20 step at clip 1000 threw atoms ~100 A out of half the conformers (BUILD_NOTES,
+"Molecules"). ``sampler_steps = T`` is GeoDiff's sampler exactly. ``sample`` draws
 conformers for the training molecules (``task.aux["graphs"]``), each ``n / M`` times (the
 remainder by a key permutation).
 """
@@ -181,7 +187,7 @@ class GeoDiffProcess:
       if self.clip_local is not None:
         eps = _clip_norm(eps, self.clip_local)
       sigma = sigmas[t]
-      glob = _clip_norm(vectors[..., 1], self.clip)
+      glob = _clip_norm(vectors[..., 1], self.clip / stride)  # see the module docstring
       eps = eps + jnp.where(sigma < self.global_start_sigma, self.w_global, 0.0) * glob
       size = self.step_lr * (sigma / 0.01) ** 2 * stride
       z = normal_like(jax.random.fold_in(key, i), pos.shape, mask)
