@@ -13,8 +13,9 @@ train/val molecule; COV/MAT (on heavy atoms) on 30 test molecules' whole ensembl
 generation. Hydrogens matter for the effect: see BUILD_NOTES, "Molecules".
 
 ``arg`` (comma-separated, `collapse_jax.variants`): ``cpu`` (a few hundred molecules of
-15-45 atoms and a small network: the CPU-sized effect run, ~12 min per generation on 2
-cores), ``smoke`` (seconds: a handful of molecules, heavy atoms only).
+15-45 atoms, a small network, 200 Langevin steps: the CPU-sized effect run, ~25 min per
+generation for each of two runs sharing 2 cores), ``smoke`` (seconds: a handful of
+molecules, heavy atoms only).
 """
 from __future__ import annotations
 
