@@ -10,7 +10,7 @@ training molecule, 6 generations. Data: the embedded drug-like molecules (1,000 
 ensembles of up to 30 ETKDG+MMFF conformers), with their hydrogens like GEOM-Drugs rows:
 30-80 atoms, about the 15-40 heavy atoms of GEOM-Drugs; 5 lowest-energy conformers per
 train/val molecule; COV/MAT (on heavy atoms) on 30 test molecules' whole ensembles each
-generation. Hydrogens matter for the effect: see BUILD_NOTES, "Molecules".
+generation (BUILD_NOTES, "Molecules").
 
 ``arg`` (comma-separated, `collapse_jax.variants`): ``cpu`` (a few hundred molecules of
 15-45 atoms, a small network, 200 Langevin steps: the CPU-sized effect run, ~25 min per
