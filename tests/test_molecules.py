@@ -3,6 +3,7 @@ the molecule configs' resume: RDKit ensembles, GEOM loaders on stand-ins in the 
 the cache, bad input, RMSD equal to RDKit's GetBestRMS."""
 import json
 import pickle
+import subprocess
 import sys
 import types
 
@@ -17,7 +18,7 @@ from collapse_jax import experiment
 from collapse_jax.data import conformers, molecules
 from collapse_jax.evals import conformers as conf_eval
 
-from conftest import load_config, read_metrics
+from conftest import ROOT, load_config, read_metrics
 
 # Small drug-like heavy-atom graphs; tert-butanol's three methyls are symmetric.
 SMILES = ("CC(C)(C)O", "OC(=O)c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "CCN(CC)C(=O)c1ccccc1")
@@ -267,14 +268,53 @@ def test_geom_rdkit_folder_stand_in(tmp_path):
 # --- The configs end to end -------------------------------------------------------------
 
 
-def test_smoke_resumes_bitwise(tmp_path):
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  """The replace smoke config's 2 generations: (workdir, metric rows)."""
+  workdir = tmp_path_factory.mktemp("mol") / "full"
+  return workdir, experiment.train_and_evaluate(load_config("molecules_replace", "smoke"),
+                                                workdir)
+
+
+def test_smoke_resumes_bitwise(smoke_run, tmp_path):
+  workdir, full = smoke_run
   config = load_config("molecules_replace", "smoke")
-  full = experiment.train_and_evaluate(config, tmp_path / "full")
   short = load_config("molecules_replace", "smoke")
   short.num_generations = 1
   experiment.train_and_evaluate(short, tmp_path / "resumed")
   resumed = experiment.train_and_evaluate(config, tmp_path / "resumed")
-  assert resumed == full == read_metrics(tmp_path / "full")
+  assert resumed == full == read_metrics(workdir)
   assert {"test_loss", "test_loss_global", "test_loss_small_noise", "test_loss_mid_noise",
           "test_loss_large_noise", "cov_r", "mat_r", "cov_p", "mat_p", "cov_r_075",
           "cov_p_075", "sanitize_frac"} <= set(full[0])
+
+
+def test_loss_by_noise_curves_and_their_floor(smoke_run, tmp_path):
+  sys.path.insert(0, str(ROOT / "launch"))
+  import loss_by_noise
+  workdir, _ = smoke_run
+  run = loss_by_noise.curves(workdir, [0, 1], points=6)
+  sigma = np.asarray(run["sigma"])
+  assert 2 <= len(sigma) <= 6 and np.all(np.diff(sigma) > 0)
+  assert sorted(run["generations"]) == [0, 1]
+  assert all(len(c) == len(sigma) and np.all(np.isfinite(c))
+             for c in [run["floor"], *run["generations"].values()])
+  # The floor (params None) is the loss of a network that predicts no vectors: all-zero
+  # weights give exactly that.
+  gen = experiment.load_generation(workdir, 1)
+  ts = np.searchsorted(np.asarray(gen.loop.model.process.sigmas()), sigma)
+  pick = lambda tree: jax.tree.map(lambda x: x[0], tree)
+  zeros = jax.tree.map(np.zeros_like, pick(gen.state)["ema"])
+  np.testing.assert_allclose(gen.loop.model.loss_by_noise(zeros, pick(gen.tasks), ts),
+                             run["floor"], rtol=1e-6)
+  loss_by_noise.plot({"replace": run}, tmp_path / "c.png")
+  assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_loss_by_noise_refuses_other_runs(tmp_path):
+  (tmp_path / "config.json").write_text(json.dumps({"model": {"name": "vae"}}))
+  out = subprocess.run([sys.executable, str(ROOT / "launch" / "loss_by_noise.py"),
+                        str(tmp_path), f"--out={tmp_path / 'c.png'}"],
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2 and "is a vae run" in out.stderr, out.stderr[-2000:]
+  assert "Traceback" not in out.stderr and not (tmp_path / "c.png").exists()

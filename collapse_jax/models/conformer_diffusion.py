@@ -174,6 +174,22 @@ class GeoDiffProcess:
   def test_loss(self, net, x, mask, cond, key, chunk: int) -> jax.Array:
     return self.test_losses(net, x, mask, cond, key, chunk)["test_loss"]
 
+  def local_loss_by_step(self, net, x, mask, cond, ts, key, chunk: int) -> jax.Array:
+    """``[len(ts)]`` local loss per real atom of ``x [n, A, 3]`` with every conformer at
+    time step ``ts[i]`` (noise from ``fold_in(key, ts[i])``): the test loss as a curve over
+    sigma_t (launch/loss_by_noise.py), which shows at which noise scales a generation lost
+    precision."""
+    n = x.shape[0]
+
+    def at(t):
+      t = jnp.full((n,), t, jnp.int32)
+      noise = normal_like(jax.random.fold_in(key, t[0]), x.shape, mask)
+      local = map_chunks(lambda _, rows: jnp.sum(self.per_atom_losses(net, *rows)[0], -1),
+                         (x, mask, cond, t, noise), n, chunk)
+      return jnp.sum(local) / jnp.sum(mask)
+
+    return jax.lax.map(at, jnp.asarray(ts, jnp.int32))
+
   def sample(self, net, noise, mask, cond, key):
     sigmas = self.sigmas()
     T = self.schedule.num_timesteps
@@ -216,6 +232,16 @@ class ConformerDiffusion(family.Family):
     x, mask, cond = self.rows.split(task.test)
     return self.process.test_losses(self.net(state["ema"]), x, mask, cond,
                                     jax.random.PRNGKey(self.eval_seed), self.inference_batch_size)
+
+  def loss_by_noise(self, params, task: Task, ts) -> jax.Array:
+    """``[len(ts)]`` local test loss at each time step of ``ts`` on `evaluate`'s fixed noise,
+    of the network with ``params`` (``None``: of predicting no vectors, the floor)."""
+    x, mask, cond = self.rows.split(task.test)
+    net = (self.net(params) if params is not None
+           else lambda x_t, t, c, k: jnp.zeros(x_t.shape + (2,), x_t.dtype))
+    return self.process.local_loss_by_step(net, x, mask, cond, ts,
+                                           jax.random.PRNGKey(self.eval_seed),
+                                           self.inference_batch_size)
 
 
 PROCESS_FIELDS = ("sampler_steps", "step_lr", "w_global", "global_start_sigma", "clip",
