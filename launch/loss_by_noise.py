@@ -32,10 +32,20 @@ def _generations(workdir: pathlib.Path) -> list[int]:
   ckpts = checkpoint.RunCheckpoints(workdir)
   done = ckpts.model_generations()
   ckpts.close()
+  if not done:
+    raise validate.ConfigError(f"{workdir} has no finished generation yet.")
   if _GENERATIONS.value is None:
     return sorted(done)
-  asked = [int(g) for g in _GENERATIONS.value]
-  return [g for g in asked if g in done]
+  if not all(g.isdigit() for g in _GENERATIONS.value):
+    raise validate.ConfigError(f"--generations takes generation numbers such as 0,1,3, got "
+                               f"{','.join(_GENERATIONS.value)}.")
+  asked = sorted({int(g) for g in _GENERATIONS.value})
+  missing = [g for g in asked if g not in done]
+  if missing:
+    raise validate.ConfigError(
+        f"{workdir} has no model of generation {', '.join(map(str, missing))}; it has "
+        f"{', '.join(map(str, sorted(done)))}.")
+  return asked
 
 
 def curves(workdir: pathlib.Path, generations: list[int], points: int) -> dict:
@@ -93,10 +103,7 @@ def main(argv):
     workdir = pathlib.Path(arg)
     if not (workdir / "config.json").exists():
       raise FileNotFoundError(f"{workdir} holds no run (no config.json).")
-    generations = _generations(workdir)
-    if not generations:
-      raise validate.ConfigError(f"{workdir} has none of the generations asked for.")
-    runs[str(workdir)] = curves(workdir, generations, _POINTS.value)
+    runs[str(workdir)] = curves(workdir, _generations(workdir), _POINTS.value)
   plot(runs, out)
   out.with_suffix(".json").write_text(json.dumps(runs, indent=1))
   print(f"Wrote {out} and {out.with_suffix('.json')}.")
