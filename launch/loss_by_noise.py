@@ -24,7 +24,8 @@ _GENERATIONS = flags.DEFINE_list("generations", None,
 _POINTS = flags.DEFINE_integer("points", 24, "Noise scales, log-spaced over the schedule.")
 
 
-def _generations(workdir: pathlib.Path) -> list[int]:
+def generations(workdir: pathlib.Path, asked: list[str] | None) -> list[int]:
+  """The checkpointed generations of ``workdir`` among ``asked`` (None: all)."""
   config = json.loads((workdir / "config.json").read_text())
   if config["model"]["name"] != "conformer_diffusion":
     raise validate.ConfigError(f"{workdir} is a {config['model']['name']} run; the loss by "
@@ -34,18 +35,18 @@ def _generations(workdir: pathlib.Path) -> list[int]:
   ckpts.close()
   if not done:
     raise validate.ConfigError(f"{workdir} has no finished generation yet.")
-  if _GENERATIONS.value is None:
+  if asked is None:
     return sorted(done)
-  if not all(g.isdigit() for g in _GENERATIONS.value):
+  if not all(g.isdigit() for g in asked):
     raise validate.ConfigError(f"--generations takes generation numbers such as 0,1,3, got "
-                               f"{','.join(_GENERATIONS.value)}.")
-  asked = sorted({int(g) for g in _GENERATIONS.value})
-  missing = [g for g in asked if g not in done]
+                               f"{','.join(asked)}.")
+  wanted = sorted({int(g) for g in asked})
+  missing = [g for g in wanted if g not in done]
   if missing:
     raise validate.ConfigError(
         f"{workdir} has no model of generation {', '.join(map(str, missing))}; it has "
         f"{', '.join(map(str, sorted(done)))}.")
-  return asked
+  return wanted
 
 
 def curves(workdir: pathlib.Path, generations: list[int], points: int) -> dict:
@@ -103,7 +104,7 @@ def main(argv):
     workdir = pathlib.Path(arg)
     if not (workdir / "config.json").exists():
       raise FileNotFoundError(f"{workdir} holds no run (no config.json).")
-    runs[str(workdir)] = curves(workdir, _generations(workdir), _POINTS.value)
+    runs[str(workdir)] = curves(workdir, generations(workdir, _GENERATIONS.value), _POINTS.value)
   plot(runs, out)
   out.with_suffix(".json").write_text(json.dumps(runs, indent=1))
   print(f"Wrote {out} and {out.with_suffix('.json')}.")

@@ -312,15 +312,18 @@ def test_loss_by_noise_curves_and_their_floor(smoke_run, tmp_path):
 
 
 def test_loss_by_noise_refuses_bad_input(smoke_run, tmp_path):
-  (tmp_path / "vae").mkdir()
-  (tmp_path / "vae" / "config.json").write_text(json.dumps({"model": {"name": "vae"}}))
-  run = lambda *a: subprocess.run(
-      [sys.executable, str(ROOT / "launch" / "loss_by_noise.py"), *a,
-       f"--out={tmp_path / 'c.png'}"], capture_output=True, text=True, timeout=300)
-  for args, said in [((str(tmp_path / "vae"),), "is a vae run"),
-                     ((str(smoke_run[0]), "--generations=1,5"),
-                      "has no model of generation 5; it has 0, 1"),
-                     ((str(smoke_run[0]), "--generations=last"), "takes generation numbers")]:
-    out = run(*args)
-    assert out.returncode == 2 and said in out.stderr, out.stderr[-2000:]
-    assert "Traceback" not in out.stderr and not (tmp_path / "c.png").exists()
+  sys.path.insert(0, str(ROOT / "launch"))
+  import loss_by_noise
+  workdir, _ = smoke_run
+  assert loss_by_noise.generations(workdir, None) == [0, 1]
+  with pytest.raises(experiment.validate.ConfigError,
+                     match="has no model of generation 5; it has 0, 1"):
+    loss_by_noise.generations(workdir, ["1", "5"])
+  with pytest.raises(experiment.validate.ConfigError, match="takes generation numbers"):
+    loss_by_noise.generations(workdir, ["last"])
+  (tmp_path / "config.json").write_text(json.dumps({"model": {"name": "vae"}}))
+  out = subprocess.run([sys.executable, str(ROOT / "launch" / "loss_by_noise.py"),
+                        str(tmp_path), f"--out={tmp_path / 'c.png'}"],
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2 and "is a vae run" in out.stderr, out.stderr[-2000:]
+  assert "Traceback" not in out.stderr and not (tmp_path / "c.png").exists()
