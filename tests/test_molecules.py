@@ -17,6 +17,7 @@ from rdkit.Chem import AllChem, rdMolAlign
 from collapse_jax import experiment
 from collapse_jax.data import conformers, molecules
 from collapse_jax.evals import conformers as conf_eval
+from collapse_jax.report import noise_curves
 
 from conftest import ROOT, load_config, read_metrics
 
@@ -290,10 +291,8 @@ def test_smoke_resumes_bitwise(smoke_run, tmp_path):
 
 
 def test_loss_by_noise_curves_and_their_floor(smoke_run, tmp_path):
-  sys.path.insert(0, str(ROOT / "launch"))
-  import loss_by_noise
   workdir, _ = smoke_run
-  run = loss_by_noise.curves(workdir, [0, 1], points=6)
+  run = noise_curves.curves(workdir, [0, 1], points=6)
   sigma = np.asarray(run["sigma"])
   assert 2 <= len(sigma) <= 6 and np.all(np.diff(sigma) > 0)
   assert sorted(run["generations"]) == [0, 1]
@@ -307,20 +306,18 @@ def test_loss_by_noise_curves_and_their_floor(smoke_run, tmp_path):
   zeros = jax.tree.map(np.zeros_like, pick(gen.state)["ema"])
   np.testing.assert_allclose(gen.loop.model.loss_by_noise(zeros, pick(gen.tasks), ts),
                              run["floor"], rtol=1e-6)
-  loss_by_noise.plot({"replace": run}, tmp_path / "c.png")
+  noise_curves.plot({"replace": run}, tmp_path / "c.png")
   assert (tmp_path / "c.png").stat().st_size > 1000
 
 
 def test_loss_by_noise_refuses_bad_input(smoke_run, tmp_path):
-  sys.path.insert(0, str(ROOT / "launch"))
-  import loss_by_noise
   workdir, _ = smoke_run
-  assert loss_by_noise.generations(workdir, None) == [0, 1]
+  assert noise_curves.generations(workdir, None) == [0, 1]
   with pytest.raises(experiment.validate.ConfigError,
                      match="has no model of generation 5; it has 0, 1"):
-    loss_by_noise.generations(workdir, ["1", "5"])
+    noise_curves.generations(workdir, ["1", "5"])
   with pytest.raises(experiment.validate.ConfigError, match="takes generation numbers"):
-    loss_by_noise.generations(workdir, ["last"])
+    noise_curves.generations(workdir, ["last"])
   (tmp_path / "config.json").write_text(json.dumps({"model": {"name": "vae"}}))
   out = subprocess.run([sys.executable, str(ROOT / "launch" / "loss_by_noise.py"),
                         str(tmp_path), f"--out={tmp_path / 'c.png'}"],

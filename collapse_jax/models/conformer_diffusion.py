@@ -234,8 +234,9 @@ class ConformerDiffusion(family.Family):
                                     jax.random.PRNGKey(self.eval_seed), self.inference_batch_size)
 
   def loss_by_noise(self, params, task: Task, ts) -> jax.Array:
-    """``[len(ts)]`` local test loss at each time step of ``ts`` on `evaluate`'s fixed noise,
-    of the network with ``params`` (``None``: of predicting no vectors, the floor)."""
+    """``[len(ts)]`` local test loss at each time step of ``ts``, on fixed noise from
+    `evaluate`'s key, of the network with ``params`` (``None``: of predicting no vectors,
+    the floor)."""
     x, mask, cond = self.rows.split(task.test)
     net = (self.net(params) if params is not None
            else lambda x_t, t, c, k: jnp.zeros(x_t.shape + (2,), x_t.dtype))
