@@ -41,20 +41,19 @@ def generations(workdir: pathlib.Path, asked: list[str] | None) -> list[int]:
 
 def curves(workdir: pathlib.Path, which: list[int], points: int) -> dict:
   """{"sigma": [P], "floor": [P], "generations": {g: [P]}} of the run in ``workdir``."""
-  out = {"generations": {}}
+  out, by_seed = {"generations": {}}, None
   for g in which:
     gen = experiment.load_generation(workdir, g)
-    model = gen.loop.model
-    if "sigma" not in out:
+    if by_seed is None:  # one model and test set for all of a run's generations
+      model = gen.loop.model
       sigmas = np.asarray(model.process.sigmas())
       wanted = np.geomspace(sigmas[0], sigmas[-1], points)
       ts = np.unique(np.clip(np.searchsorted(sigmas, wanted), 0, len(sigmas) - 1))
-      out["sigma"] = sigmas[ts].tolist()
-    by_seed = jax.jit(jax.vmap(lambda s, t: model.loss_by_noise(s["ema"], t, ts)))
-    out["generations"][g] = np.asarray(by_seed(gen.state, gen.tasks)).mean(0).tolist()
-    if "floor" not in out:
+      by_seed = jax.jit(jax.vmap(lambda s, t: model.loss_by_noise(s["ema"], t, ts)))
       floor = jax.jit(jax.vmap(lambda t: model.loss_by_noise(None, t, ts)))
+      out["sigma"] = sigmas[ts].tolist()
       out["floor"] = np.asarray(floor(gen.tasks)).mean(0).tolist()
+    out["generations"][g] = np.asarray(by_seed(gen.state, gen.tasks)).mean(0).tolist()
   return out
 
 
