@@ -147,6 +147,14 @@ class GeoDiffProcess:
     return [(name, int(lo), int(hi)) for name, lo, hi in zip(NOISE_BANDS, edges, edges[1:])
             if hi > lo]
 
+  def summed_losses(self, net, x, mask, cond, t, noise, chunk: int) -> tuple[jax.Array, ...]:
+    """(local, global) loss of ``x [n, A, 3]`` at time steps ``t [n]`` with ``noise``, each
+    summed over the real atoms, in blocks of ``chunk`` conformers."""
+    sums = map_chunks(
+        lambda _, rows: tuple(jnp.sum(v, -1) for v in self.per_atom_losses(net, *rows)),
+        (x, mask, cond, t, noise), x.shape[0], chunk)
+    return tuple(jnp.sum(s) for s in sums)
+
   def test_losses(self, net, x, mask, cond, key, chunk: int) -> dict[str, jax.Array]:
     """Losses per real atom of ``x [n, A, 3]``: ``test_loss`` (local) and
     ``test_loss_global`` averaged over ``eval_repeats`` fixed draws of time step (uniform
@@ -157,10 +165,7 @@ class GeoDiffProcess:
     def draw(r, lo, hi):
       t = jax.random.randint(jax.random.fold_in(key, 2 * r), (n,), lo, hi)
       noise = normal_like(jax.random.fold_in(key, 2 * r + 1), x.shape, mask)
-      sums = map_chunks(
-          lambda _, rows: tuple(jnp.sum(v, -1) for v in self.per_atom_losses(net, *rows)),
-          (x, mask, cond, t, noise), n, chunk)
-      return tuple(jnp.sum(s) for s in sums)
+      return self.summed_losses(net, x, mask, cond, t, noise, chunk)
 
     T = self.schedule.num_timesteps
     local, glob = jax.lax.map(lambda r: draw(r, 0, T), jnp.arange(self.eval_repeats))
@@ -179,14 +184,10 @@ class GeoDiffProcess:
     time step ``ts[i]`` (noise from ``fold_in(key, ts[i])``): the test loss as a curve over
     sigma_t (launch/loss_by_noise.py), which shows at which noise scales a generation lost
     precision."""
-    n = x.shape[0]
-
     def at(t):
-      t = jnp.full((n,), t, jnp.int32)
-      noise = normal_like(jax.random.fold_in(key, t[0]), x.shape, mask)
-      local = map_chunks(lambda _, rows: jnp.sum(self.per_atom_losses(net, *rows)[0], -1),
-                         (x, mask, cond, t, noise), n, chunk)
-      return jnp.sum(local) / jnp.sum(mask)
+      noise = normal_like(jax.random.fold_in(key, t), x.shape, mask)
+      t = jnp.full(x.shape[:1], t, jnp.int32)
+      return self.summed_losses(net, x, mask, cond, t, noise, chunk)[0] / jnp.sum(mask)
 
     return jax.lax.map(at, jnp.asarray(ts, jnp.int32))
 
