@@ -20,13 +20,16 @@ an unknown or malformed flag, a missing required flag, a config file that does n
 an unknown config variant (`variants.VariantError` from ``get_config``), an override of a
 field the config does not have, an override value of the wrong type (``--config.seed=abc``)
 and, unless ``positional=True``, positional arguments. Inside ``main`` it maps the
-library's user-facing errors the same way (`experiment.run_or_exit`: a config the
-validation pass refuses, an unreadable checkpoint, a missing file: exit 2; a run gone
-non-finite: exit 1). Any other exception is a bug and keeps its traceback.
+library's user-facing errors the same way (`run_or_exit`: a config the validation pass
+refuses, a workdir that may not be used, an unreadable checkpoint, a missing file, an OS
+error on a path (read-only, not a folder, disk full), a platform the machine lacks: exit 2;
+a run gone non-finite: exit 1; Ctrl-C: one line and exit 130, the run resumable). Any other
+exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import difflib
+import errno
 import importlib.util
 import os
 import re
@@ -71,11 +74,68 @@ def run(main: Callable[[list[str]], None], *, positional: bool = False) -> None:
            "is a --flag=value (see --helpshort).")
     return rest
 
-  def guarded(argv: list[str]) -> None:
-    from collapse_jax import experiment  # late: it imports JAX, which --help does not need
-    experiment.run_or_exit(main, argv)
+  try:
+    app.run(lambda argv: run_or_exit(main, argv), flags_parser=parse)
+  except KeyboardInterrupt:  # before main started (imports, JAX's start)
+    _interrupted()
 
-  app.run(guarded, flags_parser=parse)
+
+def run_or_exit(fn, *args, **kwargs):
+  """``fn(*args, **kwargs)`` for a launcher: a user's mistake or an OS refusal becomes one
+  sentence on stderr and exit 2 (a run that went non-finite: exit 1; Ctrl-C: 130), never a
+  traceback."""
+  # Late: these import JAX, which a refused command line or --help does not need.
+  from collapse_jax import checkpoint, experiment, progress, validate, workdir
+  try:
+    return fn(*args, **kwargs)
+  except (validate.ConfigError, workdir.WorkdirError, checkpoint.CheckpointError) as e:
+    fail(str(e))
+  except experiment.NonFiniteError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  except progress.Preempted as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(0)
+  except KeyboardInterrupt:
+    _interrupted()
+  except OSError as e:  # a workdir or output the OS refuses: read-only, not a folder, full
+    fail(os_problem(e) if e.errno else str(e))  # (no errno: the library's own sentence)
+  except (RuntimeError, AssertionError) as e:  # how JAX says it cannot start a platform
+    problem = _platform_problem()
+    if problem is None:
+      raise
+    fail(problem)
+
+
+def _interrupted() -> NoReturn:
+  print("interrupted; rerun the same command to resume.", file=sys.stderr)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  # Not sys.exit: tearing the interpreter down under XLA's running threads can crash it.
+  # Nothing is lost: every checkpoint is written to a temporary name and renamed whole.
+  os._exit(130)
+
+
+def os_problem(error: OSError) -> str:
+  """An OS error as one sentence naming the path and the cause."""
+  cause = (error.strerror or str(error)).rstrip(".")
+  where = error.filename or "a file"
+  if error.errno == errno.ENOSPC:
+    return f"Cannot write {where}: the disk is full; free space and rerun the same command."
+  return f"Cannot use {where}: {cause.lower()}."
+
+
+def _platform_problem() -> str | None:
+  """One sentence when JAX cannot start its platform (``JAX_PLATFORMS`` names one this
+  machine lacks), else None."""
+  import jax
+  try:
+    jax.devices()
+    return None
+  except Exception:  # pylint: disable=broad-except  (any failure to start is the answer)
+    asked = os.environ.get("JAX_PLATFORMS") or jax.config.jax_platforms or "its default"
+    return (f"JAX cannot start the platform {asked} on this machine; unset JAX_PLATFORMS "
+            "to use what the machine has, or install the jax build for that platform.")
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging as pylogging
 import pathlib
-import shutil
 import sys
 import time
 from typing import Any, NamedTuple
@@ -23,6 +22,8 @@ import numpy as np
 from absl import logging
 
 from collapse_jax import checkpoint, progress, rng, validate
+from collapse_jax import environment
+from collapse_jax import workdir as workdir_lib
 from collapse_jax.data import source as source_lib
 from collapse_jax.loop.generation import Carry, CompiledLoop, Loop, SegmentedLoop, is_trained
 from collapse_jax.loop.pool import PoolLayout
@@ -87,22 +88,6 @@ class NonFiniteError(RuntimeError):
   """A generation produced non-finite metrics; earlier generations are checkpointed."""
 
 
-def run_or_exit(fn, *args, **kwargs):
-  """``fn(*args, **kwargs)`` for a launcher: a user's mistake becomes one sentence on stderr
-  and exit 2 (a run that went non-finite: exit 1), never a traceback."""
-  try:
-    return fn(*args, **kwargs)
-  except (validate.ConfigError, checkpoint.CheckpointError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  except NonFiniteError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-  except progress.Preempted as e:
-    print(str(e), file=sys.stderr)
-    sys.exit(0)
-
-
 def configure_logging() -> None:
   """absl INFO logging for our progress (process 0 only: the others warn and err only),
   without Orbax's per-save INFO chatter."""
@@ -117,22 +102,18 @@ def _config_dict(config) -> dict:
   return json.loads(config.to_json())
 
 
-def prepare_workdir(config, workdir: pathlib.Path, overwrite: bool) -> None:
-  """Refuses a workdir holding a different run (unless ``overwrite``, which empties it)."""
-  saved = workdir / "config.json"
-  if saved.exists() and not overwrite:
-    old = json.loads(saved.read_text())
-    new = _config_dict(config)
-    differ = sorted(k for k in set(old) | set(new)
-                    if k not in CONTINUABLE and old.get(k) != new.get(k))
-    if differ:
-      raise validate.ConfigError(
-          f"{workdir} holds a run of a different config (fields {', '.join(differ)} differ); "
-          "use another --workdir or pass --overwrite.")
-  if overwrite and workdir.exists() and jax.process_index() == 0:
-    shutil.rmtree(workdir)
-  distributed.barrier("prepare_workdir")
-  workdir.mkdir(parents=True, exist_ok=True)
+def check_same_run(config, workdir: pathlib.Path) -> None:
+  """Refuses a workdir that holds a run of a different config."""
+  old = workdir_lib.read_config(workdir)
+  if old is None:
+    return
+  new = _config_dict(config)
+  differ = sorted(k for k in set(old) | set(new)
+                  if k not in CONTINUABLE and old.get(k) != new.get(k))
+  if differ:
+    raise validate.ConfigError(
+        f"{workdir} holds a run of a different config (fields {', '.join(differ)} differ); "
+        "use another --workdir, or pass --overwrite to delete that run.")
 
 
 def build_loop(config, layout: PoolLayout) -> Loop:
@@ -371,8 +352,21 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
     consts = mesh_lib.place_consts(load, source.num_train, mesh)
   except ValueError as e:  # validation does not decode every file (e.g. an image folder's)
     raise validate.ConfigError(str(e)) from e
-  workdir = pathlib.Path(workdir)
-  prepare_workdir(config, workdir, overwrite)
+  workdir = workdir_lib.check_path(workdir)
+  if overwrite:
+    workdir_lib.check_clearable(workdir)  # before the lock file lands in a folder it refuses
+  with workdir_lib.hold(workdir, jax.process_index()):
+    if not overwrite:
+      check_same_run(config, workdir)
+    elif jax.process_index() == 0:  # only now: every check has passed and no one else runs
+      workdir_lib.clear_run(workdir)
+    distributed.barrier("prepare_workdir")
+    return _run(config, workdir, loop, mesh, consts, resume_from_intact, started)
+
+
+def _run(config, workdir: pathlib.Path, loop: Loop, mesh, consts, resume_from_intact: bool,
+         started: float) -> list[dict]:
+  """`train_and_evaluate` in a workdir this process holds, checked and ready."""
   roots = rng.seed_keys(config.seed, config.num_seeds)
   compiled = CompiledLoop(loop, mesh, consts, roots)
   seg_steps = segment_steps(config, loop, compiled)
@@ -391,6 +385,9 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
   if jax.process_index() == 0:  # only now: a refused resume leaves the workdir as it was
     (workdir / "config.json").write_text(
         json.dumps(_config_dict(config), indent=2, sort_keys=True))
+    notice = environment.record(workdir, done)
+    if notice:
+      logging.warning(notice)
 
   evaluators = evals_base.build_all(
       config, evals_base.Context(config=config, workdir=workdir, loop=loop, consts=consts))
@@ -429,7 +426,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
           history.append({k: v.tolist() for k, v in values.items()})
           reporter.end_generation(int(g), values)
         done = int(gens[-1]) + 1
-        meta = {"history": history, "curves": curves, "layout": dataclasses.asdict(layout)}
+        meta = {"history": history, "curves": curves,
+                "layout": dataclasses.asdict(compiled.loop.layout)}
         # The real set (block 0) with the first save, then the blocks this chunk wrote.
         blocks = ([0] if not slices else []) + [int(g) + 1 for g in gens]
         slices = _save_loop(ckpts, compiled, done, carry, meta, slices, blocks)
@@ -451,6 +449,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
   finally:
     reporter.close()
     ckpts.close()
+  _write_metrics(config, workdir, history)  # also rewrites a damaged file of a finished run
   rows = _metric_rows(config, history)
   if jax.process_index() == 0:
     plots.plot_run(rows, workdir / "plots", title=f"{config.model.name}, {config.policy.name}")

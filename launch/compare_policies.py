@@ -25,8 +25,15 @@ def main(argv):
   from collapse_jax import experiment  # late: a refused command line needs no JAX start
   from collapse_jax.report import compare
   experiment.configure_logging()
+  policies = _POLICIES.value
+  if not policies or not all(p.strip() for p in policies):
+    cli.fail(f"--policies needs a comma-separated list of policy names, got "
+             f"{','.join(policies)!r}.")
+  if len(set(policies)) < len(policies):
+    cli.fail(f"--policies names a policy twice ({','.join(policies)}); each runs in "
+             "<workdir>/<policy>.")
   root = pathlib.Path(_WORKDIR.value)
-  _, table = compare.run_policies(_CONFIG.value, _POLICIES.value, root,
+  _, table = compare.run_policies(_CONFIG.value, policies, root,
                                   overwrite=_OVERWRITE.value)
   print(table)
   print(f"Wrote {root / 'report.html'} (and comparison.png, comparison.md beside it).")

@@ -26,8 +26,7 @@ def main(argv):
   del argv  # cli.run refuses positional arguments
   from collapse_jax import experiment  # late: a refused command line needs no JAX start
   from collapse_jax.parallel import distributed
-  experiment.run_or_exit(distributed.initialize, _COORDINATOR.value, _NUM_PROCESSES.value,
-                         _PROCESS_ID.value)
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   experiment.configure_logging()
   experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value,
                                 resume_from_intact=_INTACT.value)

@@ -7,12 +7,11 @@ Writes ``--out``: a PNG grid for image rows, a scatter PNG for 2-D points, or (a
 ``.npz``) the rows themselves.
 """
 import pathlib
-import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from collapse_jax import experiment
+from collapse_jax import cli, experiment, validate
 from collapse_jax.report import grids
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
@@ -42,27 +41,23 @@ def write(gen: experiment.Generation, rows: dict, out: pathlib.Path) -> None:
     fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
   else:
-    raise experiment.validate.ConfigError(
+    raise validate.ConfigError(
         f"--out={out}: rows of shape {data.shape[1:]} can be written as .npz only.")
 
 
 def main(argv):
-  if len(argv) > 1:
-    sys.exit(f"error: unexpected arguments {' '.join(argv[1:])}.")
-
-  def run():
-    gen = experiment.load_generation(_WORKDIR.value, _GENERATION.value)
-    if not 0 <= _SEED_INDEX.value < gen.config.num_seeds:
-      raise experiment.validate.ConfigError(
-          f"--seed_index must be in [0, {gen.config.num_seeds}), got {_SEED_INDEX.value}.")
-    if _NUM.value < 1:
-      raise experiment.validate.ConfigError(f"--num must be positive, got {_NUM.value}.")
-    rows = experiment.sample_generation(gen, _NUM.value, _SEED_INDEX.value, _KEY.value)
-    write(gen, rows, pathlib.Path(_OUT.value))
-    print(f"Wrote {_NUM.value} samples of generation {_GENERATION.value} to {_OUT.value}.")
-
-  experiment.run_or_exit(run)
+  del argv  # cli.run refuses positional arguments
+  experiment.configure_logging()
+  gen = experiment.load_generation(_WORKDIR.value, _GENERATION.value)
+  if not 0 <= _SEED_INDEX.value < gen.config.num_seeds:
+    raise validate.ConfigError(
+        f"--seed_index must be in [0, {gen.config.num_seeds}), got {_SEED_INDEX.value}.")
+  if _NUM.value < 1:
+    raise validate.ConfigError(f"--num must be positive, got {_NUM.value}.")
+  rows = experiment.sample_generation(gen, _NUM.value, _SEED_INDEX.value, _KEY.value)
+  write(gen, rows, pathlib.Path(_OUT.value))
+  print(f"Wrote {_NUM.value} samples of generation {_GENERATION.value} to {_OUT.value}.")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from collapse_jax import validate
 from collapse_jax.data.source import RowSpec, Task, from_pixels, to_pixels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -49,14 +50,21 @@ def _check_split(split: str, valid: tuple[str, ...]) -> None:
 
 def _require_dir(path: str | Path) -> Path:
   directory = Path(path)
+  if directory.exists() and not directory.is_dir():
+    raise DataError(f"Data directory {directory} is a file; give the folder that holds the "
+                    "dataset's files.")
   if not directory.is_dir():
     raise DataError(f"Data directory {directory} does not exist.")
   return directory
 
 
 def _require_file(path: Path) -> Path:
+  if path.is_dir():
+    raise DataError(f"Data file {path} is a folder, not a file.")
   if not path.is_file():
     raise DataError(f"Data file {path} does not exist.")
+  if path.stat().st_size == 0:
+    raise DataError(f"Data file {path} is empty.")
   return path
 
 
@@ -474,3 +482,8 @@ class ImageSource:
 def build(data) -> ImageSource:
   spec = tuple(data.get(f) for f in _SPEC_FIELDS)
   return ImageSource(spec=spec, n_test=data.n_test)
+
+
+def check_config(config) -> str | None:
+  # resolution and limit: the loaders check them, for their own callers too.
+  return validate.fields_problem(config.data, {"n_test": validate.COUNT}, "data.")

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from collapse_jax import validate
 from collapse_jax.data.source import RowSpec, Task
 
 
@@ -27,9 +28,10 @@ def fixed_design_labels(design: jax.Array, w: jax.Array, sigma2: jax.Array, key:
                         n: int) -> jax.Array:
   """``[n]`` labels ``X w + N(0, sigma2)`` for rows ``0..n-1`` of the design repeated.
 
-  ``design [T, d]``; n is a multiple of T (validated), so the product is tiled, not gathered.
+  ``design [T, d]``; the product is tiled, not gathered (the loop's n is a multiple of T;
+  a user's draw from a saved model may be any n).
   """
-  mean = jnp.tile(design @ w, n // design.shape[0])
+  mean = jnp.tile(design @ w, -(-n // design.shape[0]))[:n]
   return mean + jnp.sqrt(sigma2) * jax.random.normal(key, (n,))
 
 
@@ -75,8 +77,20 @@ def build(data) -> LinearSource:
                       num_rows=data.num_rows, sigma2=data.sigma2, n_test=data.n_test)
 
 
+RANGES = {
+    "dim": validate.COUNT,
+    "num_rows": validate.COUNT,
+    "sigma2": validate.Range(0, note="0: noiseless labels"),
+    "n_test": validate.COUNT,
+    "max_dim": validate.Range(0, integer=True, note="0: dim"),
+}
+
+
 def check_config(config) -> str | None:
   """The protocol needs T >= d + 2 (the closed forms divide by T - d - 1)."""
+  problem = validate.fields_problem(config.data, RANGES, "data.")
+  if problem:
+    return problem
   d, t = config.data.dim, config.data.num_rows
   if t <= d + 1:
     return f"Linear regression needs num_rows T > dim d + 1, got T={t}, d={d}."
@@ -84,8 +98,7 @@ def check_config(config) -> str | None:
     return f"data.max_dim ({config.data.max_dim}) must be at least data.dim ({d})."
   if config.n_real != t:
     return f"Linear regression trains on the fixed design: n_real must equal num_rows ({t})."
-  from collapse_jax.validate import policy_of  # late: validate imports every source
-  if policy_of(config).n_synth % t:
+  if validate.policy_of(config).n_synth % t:
     return (f"Linear regression regenerates labels for the whole fixed design: the "
             f"synthetic rows per generation must be a multiple of num_rows ({t}).")
   return None

@@ -8,6 +8,7 @@ import pathlib
 
 import numpy as np
 
+from collapse_jax import workdir as workdir_lib
 from collapse_jax.report import plots
 
 # What a reader judges first (held-out real-data loss, then sample quality), in this order;
@@ -65,15 +66,36 @@ def load_runs(workdirs: list[pathlib.Path]) -> list[Run]:
   missing = [str(w) for w in workdirs if not (w / "metrics.jsonl").exists()]
   if missing:
     raise FileNotFoundError(f"No finished run (metrics.jsonl) in {', '.join(missing)}.")
-  configs = [json.loads((w / "config.json").read_text()) for w in workdirs]
+  configs = [workdir_lib.read_config(w) or {} for w in workdirs]
+  unknown = [str(w) for w, c in zip(workdirs, configs) if not c]
+  if unknown:
+    raise FileNotFoundError(f"No run's config.json in {', '.join(unknown)}.")
   labels = [policy_label(c["policy"]) for c in configs]
   runs = []
   for w, c, label in zip(workdirs, configs, labels):
     if labels.count(label) > 1:
       label = f"{label} [{w.parent.name}/{w.name}]"
-    rows = [json.loads(l) for l in (w / "metrics.jsonl").read_text().splitlines() if l]
+    rows = read_rows(w / "metrics.jsonl")
     runs.append(Run(workdir=w, label=label, config=c, rows=rows))
   return runs
+
+
+def read_rows(path: pathlib.Path) -> list[dict]:
+  """The rows of a metrics.jsonl; an empty or damaged file is one sentence
+  (FileNotFoundError, which the launchers report with exit 2)."""
+  rows = []
+  for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:
+      raise FileNotFoundError(
+          f"{path} is damaged at line {i} (not a JSON row); rerun the run's training "
+          "command to rewrite it from its checkpoints.") from None
+  if not rows:
+    raise FileNotFoundError(f"{path} is empty: the run has no finished generation yet.")
+  return rows
 
 
 def ordered_metrics(runs: list[Run]) -> list[str]:

@@ -1,0 +1,133 @@
+"""A run's workdir: what makes a folder a run, who may write it, and starting over safely.
+
+Three promises, each checked here before the driver writes anything:
+- A workdir is held by one run at a time: `hold` takes an advisory lock (``flock``) on
+  ``<workdir>/.lock.<process index>``. The kernel drops it when the process ends, however it
+  ends, so a killed run never blocks the next one; the processes of one multi-host run each
+  hold their own index's file, so they share the workdir as they must.
+- ``--overwrite`` deletes only a run: a folder whose ``config.json`` is a collapse_jax config
+  (a JSON object with ``model``, ``policy`` and ``num_generations``) and whose every entry is
+  one a run writes (`RUN_ENTRIES`). Anything else in it (a user's notes, another tool's
+  output) and the folder is refused, not emptied.
+- Every refusal names the folder and why, in one sentence (`WorkdirError`).
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import pathlib
+import shutil
+import socket
+from typing import Iterator
+
+# Every top-level entry a run writes (the driver, its checkpoints, the built-in evaluators);
+# `.lock.*` files and Orbax's temporaries are matched by prefix below.
+RUN_ENTRIES = frozenset({
+    "config.json", "metrics.jsonl", "metrics.jsonl.tmp", "environment.json",
+    "environment.json.tmp", "timing.json",
+    "checkpoints", "plots", "tensorboard", "samples", "samples2d", "stories",
+    "feature_classifier.npz"})
+_RUN_PREFIXES = (".lock.",)
+
+
+class WorkdirError(ValueError):
+  """A workdir this run may not use; the message is one sentence for the user."""
+
+
+def check_path(workdir: str | os.PathLike) -> pathlib.Path:
+  """``workdir`` as a path, refusing an empty one (an unset shell variable) or a file."""
+  if not str(workdir).strip():
+    raise WorkdirError("--workdir is empty; give the folder the run should use.")
+  path = pathlib.Path(workdir)
+  if path.exists() and not path.is_dir():
+    raise WorkdirError(f"The workdir {path} is a file, not a folder; choose another --workdir.")
+  return path
+
+
+def read_config(workdir: pathlib.Path) -> dict | None:
+  """The config saved in ``workdir`` as a dict, None when there is none; a config.json that
+  is not a collapse_jax config is refused."""
+  saved = workdir / "config.json"
+  if not saved.exists():
+    return None
+  try:
+    config = json.loads(saved.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise WorkdirError(f"{saved} is not valid JSON ({e}); it is not a run this version can "
+                       "continue: use another --workdir, or fix or remove the file.") from e
+  if not _is_run_config(config):
+    raise WorkdirError(f"{saved} is not a collapse_jax config; use another --workdir.")
+  return config
+
+
+def _is_run_config(config) -> bool:
+  return isinstance(config, dict) and {"model", "policy", "num_generations"} <= set(config)
+
+
+def foreign_entries(workdir: pathlib.Path) -> list[str]:
+  """Top-level entries of ``workdir`` that no run writes, sorted."""
+  return sorted(p.name for p in workdir.iterdir()
+                if p.name not in RUN_ENTRIES and not p.name.startswith(_RUN_PREFIXES))
+
+
+def check_clearable(workdir: pathlib.Path) -> None:
+  """Refuses ``--overwrite`` of a folder that does not hold exactly a run: a collapse_jax
+  config.json and only the entries a run writes (a missing folder is fine)."""
+  if not workdir.exists() or not [p for p in workdir.iterdir()
+                                  if not p.name.startswith(_RUN_PREFIXES)]:
+    return  # nothing to lose
+  try:
+    config = json.loads((workdir / "config.json").read_text())
+  except (OSError, ValueError):
+    config = None
+  if not _is_run_config(config):
+    raise WorkdirError(
+        f"--overwrite deletes only a collapse_jax run, and {workdir} holds none (no run's "
+        "config.json); nothing was deleted: choose another --workdir.")
+  foreign = foreign_entries(workdir)
+  if foreign:
+    shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3
+                                      else "")
+    raise WorkdirError(
+        f"--overwrite deletes only a collapse_jax run, and {workdir} also holds {shown}; "
+        "nothing was deleted: move them out or choose another --workdir.")
+
+
+def clear_run(workdir: pathlib.Path) -> None:
+  """Deletes the run in ``workdir`` after `check_clearable` (the folder and its locks stay)."""
+  if not workdir.exists():
+    return
+  check_clearable(workdir)
+  for entry in workdir.iterdir():
+    if entry.name.startswith(_RUN_PREFIXES):
+      continue
+    if entry.is_dir() and not entry.is_symlink():
+      shutil.rmtree(entry)
+    else:
+      entry.unlink()
+
+
+@contextlib.contextmanager
+def hold(workdir: pathlib.Path, process_index: int) -> Iterator[None]:
+  """Creates ``workdir`` if needed and holds its lock for this process while the block runs;
+  refuses, in one sentence, a workdir another live run holds."""
+  workdir.mkdir(parents=True, exist_ok=True)
+  path = workdir / f".lock.{process_index}"
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      if e.errno not in (errno.EAGAIN, errno.EACCES):
+        raise
+      holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+      raise WorkdirError(f"{workdir} is in use by another run ({holder}); wait for it to "
+                         "finish or use another --workdir.") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # releases the lock

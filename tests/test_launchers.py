@@ -1,0 +1,130 @@
+"""One convention for every launcher: a user's mistake or an OS refusal is one `error:`
+sentence and exit 2 (cli.run_or_exit), whatever the launcher and whatever the path."""
+import errno
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from collapse_jax import cli, experiment
+from collapse_jax.report import compare
+
+from conftest import ROOT, load_config
+
+
+def _exit_sentence(capsys, fn, *args, **kwargs) -> str:
+  """Runs ``fn`` as a launcher would; asserts exit 2 and returns its one stderr line."""
+  with pytest.raises(SystemExit) as stop:
+    cli.run_or_exit(fn, *args, **kwargs)
+  assert stop.value.code == 2
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), lines
+  return lines[0]
+
+
+@pytest.fixture(scope="module")
+def linreg_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("lin") / "run"
+  experiment.train_and_evaluate(load_config("linreg", "replace,smoke"), workdir)
+  return workdir
+
+
+@pytest.mark.parametrize("code,cause", [
+    (errno.EACCES, "permission denied"), (errno.EROFS, "read-only file system")])
+def test_a_workdir_the_os_refuses_is_one_sentence(tmp_path, monkeypatch, capsys, code, cause):
+  # (As root, chmod does not refuse anything: the OS's answer is simulated at mkdir.)
+  def refuse(self, *args, **kwargs):
+    raise OSError(code, cause.capitalize(), str(self))
+  monkeypatch.setattr(pathlib.Path, "mkdir", refuse)
+  line = _exit_sentence(capsys, experiment.train_and_evaluate,
+                        load_config("linreg", "replace,smoke"), tmp_path / "run")
+  assert line == f"error: Cannot use {tmp_path / 'run'}: {cause}."
+
+
+def test_a_full_disk_names_the_path_and_the_cause(capsys):
+  def write():
+    raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/metrics.jsonl.tmp")
+  assert _exit_sentence(capsys, write) == (
+      "error: Cannot write /runs/x/metrics.jsonl.tmp: the disk is full; free space and rerun "
+      "the same command.")
+
+
+@pytest.mark.parametrize("content,words", [
+    ("", "is empty: the run has no finished generation yet."),
+    ('{"generation": 0, "seed": 0, "test_error": 0.1}\n{"generation": 1, "se',
+     "is damaged at line 2"),
+])
+def test_report_on_an_empty_or_cut_metrics_file(linreg_run, tmp_path, capsys, content, words):
+  import shutil
+  workdir = tmp_path / "run"
+  shutil.copytree(linreg_run, workdir)
+  (workdir / "metrics.jsonl").write_text(content)
+  line = _exit_sentence(capsys, compare.compare, [workdir], tmp_path / "out")
+  assert words in line and str(workdir / "metrics.jsonl") in line
+  assert not (tmp_path / "out").exists()
+
+
+def test_a_finished_run_rewrites_its_damaged_metrics(linreg_run, tmp_path):
+  import shutil
+  workdir = tmp_path / "run"
+  shutil.copytree(linreg_run, workdir)
+  good = (workdir / "metrics.jsonl").read_text()
+  (workdir / "metrics.jsonl").write_text(good[:50])
+  experiment.train_and_evaluate(load_config("linreg", "replace,smoke"), workdir)
+  assert (workdir / "metrics.jsonl").read_text() == good
+
+
+def test_report_on_a_folder_whose_config_is_not_json(linreg_run, tmp_path, capsys):
+  import shutil
+  workdir = tmp_path / "run"
+  shutil.copytree(linreg_run, workdir)
+  (workdir / "config.json").write_text("{not json")
+  assert "config.json is not valid JSON" in _exit_sentence(
+      capsys, compare.compare, [workdir], tmp_path / "out")
+
+
+def test_sample_cli_on_a_linreg_run_with_its_defaults(linreg_run, tmp_path):
+  """The README's sample command on 1-D rows: .npz works with the default --num; .png and an
+  unwritable --out are one sentence each."""
+  sample = [sys.executable, str(ROOT / "launch" / "sample.py"), f"--workdir={linreg_run}",
+            "--generation=1"]
+  ok = subprocess.run(sample + [f"--out={tmp_path / 's.npz'}"], capture_output=True,
+                      text=True, timeout=300)
+  assert ok.returncode == 0, ok.stderr[-2000:]
+  import numpy as np
+  assert np.load(tmp_path / "s.npz")["y"].shape == (64,)
+  for out, words in [(tmp_path / "s.png", "rows of shape () can be written as .npz only"),
+                     (tmp_path / "s.npz" / "x.npz", "Cannot use")]:
+    bad = subprocess.run(sample + [f"--out={out}"], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and words in bad.stderr, bad.stderr[-2000:]
+    assert "Traceback" not in bad.stderr
+  misspelt = subprocess.run(sample + ["--nmu=3", f"--out={tmp_path / 'm.npz'}"],
+                            capture_output=True, text=True, timeout=300)
+  assert misspelt.returncode == 2
+  assert misspelt.stderr.strip() == "error: Unknown flag --nmu; did you mean --num?"
+
+
+def test_compare_policies_refuses_an_empty_or_repeated_list(tmp_path):
+  launcher = [sys.executable, str(ROOT / "launch" / "compare_policies.py"),
+              "--config=configs/linreg.py:smoke", f"--workdir={tmp_path / 'w'}"]
+  for policies, words in [("", "--policies needs a comma-separated list"),
+                          ("replace,replace", "names a policy twice")]:
+    result = subprocess.run(launcher + [f"--policies={policies}"], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2 and words in result.stderr, result.stderr[-2000:]
+  assert not (tmp_path / "w").exists()
+
+
+def test_a_platform_the_machine_lacks_is_one_sentence(tmp_path):
+  import os
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "launch" / "main.py"), "--config=configs/linreg.py:smoke",
+       f"--workdir={tmp_path / 'w'}"], capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, JAX_PLATFORMS="nosuchplatform"))
+  assert result.returncode == 2, result.stderr[-2000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: JAX cannot start the platform nosuchplatform")
+  assert "Traceback" not in result.stderr and not (tmp_path / "w").exists()
