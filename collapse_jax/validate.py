@@ -1,7 +1,17 @@
-"""One validation pass over a config, before any compute or any write to the workdir."""
+"""One validation pass over a config, before any compute or any write to the workdir.
+
+Numbers are checked against declared ranges (`Range`, `fields_problem`): the fields every run
+has here (`RANGES`), a family's, source's or evaluator's own in its ``check_config``, with
+the same one-sentence refusal naming the field and what it may be. A value that is legal
+but surprising (a batch larger than the rows it is drawn from) is a one-line warning.
+"""
 from __future__ import annotations
 
+import dataclasses
 import math
+import numbers
+
+from absl import logging
 
 from collapse_jax.data import source as source_lib
 from collapse_jax.evals import base as evals_base
@@ -14,35 +24,111 @@ class ConfigError(ValueError):
   """A config that cannot run; the message is one sentence for the user."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+  """The values a numeric config field may take: from ``low`` to ``high``, each end
+  included unless ``*_open``; whole numbers only if ``integer``. NaN never fits, and an
+  infinity only where ``inf`` says what it means. ``note``: what special values mean."""
+  low: float = -math.inf
+  high: float = math.inf
+  low_open: bool = False
+  high_open: bool = False
+  integer: bool = False
+  inf: str = ""
+  note: str = ""
+
+  def holds(self, value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+      return False
+    if self.integer and not isinstance(value, numbers.Integral):
+      return False
+    if not isinstance(value, numbers.Integral):  # ints are exact: never NaN, no float rounding
+      value = float(value)
+      if math.isnan(value) or (math.isinf(value) and not self.inf):
+        return False
+    above = value > self.low if self.low_open else value >= self.low
+    below = value < self.high if self.high_open else value <= self.high
+    return above and below
+
+  def __str__(self) -> str:
+    show = lambda x: f"{x:g}" if isinstance(x, float) else str(x)
+    if self.high == math.inf and self.low == -math.inf:
+      bound = ""
+    elif self.high == math.inf:
+      # "at least 1" for counts; ">= 0", "> 0" otherwise.
+      bound = (f"> {show(self.low)}" if self.low_open else
+               f"at least {self.low}" if self.integer and self.low >= 1 else
+               f">= {show(self.low)}")
+    elif self.low == -math.inf:
+      bound = f"< {show(self.high)}" if self.high_open else f"<= {show(self.high)}"
+    else:
+      bound = (f"in {'(' if self.low_open else '['}{show(self.low)}, {show(self.high)}"
+               f"{')' if self.high_open else ']'}")
+    # Between two finite ends, "finite" goes without saying.
+    bounded = math.isfinite(self.low) and math.isfinite(self.high)
+    kind = ("an integer" if self.integer else "a number" if self.inf else
+            "" if bounded else "a finite number")
+    notes = "; ".join(n for n in (kind, self.inf and f"inf: {self.inf}", self.note) if n)
+    if not bound:
+      return notes
+    return f"{bound} ({notes})" if notes else bound
+
+
+COUNT = Range(1, integer=True)
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+# JAX makes a key from a seed as an int32 (rng.seed_keys: a larger seed overflows); replicate
+# s uses seed + s, which wraps to the same keys as the unsigned seed would give.
+SEED = Range(0, 2**31 - 1, integer=True)
+
+# The fields every run has; a family, source or evaluator checks its own.
+RANGES = {
+    "seed": SEED,
+    "num_seeds": COUNT,
+    "num_generations": COUNT,
+    "generations_per_chunk": Range(0, integer=True, note="0: one chunk"),
+    "checkpoint_every_steps": Range(-1, integer=True, note="0: never, -1: by model size"),
+    "log_every_steps": COUNT,
+    "sample_chunk_rows": Range(0, integer=True, note="0: never chunk"),
+    "n_real": COUNT,
+    "n_synth": COUNT,
+    "policy.mix_lambda": Range(0, inf="fully synthetic"),
+}
+
+
+def fields_problem(node, ranges: dict[str, Range], prefix: str = "") -> str | None:
+  """One sentence on the first field of ``node`` outside its range in ``ranges`` (keys are
+  dotted paths; absent and None fields are skipped, a sequence is checked entry by entry),
+  naming it ``prefix + key``; None when all fit."""
+  for path, allowed in ranges.items():
+    value = node
+    for part in path.split("."):
+      value = value.get(part) if hasattr(value, "get") else None
+    if value is None:
+      continue
+    sequence = isinstance(value, (list, tuple))
+    if not all(allowed.holds(v) for v in (value if sequence else (value,))):
+      what = f"{prefix}{path}{' entries' if sequence else ''}"
+      return f"{what} must be {allowed}, got {value!r}."
+  return None
+
+
 def check(config) -> None:
-  """Raises `ConfigError` with the first problem found in ``config``."""
+  """Raises `ConfigError` with the first problem found in ``config``; logs a warning line
+  for each legal but surprising value of a config that passes."""
   problem = _first_problem(config)
   if problem:
     raise ConfigError(problem)
+  _warn_surprises(config)
 
 
 def _first_problem(config) -> str | None:
   pol = config.policy
   if pol.name not in policies.NAMES:
     return f"Unknown policy {pol.name!r}; choose one of {', '.join(policies.NAMES)}."
-  lam = float(pol.mix_lambda)
-  if math.isnan(lam) or lam < 0:
-    return f"policy.mix_lambda must be >= 0 (or inf for fully synthetic), got {pol.mix_lambda}."
-  if config.num_generations < 1:
-    return f"num_generations must be at least 1, got {config.num_generations}."
-  if config.num_seeds < 1:
-    return f"num_seeds must be at least 1, got {config.num_seeds}."
-  if config.generations_per_chunk < 0:
-    return f"generations_per_chunk must be >= 0 (0: one chunk), got {config.generations_per_chunk}."
-  if config.n_real < 1 or config.n_synth < 1:
-    return f"n_real and n_synth must be positive, got {config.n_real} and {config.n_synth}."
-  if config.get("checkpoint_every_steps", -1) < -1:
-    return ("checkpoint_every_steps must be a number of steps, 0 (never) or -1 (by model "
-            f"size), got {config.checkpoint_every_steps}.")
-  if config.get("sample_chunk_rows", 0) < 0:
-    return f"sample_chunk_rows must be >= 0 (0: never chunk), got {config.sample_chunk_rows}."
-  if config.get("log_every_steps", 1) < 1:
-    return f"log_every_steps must be at least 1, got {config.log_every_steps}."
+  problem = fields_problem(config, RANGES)
+  if problem:
+    return problem
   if config.train_from not in ("scratch", "previous"):
     return f"train_from must be 'scratch' or 'previous', got {config.train_from!r}."
   problem = mesh_lib.check(config.mesh.data, config.mesh.get("fsdp", 1))
@@ -76,6 +162,24 @@ def _first_problem(config) -> str | None:
       return (f"The policy needs {needed} real training rows but the dataset has "
               f"{num_train}; lower n_real or num_generations.")
   return None
+
+
+def _warn_surprises(config) -> None:
+  batch, rows = config.model.get("batch_size"), _fewest_training_rows(config)
+  if batch is not None and batch > rows:
+    logging.warning("model.batch_size=%d is larger than the %d rows a generation trains on; "
+                    "its minibatches repeat rows (they are drawn with replacement).",
+                    batch, rows)
+
+
+def _fewest_training_rows(config) -> int:
+  """The fewest rows any generation trains on: generation 0's real set, or fewer later
+  where a generation trains on its newest block alone (replace, fully_synthetic,
+  fresh_real: n_fresh + n_synth rows) or on a subsample of n_synth rows."""
+  policy = policy_of(config)
+  if config.num_generations == 1 or policy.name in ("accumulate", "mix"):
+    return policy.n_real  # later views hold n_real rows or more (mix at inf: n_real samples)
+  return min(policy.n_real, policy.n_fresh + policy.n_synth)
 
 
 def policy_of(config) -> policies.Policy:

@@ -10,6 +10,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from collapse_jax import validate
 from collapse_jax.data.source import RowSpec, Task
 
 
@@ -48,3 +49,15 @@ class GaussianSource:
 
 def build(data) -> GaussianSource:
   return GaussianSource(dim=data.dim, condition=data.condition, n_test=data.n_test)
+
+
+RANGES = {
+    "dim": validate.COUNT,
+    # The largest over the smallest eigenvalue, so at least 1.
+    "condition": validate.Range(1, note="1: isotropic"),
+    "n_test": validate.COUNT,
+}
+
+
+def check_config(config) -> str | None:
+  return validate.fields_problem(config.data, RANGES, "data.")

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from collapse_jax import validate
 from collapse_jax.data import conformers
 from collapse_jax.data.source import RowSpec, Task
 
@@ -154,9 +155,23 @@ def build(data) -> MoleculeSource:
                         progress=data.get("progress", True))
 
 
+RANGES = {
+    "num_molecules": validate.Range(0, integer=True, note="0: all"),
+    "num_confs": validate.COUNT,
+    "prune_rms": validate.NON_NEGATIVE,
+    "min_atoms": validate.COUNT,
+    "max_atoms": validate.COUNT,
+    "seed": validate.SEED,
+    "train_conformers": validate.COUNT,
+}
+
+
 def check_config(config) -> str | None:
   """One sentence if ``config.data`` cannot describe a molecule dataset, else None."""
   d = config.data
+  problem = validate.fields_problem(d, RANGES, "data.")
+  if problem:
+    return problem
   p = params_of(d)
   if p["kind"] not in conformers.KINDS:
     return (f"Unknown molecule data kind {p['kind']!r}; choose one of "
@@ -166,14 +181,10 @@ def check_config(config) -> str | None:
       return f"Molecule data kind {p['kind']!r} needs data.path."
     if not pathlib.Path(p["path"]).exists():
       return f"Molecule data path {p['path']} does not exist."
-  if not 1 <= p["min_atoms"] <= p["max_atoms"]:
-    return (f"data.min_atoms and data.max_atoms must satisfy 1 <= min <= max, got "
-            f"{p['min_atoms']} and {p['max_atoms']}.")
-  if p["num_molecules"] < 0 or p["num_confs"] < 1 or d.get("train_conformers", 5) < 1:
-    return "data.num_molecules must be >= 0 (0: all) and num_confs, train_conformers >= 1."
+  if p["min_atoms"] > p["max_atoms"]:
+    return (f"data.min_atoms must be at most data.max_atoms, got {p['min_atoms']} and "
+            f"{p['max_atoms']}.")
   split = p["split"]
-  if len(split) != 3 or min(split) <= 0 or abs(sum(split) - 1) > 1e-6:
+  if len(split) != 3 or not all(x > 0 for x in split) or not abs(sum(split) - 1) <= 1e-6:
     return f"data.split must be three positive train/val/test fractions summing to 1, got {split}."
-  if p["prune_rms"] < 0:
-    return f"data.prune_rms must be >= 0, got {p['prune_rms']}."
   return None

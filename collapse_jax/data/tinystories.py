@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from collapse_jax import validate
 from collapse_jax.data import tokenizer as tok
 from collapse_jax.data.source import RowSpec, Task
 
@@ -303,12 +304,15 @@ def build(data) -> TinyStoriesSource:
       tokenizer_dir=data.get("tokenizer_dir"))
 
 
+RANGES = {
+    "vocab_size": validate.Range(8, integer=True),
+    "n_test": validate.COUNT,
+    "limit": validate.Range(1, integer=True, note="None: every story"),
+}
+
+
 def check_config(config) -> str | None:
   d = config.data
   if d.get("format", "auto") not in FORMATS:
     return f"Unknown TinyStories format {d.format!r}; choose one of {', '.join(FORMATS)}."
-  if d.get("vocab_size", 8000) < 8:
-    return f"data.vocab_size must be at least 8, got {d.vocab_size}."
-  if d.n_test < 1:
-    return f"data.n_test must be positive, got {d.n_test}."
-  return None
+  return validate.fields_problem(d, RANGES, "data.")

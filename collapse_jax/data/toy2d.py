@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from collapse_jax import validate
 from collapse_jax.data.source import RowSpec, Task
 
 
@@ -98,4 +99,4 @@ def check_config(config) -> str | None:
   if config.data.name not in SAMPLERS:
     return (f"Unknown 2-D toy {config.data.name!r}; choose one of "
             f"{', '.join(sorted(SAMPLERS))}.")
-  return None
+  return validate.fields_problem(config.data, {"n_test": validate.COUNT}, "data.")

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from collapse_jax import validate
 from collapse_jax.data.source import RowSpec, Task
 from collapse_jax.diffusion.rows import Rows, map_chunks, normal_like, where_valid
 from collapse_jax.loop.pool import TrainView
@@ -24,6 +25,31 @@ MAX_EXACT_NLL_DIMS = 16  # numbers per row up to which exact_nll's Jacobian trac
 NETWORKS = {"unet": UNet, "mlp": TimeMLP}
 NETWORK_RANKS = {"unet": 3, "mlp": 1}  # of their rows: [h, w, c] images, [d] vectors
 SOLVERS = ("euler", "heun", "dopri5")
+# The config.model fields of every family on this core (`check_config`).
+RANGES = {
+    "temperature": validate.POSITIVE,  # scales the prior noise the samples start from
+    "inference_batch_size": validate.COUNT,
+    "initial_steps": validate.Range(0, integer=True, note="0: as later generations"),
+    "eval_seed": validate.SEED,
+    "ode_steps": validate.COUNT,
+    "rtol": validate.POSITIVE,
+    "atol": validate.POSITIVE,
+    "ode_max_steps": validate.COUNT,
+}
+# The networks' settings, in model.<network> (`check_network`).
+NETWORK_RANGES = {
+    "mlp": {"width": validate.COUNT, "depth": validate.Range(0, integer=True)},
+    "unet": {"base_channels": validate.COUNT, "channel_mult": validate.COUNT,
+             "num_res_blocks": validate.COUNT, "attn_resolutions": validate.COUNT,
+             "dropout": validate.Range(0, 1, high_open=True)},
+}
+# The discrete-time schedule's fields, for the families on one (DDPM, GeoDiff).
+SCHEDULE_RANGES = {
+    "num_timesteps": validate.COUNT,
+    "sampler_steps": validate.COUNT,
+    "beta_start": validate.Range(0, 1, low_open=True, high_open=True),
+    "beta_end": validate.Range(0, 1, low_open=True, high_open=True),
+}
 Net = Callable[[jax.Array, jax.Array, dict, Any], jax.Array]  # net(x_t, t, cond, key or None)
 
 
@@ -224,27 +250,23 @@ def check_network(m, spec: RowSpec) -> str | None:
   unknown = set(m[m.network]) - {f.name for f in dataclasses.fields(NETWORKS[m.network])}
   if unknown:
     return f"Unknown model.{m.network} settings {sorted(unknown)}."
-  return None
+  return validate.fields_problem(m[m.network], NETWORK_RANGES[m.network], f"model.{m.network}.")
 
 
 def check_config(config, spec: RowSpec) -> str | None:
   """One sentence if the settings every diffusion family shares are unusable."""
   m = config.model
-  if not (m.get("temperature", 0) > 0 and m.get("inference_batch_size", 0) >= 1):
-    return "model.temperature and model.inference_batch_size must be positive."
-  if m.get("initial_steps", 0) < 0:
-    return f"model.initial_steps must be >= 0 (0: as later generations), got {m.initial_steps}."
+  if "temperature" not in m or "inference_batch_size" not in m:
+    return "A diffusion family needs model.temperature and model.inference_batch_size."
+  problem = validate.fields_problem(m, RANGES, "model.")
+  if problem:
+    return problem
   if m.get("initial_steps", 0) and config.train_from != "previous":
     return ("model.initial_steps (a longer generation 0 that later generations fine-tune) "
             "needs train_from = 'previous'.")
   if m.get("exact_nll", False) and math.prod(spec.shape) > MAX_EXACT_NLL_DIMS:
     return (f"model.exact_nll computes an exact Jacobian trace (a network pass per number "
             f"in a row); use it on small rows such as 2-D toys, not {spec.shape}.")
-  s = Solver.from_config(m)
-  if s.name not in SOLVERS:
-    return f"Unknown ODE solver {s.name!r}; choose one of {SOLVERS}."
-  if s.name != "dopri5" and s.steps < 1:
-    return f"model.ode_steps must be at least 1 for the {s.name} solver, got {s.steps}."
-  if s.name == "dopri5" and not (s.rtol > 0 and s.atol > 0 and s.max_steps >= 1):
-    return "dopri5 needs model.rtol > 0, model.atol > 0 and model.ode_max_steps >= 1."
+  if m.get("solver", Solver.name) not in SOLVERS:
+    return f"Unknown ODE solver {m.solver!r}; choose one of {SOLVERS}."
   return training.check_budget(m)

@@ -8,7 +8,11 @@ under ``context.workdir``. The driver names no data source and no field: an eval
 what it needs from the context (the loop's model and source, the source's `RowSpec`).
 
 A type is a module exposing ``build(options, context) -> Evaluator`` and, optionally,
-``check_config(options, config, spec) -> str | None`` for the one validation pass.
+``check_config(options, config, spec) -> str | None`` for the one validation pass and
+``inapplicable(options, config, spec) -> str | None``: why it cannot apply to the source's
+rows (a sentence), e.g. 2-D point metrics on rows that an override made 1-D. Such an
+evaluator is dropped with a one-line warning, not refused: the config declared it for the
+rows it usually runs on, and the override decides.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from typing import Any, Protocol
 
 import jax
 import numpy as np
+from absl import logging
 
 from collapse_jax import registry
 
@@ -54,21 +59,41 @@ def module(type_name: str):
 
 
 def build_all(config, context: Context) -> dict[str, Evaluator]:
-  """The config's evaluators by name, in config order."""
+  """The config's evaluators by name, in config order, less the `dropped` ones."""
   evals = config.get("evals") or {}
-  return {name: module(opts["type"]).build(opts, context) for name, opts in evals.items()}
+  skip = dropped(config, context.loop.source.row_spec)
+  return {name: module(opts["type"]).build(opts, context) for name, opts in evals.items()
+          if name not in skip}
+
+
+def dropped(config, spec) -> dict[str, str]:
+  """The evaluators of a validated config that cannot apply to ``spec``'s rows: name ->
+  why (the module's ``inapplicable``)."""
+  out = {}
+  for name, opts in (config.get("evals") or {}).items():
+    why = getattr(module(opts["type"]), "inapplicable", lambda *_: None)(opts, config, spec)
+    if why:
+      out[name] = why
+  return out
 
 
 def check_config(config, spec) -> str | None:
-  """The first problem with ``config.evals``, or None."""
-  for name, opts in (config.get("evals") or {}).items():
+  """The first problem with ``config.evals``, or None; warns once (a line) of each
+  evaluator that is `dropped`."""
+  evals = config.get("evals") or {}
+  for name, opts in evals.items():
     if "type" not in opts:
       return f"config.evals.{name} needs a 'type' (one of {', '.join(names())})."
     try:
-      mod = module(opts["type"])
+      module(opts["type"])
     except ValueError as e:
       return str(e)
-    problem = getattr(mod, "check_config", lambda *_: None)(opts, config, spec)
-    if problem:
-      return problem
+  skip = dropped(config, spec)
+  for name, why in skip.items():
+    logging.warning("Dropping evaluator config.evals.%s: %s", name, why)
+  for name, opts in evals.items():
+    if name not in skip:
+      problem = getattr(module(opts["type"]), "check_config", lambda *_: None)(opts, config, spec)
+      if problem:
+        return problem
   return None

@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from collapse_jax import rng
+from collapse_jax import rng, validate
 from collapse_jax.data import conformers as conf_lib
 from collapse_jax.data.source import Task
 from collapse_jax.data.molecules import graphs_of
@@ -148,11 +148,15 @@ def build(options, context: Context) -> ConformerEval:
                                                                              num)))
 
 
+RANGES = {
+    "ratio": validate.COUNT,
+    "num_molecules": validate.Range(0, integer=True, note="0: every test molecule"),
+    "max_refs": validate.Range(0, integer=True, note="0: every reference conformer"),
+}
+
+
 def check_config(options, config, spec) -> str | None:
   if "edge_type" not in spec.fields or config.model.get("name") != "conformer_diffusion":
     return ("The conformers evaluator needs molecule rows (data.source = 'molecules') and "
             "model.name = 'conformer_diffusion'.")
-  if options.get("ratio", 2) < 1 or options.get("num_molecules", 0) < 0 or \
-      options.get("max_refs", 0) < 0:
-    return "conformers evaluator: ratio must be >= 1, num_molecules and max_refs >= 0."
-  return None
+  return validate.fields_problem(options, RANGES, "conformers ")

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from collapse_jax import rng
+from collapse_jax import rng, validate
 from collapse_jax.evals.base import Context
 from collapse_jax.metrics import classifier, frechet, inception
 from collapse_jax.metrics.precision_recall import knn_sq_radii, precision_recall
@@ -33,13 +33,30 @@ _K = 3  # Kynkaanniemi et al.'s k for precision and recall
 _GRID = 64  # images in a sample grid (8 x 8)
 
 
-def check_config(options, config, spec) -> str | None:
-  del config
+RANGES = {
+    "num_samples": validate.Range(2, integer=True),  # a covariance needs two samples
+    "classifier_steps": validate.COUNT,
+}
+
+
+def inapplicable(options, config, spec) -> str | None:
+  """Why the evaluator cannot apply to ``spec``'s rows (evals/base.py then drops it)."""
+  del options, config
   if len(spec.shape) != 3:
     return (f"The image_quality evaluator needs image rows [height, width, channels]; the "
             f"data field {spec.data!r} has shape {spec.shape}.")
-  if options.get("num_samples", 0) < 2:
-    return "image_quality needs num_samples >= 2."
+  return None
+
+
+def check_config(options, config, spec) -> str | None:
+  problem = inapplicable(options, config, spec)
+  if problem:
+    return problem
+  if "num_samples" not in options:
+    return "image_quality needs num_samples, the samples it scores per generation and seed."
+  problem = validate.fields_problem(options, RANGES, "image_quality ")
+  if problem:
+    return problem
   if options.get("grid", "display") not in ("display", "samples"):
     return f"image_quality's grid must be 'display' or 'samples', not {options['grid']!r}."
   return None

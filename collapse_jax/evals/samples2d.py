@@ -33,13 +33,20 @@ import jax
 import ml_collections
 import numpy as np
 
-from collapse_jax import rng
+from collapse_jax import rng, validate
 from collapse_jax.data import toy2d
 from collapse_jax.metrics import sample_distances as sd
 from collapse_jax.parallel import distributed
 
 OPTIONS = ("type", "num_samples", "num_projections", "projection_seed", "min_mode_fraction",
            "nll", "plot_every")
+RANGES = {
+    "num_samples": validate.Range(2, integer=True),  # a distance needs two points
+    "num_projections": validate.COUNT,
+    "projection_seed": validate.SEED,
+    "min_mode_fraction": validate.Range(0, 1, low_open=True),
+    "plot_every": validate.Range(0, integer=True, note="0: only after the last generation"),
+}
 
 
 def samples2d_eval(num_samples: int = 1000, *, num_projections: int = 64,
@@ -67,7 +74,6 @@ def mixture_of(config) -> tuple[np.ndarray, float] | None:
 def _has_log_likelihood(config, spec) -> bool | None:
   """Whether ``config``'s model has ``log_likelihood``; None when it cannot be built (its
   own check_config then reports why)."""
-  from collapse_jax import validate  # lazy: validate imports the evaluator registry
   from collapse_jax.models import base as model_base
   try:
     layout = validate.policy_of(config).layout(config.num_generations, multiple_of=1)
@@ -77,26 +83,26 @@ def _has_log_likelihood(config, spec) -> bool | None:
   return hasattr(model, "log_likelihood")
 
 
+def inapplicable(options, config, spec) -> str | None:
+  """Why the evaluator cannot apply to ``spec``'s rows (evals/base.py then drops it), or
+  None: it measures 2-D points, e.g. not configs/gaussian.py's rows at data.dim = 1."""
+  del options, config
+  if spec is not None and tuple(spec.shape) != (2,):
+    return (f"The samples2d evaluator needs 2-D points per row, but the data field "
+            f"{spec.data!r} has rows of shape {tuple(spec.shape)}.")
+  return None
+
+
 def check_config(options, config, spec) -> str | None:
   """One sentence on what is wrong with ``options`` for ``config``'s rows, or None."""
   unknown = sorted(set(options) - set(OPTIONS))
   if unknown:
     return (f"Unknown samples2d option(s) {', '.join(unknown)}; known: "
             f"{', '.join(OPTIONS)}.")
-  if spec is not None and tuple(spec.shape) != (2,):
-    return (f"The samples2d evaluator needs 2-D points per row, but the data field "
-            f"{spec.data!r} has rows of shape {tuple(spec.shape)}.")
-  n = _option(options, "num_samples", 1000)
-  if not isinstance(n, int) or n < 2:
-    return f"samples2d num_samples must be an integer >= 2, got {n!r}."
-  k = _option(options, "num_projections", 64)
-  if not isinstance(k, int) or k < 1:
-    return f"samples2d num_projections must be a positive integer, got {k!r}."
-  frac = _option(options, "min_mode_fraction", 0.2)
-  if not 0 < frac <= 1:
-    return f"samples2d min_mode_fraction must be in (0, 1], got {frac!r}."
-  if _option(options, "plot_every", 5) < 0:
-    return "samples2d plot_every must be >= 0 (0: only after the last generation)."
+  problem = (inapplicable(options, config, spec)
+             or validate.fields_problem(options, RANGES, "samples2d "))
+  if problem:
+    return problem
   if _option(options, "nll", False) and _has_log_likelihood(config, spec) is False:
     return (f"samples2d nll needs a model with log_likelihood(state, x), which the "
             f"{config.model.name!r} model does not have; set nll to False.")

@@ -119,9 +119,17 @@ def build(options, context: Context) -> TextEval:
                   stories_to_write=int(options.get("stories_to_write", 10)))
 
 
-def check_config(options, config, spec) -> str | None:
-  if int(options.get("num_samples", 200)) < 1 or int(options.get("stories_to_write", 10)) < 0:
-    return "The text evaluator needs num_samples >= 1 and stories_to_write >= 0."
+RANGES = {"num_samples": validate.COUNT, "stories_to_write": validate.Range(0, integer=True)}
+
+
+def inapplicable(options, config, spec) -> str | None:
+  """Why the evaluator cannot apply to ``spec``'s rows (evals/base.py then drops it)."""
+  del options, config
   if spec is not None and len(spec.shape) != 1:
     return f"The text evaluator needs rows of token ids [context], not {spec.shape}."
   return None
+
+
+def check_config(options, config, spec) -> str | None:
+  return (inapplicable(options, config, spec)
+          or validate.fields_problem(options, RANGES, "text "))

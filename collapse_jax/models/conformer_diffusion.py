@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from collapse_jax import validate
 from collapse_jax.data.source import RowSpec, Task
 from collapse_jax.diffusion import family
 from collapse_jax.diffusion.processes import DDPM
@@ -246,6 +247,20 @@ class ConformerDiffusion(family.Family):
                                            self.inference_batch_size)
 
 
+NO_CLIP = "no clipping"
+RANGES = {
+    **family.SCHEDULE_RANGES,
+    "hidden_dim": validate.Range(2, integer=True),
+    "num_convs": validate.Range(0, integer=True),
+    "num_convs_local": validate.Range(0, integer=True),
+    "cutoff": validate.POSITIVE,
+    "step_lr": validate.POSITIVE,
+    "w_global": validate.NON_NEGATIVE,
+    "global_start_sigma": validate.Range(0, inf="global vectors from the first step"),
+    "clip": validate.Range(0, low_open=True, inf=NO_CLIP),
+    "clip_local": validate.Range(0, low_open=True, inf=NO_CLIP),
+    "eval_repeats": validate.COUNT,
+}
 PROCESS_FIELDS = ("sampler_steps", "step_lr", "w_global", "global_start_sigma", "clip",
                   "clip_local", "eval_repeats")
 
@@ -274,8 +289,12 @@ def check_config(config, spec: RowSpec) -> str | None:
   if spec.mask is None or spec.shape[-1:] != (3,) or not set(GRAPH_FIELDS) <= set(spec.fields):
     return ("The conformer_diffusion model needs molecule rows (data.source = 'molecules': "
             "positions [A, 3], an atom mask, atom_type, edge_type and mol_id).")
-  if m.get("hidden_dim", 0) < 2 or m.get("num_convs", -1) < 0 or m.get("num_convs_local", -1) < 0:
-    return "model.hidden_dim must be >= 2 and model.num_convs, num_convs_local >= 0."
+  missing = [f for f in ("hidden_dim", "num_convs", "num_convs_local", "cutoff") if f not in m]
+  if missing:
+    return f"The conformer_diffusion model needs model.{', model.'.join(missing)}."
+  problem = validate.fields_problem(m, RANGES, "model.")
+  if problem:
+    return problem
   if not 1 <= m.get("sampler_steps", 0) <= m.get("num_timesteps", 1000):
     return "model.sampler_steps must be in [1, model.num_timesteps]."
   if m.get("num_timesteps", 1000) > 100 * m.sampler_steps:
@@ -284,8 +303,6 @@ def check_config(config, spec: RowSpec) -> str | None:
             "overshoot the Langevin step.")
   if not 0 < m.get("beta_start", 1e-7) < m.get("beta_end", 9e-3) < 1:
     return "model.beta_start and model.beta_end must satisfy 0 < start < end < 1."
-  if m.get("cutoff", 0) <= 0 or m.get("eval_repeats", 1) < 1:
-    return "model.cutoff must be positive and model.eval_repeats >= 1."
   if m.get("exact_nll", False):
     return "model.exact_nll is not available for conformer_diffusion (no probability flow)."
   return family.check_config(config, spec)

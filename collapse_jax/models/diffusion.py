@@ -3,12 +3,23 @@ maths is): Bertrand et al.'s DDPM++ UNet on images in [-1, 1] or a `TimeMLP` on 
 ``model.kind`` picks the process; its fields present in ``config.model`` override defaults."""
 import dataclasses
 
+from collapse_jax import validate
 from collapse_jax.diffusion import family
 from collapse_jax.diffusion.processes import DDPM, EDM
 
 KINDS = {"ddpm": DDPM, "edm": EDM}
 PRECONDS = ("edm", "vp")
 SCHEDULES = ("linear", "sigmoid")
+RANGES = {
+    **family.SCHEDULE_RANGES,
+    "eta": validate.Range(0, 1, note="0: deterministic DDIM, 1: ancestral"),
+    "sigma_data": validate.POSITIVE,
+    "p_mean": validate.Range(),
+    "p_std": validate.POSITIVE,
+    "sigma_min": validate.POSITIVE,  # the probability flow starts at log(sigma_min)
+    "sigma_max": validate.POSITIVE,
+    "rho": validate.POSITIVE,
+}
 
 
 def build(config, layout, spec) -> family.Family:
@@ -27,11 +38,15 @@ def check_config(config, spec) -> str | None:
     return f"Unknown EDM precond {m.get('precond')!r}; choose one of {PRECONDS}."
   if m.get("beta_schedule", "linear") not in SCHEDULES:
     return f"Unknown beta schedule {m.beta_schedule!r}; choose one of {SCHEDULES}."
-  if not 0 <= m.get("eta", 0.0) <= 1:
-    return f"model.eta must be in [0, 1] (0: deterministic DDIM, 1: ancestral), got {m.eta}."
+  problem = validate.fields_problem(m, RANGES, "model.")
+  if problem:
+    return problem
   min_steps = 2 if m.kind == "edm" else 1
   if m.get("sampler_steps", 0) < min_steps:
     return f"model.sampler_steps must be at least {min_steps} for {m.kind}."
   if m.kind == "ddpm" and m.sampler_steps > m.get("num_timesteps", 1000):
     return "model.sampler_steps cannot exceed model.num_timesteps for ddpm."
+  if m.kind == "edm" and not (m.get("sigma_min", EDM.sigma_min)
+                              < m.get("sigma_max", EDM.sigma_max)):
+    return "model.sigma_min must be below model.sigma_max for edm."
   return family.check_network(m, spec) or family.check_config(config, spec)

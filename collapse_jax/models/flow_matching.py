@@ -5,6 +5,7 @@ import dataclasses
 
 import jax
 
+from collapse_jax import validate
 from collapse_jax.diffusion import family
 from collapse_jax.diffusion.processes import FlowMatching
 
@@ -19,10 +20,15 @@ def build(config, layout, spec) -> family.Family:
   return family.from_config(config, spec, process, chunk_keys=jax.random.split)
 
 
+RANGES = {
+    "sigma_min": validate.Range(0, note="0: no noise around the path"),
+    "sinkhorn_eps": validate.POSITIVE,
+    "sinkhorn_iters": validate.COUNT,
+    "eval_times": validate.COUNT,
+}
+
+
 def check_config(config, spec) -> str | None:
   m = config.model
-  if m.get("ot_coupling", True) and not (m.sinkhorn_eps > 0 and m.sinkhorn_iters >= 1):
-    return "model.ot_coupling needs model.sinkhorn_eps > 0 and model.sinkhorn_iters >= 1."
-  if not (m.get("sigma_min", 0.0) >= 0 and m.get("eval_times", 8) >= 1):
-    return "model.eval_times must be positive and model.sigma_min non-negative."
-  return family.check_network(m, spec) or family.check_config(config, spec)
+  return (validate.fields_problem(m, RANGES, "model.") or family.check_network(m, spec)
+          or family.check_config(config, spec))

@@ -12,6 +12,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from collapse_jax import validate
 from collapse_jax.data.source import RowSpec, Task
 from collapse_jax.loop.pool import TrainView, draw_rows
 
@@ -110,7 +111,8 @@ def check_config(config, spec: RowSpec) -> str | None:
             f"{spec.fields}.")
   bw = bandwidth_of(config.model.bandwidth)
   if isinstance(bw, str) and bw not in RULES:
-    return f"Unknown KDE bandwidth rule {bw!r}; use a positive number or one of {RULES}."
-  if not isinstance(bw, str) and not bw > 0:
-    return f"The KDE bandwidth must be positive, got {bw}."
+    return f"Unknown KDE bandwidth rule {bw!r}; use a number > 0 or one of {RULES}."
+  if not isinstance(bw, str) and not validate.POSITIVE.holds(bw):
+    return (f"model.bandwidth must be {validate.POSITIVE} or a rule ({', '.join(RULES)}), "
+            f"got {bw!r}.")
   return None

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from collapse_jax import validate
 from collapse_jax.loop.pool import TrainView
 
 # loss_fn(params, batch, key) -> per-example losses [batch], averaged uniformly; or a pair
@@ -197,12 +198,29 @@ def train_generation(state: dict, view: TrainView, key: jax.Array, loss_fn: Loss
   return jax.lax.cond(view.generation == 0, run(initial_budget), run(budget), state)
 
 
+# The `Budget` fields of config.model.
+RANGES = {
+    "batch_size": validate.COUNT,
+    "steps": validate.Range(0, integer=True, note="0: train by epochs"),
+    "epochs": validate.Range(0, note="0: train by steps"),
+    "learning_rate": validate.POSITIVE,  # a negative rate climbs the loss
+    "ema_decay": validate.Range(0, 1, high_open=True, note="0: no averaging"),
+    # 0 would zero every update; inf never clips.
+    "grad_clip": validate.Range(0, low_open=True, inf="no clipping"),
+    "b1": validate.Range(0, 1, high_open=True),
+    "b2": validate.Range(0, 1, high_open=True),
+    "weight_decay": validate.NON_NEGATIVE,
+    "warmup_steps": validate.Range(0, integer=True),
+}
+
+
 def check_budget(model) -> str | None:
   """One sentence if ``model``'s training budget is unusable, else None."""
+  problem = validate.fields_problem(model, RANGES, "model.")
+  if problem:
+    return problem
   if bool(model.get("steps", 0)) == bool(model.get("epochs", 0.0)):
     return "Give the training budget as exactly one of model.steps or model.epochs (> 0)."
-  if model.get("steps", 0) < 0 or model.get("epochs", 0.0) < 0 or model.batch_size < 1:
-    return "model.steps, model.epochs and model.batch_size must be positive."
   if model.get("optimizer", "adam") not in OPTIMIZERS:
     return f"Unknown optimizer {model.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}."
   if model.get("lr_schedule", "constant") not in SCHEDULES:
@@ -210,6 +228,4 @@ def check_budget(model) -> str | None:
             f"{', '.join(SCHEDULES)}.")
   if model.get("dtype", "float32") not in DTYPES:
     return f"Unknown model.dtype {model.dtype!r}; choose one of {', '.join(DTYPES)}."
-  if model.get("warmup_steps", 0) < 0 or model.get("weight_decay", 0.0) < 0:
-    return "model.warmup_steps and model.weight_decay must be >= 0."
   return None

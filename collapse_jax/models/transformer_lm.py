@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import chex
 import jax
 import jax.numpy as jnp
 
+from collapse_jax import validate
 from collapse_jax.data import tokenizer as tok
 from collapse_jax.data.source import RowSpec, Task
 from collapse_jax.loop.pool import TrainView
@@ -211,6 +211,16 @@ def build(config, layout=None, spec: RowSpec | None = None) -> TransformerLM:
       eval_batch_size=m.get("eval_batch_size", 64))
 
 
+RANGES = {
+    # Finite: logits / inf are 0 or NaN, a degenerate draw (it wrote one-token stories).
+    "temperature": validate.Range(0, note="0: greedy"),
+    "top_k": validate.Range(0, integer=True, note="0: every token"),
+    "top_p": validate.Range(0, 1, low_open=True, note="1: every token"),
+    "sample_batch_size": validate.COUNT,
+    "eval_batch_size": validate.COUNT,
+}
+
+
 def check_config(config, spec: RowSpec | None = None) -> str | None:
   m = config.model
   if spec is not None and len(spec.shape) != 1:
@@ -223,13 +233,11 @@ def check_config(config, spec: RowSpec | None = None) -> str | None:
   if context > max_len:
     return (f"data.context {context} is above the maximum length {max_len} of model preset "
             f"{m.preset!r}.")
-  temperature = float(m.get("temperature", 1.0))
-  if math.isnan(temperature) or temperature < 0:
-    return f"model.temperature must be >= 0 (0 = greedy), got {m.temperature}."
+  problem = validate.fields_problem(m, RANGES, "model.")
+  if problem:
+    return problem
   if m.get("prompt", "bos") not in PROMPTS:
     return f"Unknown prompt strategy {m.prompt!r}; choose one of {', '.join(PROMPTS)}."
-  if m.get("top_k", 0) < 0 or not 0 < m.get("top_p", 1.0) <= 1:
-    return "model.top_k must be >= 0 and model.top_p in (0, 1] (0 and 1.0 turn them off)."
   if m.get("dtype", "float32") not in DTYPES:
     return f"Unknown model.dtype {m.dtype!r}; choose one of {', '.join(DTYPES)}."
   return training.check_budget(m)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from collapse_jax import validate
 from collapse_jax.data.source import RowSpec, Task
 from collapse_jax.diffusion.rows import map_chunks
 from collapse_jax.loop.pool import TrainView
@@ -110,10 +111,20 @@ def build(config, layout, spec: RowSpec) -> VAE:
              budget=training.Budget.from_config(m), conv_impl=m.conv_impl)
 
 
+RANGES = {
+    "latent_dim": validate.COUNT,
+    "channels": validate.COUNT,
+    "temperature": validate.POSITIVE,  # scales the prior draws z
+}
+
+
 def check_config(config, spec: RowSpec) -> str | None:
   if len(spec.shape) != 3 or spec.aux or spec.mask:
     return (f"The vae model needs rows of one image [height, width, channels]; this source's "
             f"rows are {spec.fields}.")
+  problem = validate.fields_problem(config.model, RANGES, "model.")
+  if problem:
+    return problem
   if config.model.likelihood not in LIKELIHOODS:
     return f"Unknown VAE likelihood {config.model.likelihood!r}; choose one of {LIKELIHOODS}."
   if config.model.get("decode", "mean") not in DECODES:
