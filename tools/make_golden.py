@@ -31,18 +31,32 @@ def quickstart_config():
   return config
 
 
+def golden_names() -> list[str]:
+  """Every name make_golden can write: the configs, then the quick-start."""
+  return sorted(p.stem for p in conftest.CONFIGS.glob("*.py")) + [QUICKSTART]
+
+
+def golden_config(name: str):
+  """The config whose run gives the golden rows of ``name``."""
+  return quickstart_config() if name == QUICKSTART else conftest.load_config(name)
+
+
+def golden_rows(name: str) -> list[dict]:
+  """The metric rows of one golden entry, run in a temporary workdir (also used by
+  tools/measure_drift.py, so both produce them the same way)."""
+  with tempfile.TemporaryDirectory() as tmp:
+    return experiment.train_and_evaluate(golden_config(name), tmp)
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--only", nargs="*", default=None)
   args = parser.parse_args()
   golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
-  names = sorted(p.stem for p in conftest.CONFIGS.glob("*.py")) + [QUICKSTART]
-  for name in names:
+  for name in golden_names():
     if args.only and name not in args.only:
       continue
-    config = quickstart_config() if name == QUICKSTART else conftest.load_config(name)
-    with tempfile.TemporaryDirectory() as tmp:
-      golden[name] = experiment.train_and_evaluate(config, tmp)
+    golden[name] = golden_rows(name)
     print(name, "done", flush=True)
   GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
 
