@@ -23,12 +23,12 @@ import shutil
 import socket
 from typing import Iterator
 
-# Every top-level entry a run writes (the driver, its checkpoints, the built-in evaluators);
-# `.lock.*` files and Orbax's temporaries are matched by prefix below.
+# Every top-level entry a run writes (the driver, its checkpoints, the built-in evaluators;
+# tests/test_workdir.py checks the package writes no other); `.lock.*` by prefix below.
 RUN_ENTRIES = frozenset({
     "config.json", "metrics.jsonl", "metrics.jsonl.tmp", "environment.json",
     "environment.json.tmp", "timing.json",
-    "checkpoints", "plots", "tensorboard", "samples", "samples2d", "stories",
+    "checkpoints", "plots", "tensorboard", "samples", "samples2d", "stories", "tokenizer",
     "feature_classifier.npz"})
 _RUN_PREFIXES = (".lock.",)
 

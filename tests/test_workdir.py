@@ -2,6 +2,7 @@
 environment each run records, and a run stopped by Ctrl-C resuming to the same numbers."""
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -33,6 +34,16 @@ def finished_run(tmp_path_factory):
 def _snapshot(path):
   return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
           if p.is_file() and not p.name.startswith(".lock.")}
+
+
+def test_every_top_level_entry_the_package_writes_is_a_run_entry():
+  """--overwrite refuses a run folder with entries outside RUN_ENTRIES: a new one the
+  package writes must be added there."""
+  import re
+  root = pathlib.Path(workdir_lib.__file__).parent
+  written = {m for f in root.rglob("*.py")
+             for m in re.findall(r'workdir / "([^"/]+)"', f.read_text())}
+  assert written and written <= workdir_lib.RUN_ENTRIES, written - workdir_lib.RUN_ENTRIES
 
 
 def test_overwrite_never_empties_a_folder_that_holds_no_run(tmp_path):
