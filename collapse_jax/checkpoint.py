@@ -39,11 +39,13 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from collapse_jax.errors import UserError
+
 
 TRAIN_ID = 10 ** 9  # ids inside a generation: generation * TRAIN_ID + local step or chunk
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError):
   """A checkpoint exists but cannot be read."""
 
 

@@ -39,6 +39,7 @@ from typing import Callable, NoReturn, Sequence
 from absl import app, flags
 from ml_collections import config_dict, config_flags
 
+from collapse_jax import errors
 from collapse_jax.variants import VariantError
 
 _CONFIG_FLAGS: list[str] = []   # names of the flags made by config_flag, for the messages
@@ -85,10 +86,10 @@ def run_or_exit(fn, *args, **kwargs):
   sentence on stderr and exit 2 (a run that went non-finite: exit 1; Ctrl-C: 130), never a
   traceback."""
   # Late: these import JAX, which a refused command line or --help does not need.
-  from collapse_jax import checkpoint, experiment, progress, validate, workdir
+  from collapse_jax import experiment, progress
   try:
     return fn(*args, **kwargs)
-  except (validate.ConfigError, workdir.WorkdirError, checkpoint.CheckpointError) as e:
+  except errors.UserError as e:
     fail(str(e))
   except experiment.NonFiniteError as e:
     print(f"error: {e}", file=sys.stderr)

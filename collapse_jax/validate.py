@@ -14,13 +14,14 @@ import numbers
 from absl import logging
 
 from collapse_jax.data import source as source_lib
+from collapse_jax.errors import UserError
 from collapse_jax.evals import base as evals_base
 from collapse_jax.loop import policies
 from collapse_jax.models import base as model_base
 from collapse_jax.parallel import mesh as mesh_lib
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
   """A config that cannot run; the message is one sentence for the user."""
 
 

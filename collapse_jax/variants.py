@@ -8,8 +8,10 @@ silently run the full experiment.
 """
 from __future__ import annotations
 
+from collapse_jax.errors import UserError
 
-class VariantError(ValueError):
+
+class VariantError(UserError):
   """An unknown or conflicting config variant; the message is one sentence."""
 
 

@@ -20,8 +20,9 @@ import json
 import os
 import pathlib
 import shutil
-import socket
 from typing import Iterator
+
+from collapse_jax.errors import UserError
 
 # Every top-level entry a run writes (the driver, its checkpoints, the built-in evaluators;
 # tests/test_workdir.py checks the package writes no other); `.lock.*` by prefix below.
@@ -33,7 +34,7 @@ RUN_ENTRIES = frozenset({
 _RUN_PREFIXES = (".lock.",)
 
 
-class WorkdirError(ValueError):
+class WorkdirError(UserError):
   """A workdir this run may not use; the message is one sentence for the user."""
 
 
@@ -123,11 +124,9 @@ def hold(workdir: pathlib.Path, process_index: int) -> Iterator[None]:
     except OSError as e:
       if e.errno not in (errno.EAGAIN, errno.EACCES):
         raise
-      holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-      raise WorkdirError(f"{workdir} is in use by another run ({holder}); wait for it to "
-                         "finish or use another --workdir.") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+      raise WorkdirError(f"{workdir} is in use by another run (it holds {path.name}); wait "
+                         "for it to finish or use another --workdir.") from None
+    # The file stays empty: a refused run must leave every byte of the workdir as it was.
     yield
   finally:
     os.close(fd)  # releases the lock

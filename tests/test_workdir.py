@@ -98,7 +98,8 @@ def test_overwrite_deletes_a_run_and_starts_over(finished_run, tmp_path):
 def test_a_workdir_in_use_is_refused_and_a_dead_runs_lock_is_not(tmp_path):
   workdir = tmp_path / "run"
   with workdir_lib.hold(workdir, 0):
-    with pytest.raises(workdir_lib.WorkdirError, match=r"in use by another run \(pid"):
+    with pytest.raises(workdir_lib.WorkdirError,
+                       match=r"in use by another run \(it holds .lock.0\)"):
       experiment.train_and_evaluate(_linreg(), workdir)
   assert not (workdir / "config.json").exists()
   # A run killed while holding the lock (SIGKILL: no cleanup at all) blocks nobody.

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from collapse_jax import validate
+from collapse_jax.errors import DataError
 from collapse_jax.data.source import RowSpec, Task, from_pixels, to_pixels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -33,10 +34,6 @@ DATASET_NAMES = ("digits", "mnist", "cifar10", "image_folder", "tfds")
 RANDOM_ACCESS = ("image_folder", "tfds")
 
 Arrays = tuple[np.ndarray, np.ndarray | None]
-
-
-class DataError(ValueError):
-  """A dataset is missing, malformed or wrongly specified; the message is one sentence."""
 
 
 # ----------------------------------------------------------------------------------------

@@ -36,16 +36,13 @@ import numpy as np
 from absl import logging
 
 from collapse_jax import validate
+from collapse_jax.errors import DataError
 from collapse_jax.data import tokenizer as tok
 from collapse_jax.data.source import RowSpec, Task
 
 FORMATS = ("auto", "eot_txt", "lines_txt", "json", "parquet")
 FIELD = "tokens"
 _EOT = "<|endoftext|>"
-
-
-class DataError(ValueError):
-  """The corpus is missing, empty, not UTF-8, or too small; the message is one sentence."""
 
 
 # ----------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 import sentencepiece as spm
 
+from collapse_jax.errors import UserError
+
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 
 _TRAINER_OPTIONS = dict(
@@ -34,7 +36,7 @@ _TRAINER_OPTIONS = dict(
     input_sentence_size=0, shuffle_input_sentence=False, minloglevel=2)
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UserError):
   """SentencePiece cannot build the asked-for tokenizer; the message is one sentence."""
 
 
