@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from collapse_jax import experiment
+from collapse_jax import host_memory
 from collapse_jax.data import conformers, molecules
 from collapse_jax.diffusion.rows import normal_like
 from collapse_jax.models import conformer_diffusion, training
@@ -243,7 +243,7 @@ def main():
   ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                   help="intra-op threads of both (1: robust on a shared, oversubscribed box)")
   ap.add_argument("--malloc", choices=["collapse_jax", "glibc"], default="collapse_jax",
-                  help="glibc's allocator settings: a run's (experiment.reuse_host_temporaries)"
+                  help="glibc's allocator settings: a run's (host_memory.reuse_host_temporaries)"
                   " or its defaults")
   args = ap.parse_args()
   # Both sides get args.threads threads: torch.set_num_threads in torch_side, and XLA:CPU's
@@ -255,7 +255,7 @@ def main():
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                " --xla_cpu_multi_thread_eigen=false").strip()
   if args.malloc == "collapse_jax":  # as a run sets it (both sides share the process)
-    experiment.reuse_host_temporaries()
+    host_memory.reuse_host_temporaries()
   print(f"devices: {jax.devices()}; cpu_count {os.cpu_count()}; {vars(args)}")
   j_train, j_sample, j_sync = jax_side(args)
   t_train, t_sample = torch_side(args)

@@ -10,7 +10,7 @@ weak scaling   the MNIST VAE's training step (mnist_vae smoke net, XLA convs) at
                costs nothing beyond the n-fold work)
 segments       per-step time of a model and the time of one segment boundary (the Orbax
                checkpoint of the training state, its digest, the losses to host) at the
-               default segment size (experiment.segment_steps): boundary / segment
+               default segment size (segments.segment_steps): boundary / segment
 memory         peak RSS of an accumulate run (MNIST rows) over 10 generations vs the same
                run over 2: the growth of the peak per byte of pool growth (1.0: the pool
                is held once, nothing else grows with it)
@@ -83,7 +83,7 @@ def segments() -> None:
   import conftest
   import jax
   import numpy as np
-  from collapse_jax import checkpoint, experiment, rng
+  from collapse_jax import checkpoint, experiment, rng, segments
   from collapse_jax.loop.generation import CompiledLoop, SegmentedLoop
   from collapse_jax.parallel import mesh as mesh_lib
   rng.configure_jax()
@@ -96,7 +96,7 @@ def segments() -> None:
   consts = loop.source.consts()
   roots = rng.seed_keys(0, c.num_seeds)
   compiled = CompiledLoop(loop, mesh, consts, roots)
-  default = experiment.segment_steps(c, loop, compiled)
+  default = segments.segment_steps(c, loop, compiled)
   probe = 20
   seg = SegmentedLoop(compiled, probe, c.sample_chunk_rows)
   carry = compiled.init(consts, roots)

@@ -86,12 +86,12 @@ def run_or_exit(fn, *args, **kwargs):
   sentence on stderr and exit 2 (a run that went non-finite: exit 1; Ctrl-C: 130), never a
   traceback."""
   # Late: these import JAX, which a refused command line or --help does not need.
-  from collapse_jax import experiment, progress
+  from collapse_jax import progress
   try:
     return fn(*args, **kwargs)
   except errors.UserError as e:
     fail(str(e))
-  except experiment.NonFiniteError as e:
+  except errors.NonFiniteError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   except progress.Preempted as e:
@@ -101,7 +101,7 @@ def run_or_exit(fn, *args, **kwargs):
     _interrupted()
   except OSError as e:  # a workdir or output the OS refuses: read-only, not a folder, full
     fail(os_problem(e) if e.errno else str(e))  # (no errno: the library's own sentence)
-  except (RuntimeError, AssertionError) as e:  # how JAX says it cannot start a platform
+  except (RuntimeError, AssertionError):  # how JAX says it cannot start a platform
     problem = _platform_problem()
     if problem is None:
       raise

@@ -13,7 +13,6 @@ import json
 import os
 import pathlib
 import platform
-import sys
 
 import jax
 

@@ -1,5 +1,6 @@
-"""The errors a user can fix: each message is one sentence, and every launcher prints it
-after ``error:`` and exits 2 (`cli.run_or_exit` catches the one base, `UserError`)."""
+"""The errors the launchers map to exit codes (`cli.run_or_exit`): a `UserError` is a
+mistake the user can fix, its message one sentence, printed after ``error:`` with exit 2; a
+`NonFiniteError` is a run that diverged, exit 1."""
 
 
 class UserError(ValueError):
@@ -8,3 +9,7 @@ class UserError(ValueError):
 
 class DataError(UserError):
   """A dataset that is missing, malformed or wrongly specified."""
+
+
+class NonFiniteError(RuntimeError):
+  """A generation produced non-finite metrics; earlier generations are checkpointed."""

@@ -11,7 +11,7 @@ import pathlib
 import numpy as np
 from absl import flags
 
-from collapse_jax import cli, experiment, validate
+from collapse_jax import cli, experiment, inference, validate
 from collapse_jax.report import grids
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
@@ -23,7 +23,7 @@ _KEY = flags.DEFINE_integer("key", 0, "Sampling key (folded into the replicate's
 flags.mark_flags_as_required(["workdir", "generation", "out"])
 
 
-def write(gen: experiment.Generation, rows: dict, out: pathlib.Path) -> None:
+def write(gen: inference.Generation, rows: dict, out: pathlib.Path) -> None:
   field = gen.loop.source.row_spec.data
   data = np.asarray(rows[field])
   out.parent.mkdir(parents=True, exist_ok=True)
@@ -48,13 +48,13 @@ def write(gen: experiment.Generation, rows: dict, out: pathlib.Path) -> None:
 def main(argv):
   del argv  # cli.run refuses positional arguments
   experiment.configure_logging()
-  gen = experiment.load_generation(_WORKDIR.value, _GENERATION.value)
+  gen = inference.load_generation(_WORKDIR.value, _GENERATION.value)
   if not 0 <= _SEED_INDEX.value < gen.config.num_seeds:
     raise validate.ConfigError(
         f"--seed_index must be in [0, {gen.config.num_seeds}), got {_SEED_INDEX.value}.")
   if _NUM.value < 1:
     raise validate.ConfigError(f"--num must be positive, got {_NUM.value}.")
-  rows = experiment.sample_generation(gen, _NUM.value, _SEED_INDEX.value, _KEY.value)
+  rows = inference.sample_generation(gen, _NUM.value, _SEED_INDEX.value, _KEY.value)
   write(gen, rows, pathlib.Path(_OUT.value))
   print(f"Wrote {_NUM.value} samples of generation {_GENERATION.value} to {_OUT.value}.")
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from collapse_jax import checkpoint, experiment
+from collapse_jax import checkpoint, experiment, inference
 
 from conftest import ROOT, load_config, read_metrics
 from test_cli import _tree_digest
@@ -67,7 +67,7 @@ def test_damaged_model_checkpoint_is_named(tmp_path):
   _flip_bytes(data)
   with pytest.raises(checkpoint.CheckpointError, match=r"models/1 is damaged \(its file .* "
                      r"does not match the checksum saved with it\); rerun the generation"):
-    experiment.load_generation(tmp_path, 1)
+    inference.load_generation(tmp_path, 1)
 
 
 def _steps(folder):

@@ -1,14 +1,13 @@
 """One convention for every launcher: a user's mistake or an OS refusal is one `error:`
 sentence and exit 2 (cli.run_or_exit), whatever the launcher and whatever the path."""
 import errno
-import json
 import pathlib
 import subprocess
 import sys
 
 import pytest
 
-from collapse_jax import cli, experiment
+from collapse_jax import cli, experiment, inference
 from collapse_jax.report import compare
 
 from conftest import ROOT, load_config
@@ -102,8 +101,8 @@ def test_sample_cli_on_a_linreg_run_with_its_defaults(linreg_run, tmp_path, caps
   # What main() does after the flags, in-process.
   sys.path.insert(0, str(ROOT / "launch"))
   import sample as sample_launcher
-  gen = experiment.load_generation(linreg_run, 1)
-  rows = experiment.sample_generation(gen, 64)
+  gen = inference.load_generation(linreg_run, 1)
+  rows = inference.sample_generation(gen, 64)
   for out, words in [(tmp_path / "s.png", "rows of shape () can be written as .npz only"),
                      (tmp_path / "s.npz" / "x.npz", f"Cannot use {tmp_path / 's.npz'}")]:
     assert words in _exit_sentence(capsys, sample_launcher.write, gen, rows, out)

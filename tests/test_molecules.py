@@ -14,7 +14,7 @@ import pytest
 from rdkit import Chem
 from rdkit.Chem import AllChem, rdMolAlign
 
-from collapse_jax import experiment
+from collapse_jax import experiment, inference
 from collapse_jax.data import conformers, molecules
 from collapse_jax.evals import conformers as conf_eval
 from collapse_jax.report import noise_curves
@@ -300,7 +300,7 @@ def test_loss_by_noise_curves_and_their_floor(smoke_run, tmp_path):
              for c in [run["floor"], *run["generations"].values()])
   # The floor (params None) is the loss of a network that predicts no vectors: all-zero
   # weights give exactly that.
-  gen = experiment.load_generation(workdir, 1)
+  gen = inference.load_generation(workdir, 1)
   ts = np.searchsorted(np.asarray(gen.loop.model.process.sigmas()), sigma)
   pick = lambda tree: jax.tree.map(lambda x: x[0], tree)
   zeros = jax.tree.map(np.zeros_like, pick(gen.state)["ema"])

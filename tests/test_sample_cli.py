@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from collapse_jax import experiment, validate
+from collapse_jax import experiment, inference, validate
 
 from conftest import ROOT, load_config
 
@@ -23,13 +23,13 @@ def gaussian_run(tmp_path_factory):
 def test_restored_generation_is_the_trained_one(gaussian_run):
   workdir, rows = gaussian_run
   for g in (0, 2):
-    gen = experiment.load_generation(workdir, g)
+    gen = inference.load_generation(workdir, g)
     metrics = jax.vmap(lambda s, t: gen.loop.model.evaluate(s, t, jax.random.PRNGKey(0)))(
         gen.state, gen.tasks)
     for seed in range(gen.config.num_seeds):
       row = next(r for r in rows if r["generation"] == g and r["seed"] == seed)
       np.testing.assert_allclose(metrics["test_nll"][seed], row["test_nll"], rtol=1e-5)
-  samples = experiment.sample_generation(gen, 500, seed_index=1)
+  samples = inference.sample_generation(gen, 500, seed_index=1)
   # Generation 2's fitted Gaussian: its samples have the fitted mean.
   np.testing.assert_allclose(samples["x"].mean(0), gen.state["mu"][1], atol=0.2)
 
@@ -37,14 +37,14 @@ def test_restored_generation_is_the_trained_one(gaussian_run):
 def test_missing_generation_is_one_sentence(gaussian_run):
   workdir, _ = gaussian_run
   with pytest.raises(validate.ConfigError, match="has no model of generation 7; it has 0, 1, 2"):
-    experiment.load_generation(workdir, 7)
+    inference.load_generation(workdir, 7)
 
 
 def test_samples_written_as_npz(gaussian_run, tmp_path):
   sys.path.insert(0, str(ROOT / "launch"))
   import sample
-  gen = experiment.load_generation(gaussian_run[0], 1)
-  sample.write(gen, experiment.sample_generation(gen, 50), tmp_path / "s.npz")
+  gen = inference.load_generation(gaussian_run[0], 1)
+  sample.write(gen, inference.sample_generation(gen, 50), tmp_path / "s.npz")
   assert np.load(tmp_path / "s.npz")["x"].shape == (50, 2)
 
 

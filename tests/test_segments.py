@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from collapse_jax import experiment, presets
+from collapse_jax import errors, experiment, presets
 
 from conftest import ROOT, load_config, read_metrics
 
@@ -127,7 +127,7 @@ def test_non_finite_loss_stops_naming_generation_and_step(tmp_path):
   c.num_generations, c.checkpoint_every_steps = 2, 3
   c.model = ml_collections.ConfigDict({"name": "plugins.diverging_family"})
   c.data = ml_collections.ConfigDict({"source": "plugins.ring_source"})
-  with pytest.raises(experiment.NonFiniteError,
+  with pytest.raises(errors.NonFiniteError,
                      match=r"Generation 0 reached a non-finite training loss at step (\d+); "
                            r"its last good checkpoint \(step (\d+)\)") as error:
     experiment.train_and_evaluate(c, tmp_path)

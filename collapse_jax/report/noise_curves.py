@@ -11,7 +11,7 @@ import pathlib
 import jax
 import numpy as np
 
-from collapse_jax import checkpoint, experiment, validate
+from collapse_jax import checkpoint, inference, validate
 
 
 def generations(workdir: pathlib.Path, asked: list[str] | None) -> list[int]:
@@ -43,7 +43,7 @@ def curves(workdir: pathlib.Path, which: list[int], points: int) -> dict:
   """{"sigma": [P], "floor": [P], "generations": {g: [P]}} of the run in ``workdir``."""
   out, by_seed = {"generations": {}}, None
   for g in which:
-    gen = experiment.load_generation(workdir, g)
+    gen = inference.load_generation(workdir, g)
     if by_seed is None:  # one model and test set for all of a run's generations
       model = gen.loop.model
       sigmas = np.asarray(model.process.sigmas())
