@@ -205,8 +205,9 @@ def _run(config, workdir: pathlib.Path, loop: Loop, mesh, consts, resume_from_in
         elapsed = time.time() - start
         eta = elapsed / (done - first) * (total - done)
         summary = ", ".join(f"{k}={np.mean(v):.4g}" for k, v in history[-1].items())
-        logging.info("generation %d/%d | %.1fs elapsed | ETA %.1fs | %s", done, total,
-                     elapsed, eta, summary)
+        # Generations count from 0 here as in metrics, reports and checkpoints.
+        logging.info("generation %d done (%d of %d) | %.1fs elapsed | ETA %.1fs | %s",
+                     done - 1, done, total, elapsed, eta, summary)
         if stop.requested and done < total:
           raise progress.Preempted(
               f"Stopped on SIGTERM after generation {done - 1}, checkpointed in {workdir}; "

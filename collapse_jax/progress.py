@@ -65,7 +65,7 @@ class Reporter:
     from tqdm import tqdm
     self._bar = tqdm(total=total_steps, initial=done_steps, unit="step", leave=False,
                      dynamic_ncols=True,
-                     desc=f"generation {generation + 1}/{self.num_generations}")
+                     desc=f"generation {generation} ({generation + 1} of {self.num_generations})")
 
   def segment(self, global_steps: list[int], losses: list[float], done: int) -> None:
     """One segment finished: its logging windows' losses at their global steps."""

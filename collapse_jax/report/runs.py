@@ -12,13 +12,17 @@ from collapse_jax import workdir as workdir_lib
 from collapse_jax.report import plots
 
 # What a reader judges first (held-out real-data loss, then sample quality), in this order;
-# training-set bookkeeping last. Metrics named nowhere here go between the two.
-HEADLINE = ("test_loss", "fd_classifier", "fid", "precision", "recall", "inception_precision",
+# training-set bookkeeping last. Metrics named nowhere here go between the two. A family
+# names its held-out loss for what it is: a cross-entropy or ELBO (test_loss), a negative
+# log-likelihood (test_nll: KDE, Gaussian MLE), a parameter error (test_error: OLS).
+HEADLINE = ("test_loss", "test_nll", "test_error", "fd_classifier", "fid", "precision", "recall", "inception_precision",
             "inception_recall")
 BOOKKEEPING = ("train_examples", "train_frac_synthetic")
 
 DESCRIPTIONS = {
     "test_loss": "test loss on held-out real data (lower is better)",
+    "test_nll": "negative log-likelihood of held-out real data (lower is better)",
+    "test_error": "squared error of the fitted parameters, ||w - w*||^2 (lower is better)",
     "fd_classifier": "Frechet distance to real images in classifier features (lower is better)",
     "fid": "FID to real images in Inception features (lower is better)",
     "precision": "precision: share of samples close to real data (higher is better)",
@@ -30,7 +34,7 @@ DESCRIPTIONS = {
 }
 
 # +1: higher is better, -1: lower is better (colours the change column; others uncoloured).
-BETTER = {"test_loss": -1, "fd_classifier": -1, "fid": -1, "precision": 1, "recall": 1,
+BETTER = {"test_loss": -1, "test_nll": -1, "test_error": -1, "fd_classifier": -1, "fid": -1, "precision": 1, "recall": 1,
           "inception_precision": 1, "inception_recall": 1}
 
 TIMING_FILE = "timing.json"  # {"wall_s": seconds}, written by whoever ran the run
