@@ -15,10 +15,18 @@ _SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
 # Tests check results, not speed: XLA:CPU's lower optimisation level halves compile
 # times, which dominate this suite. Set before JAX starts its backend.
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_backend_optimization_level=1").strip()
+# (Subprocesses inherit it; scripts that import this file again do not repeat it.)
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             " --xla_backend_optimization_level=1").strip()
 if _SHARED_MNIST.exists():
   os.environ.setdefault("COLLAPSE_JAX_MNIST", str(_SHARED_MNIST))
+# Many tests compile the same programs (a config run in several workdirs, in this process or
+# in a launcher's): one persistent compilation cache for all of them, subprocesses included
+# (they read these variables when they import JAX).
+JAX_CACHE = ROOT / ".pytest_cache" / "jax"
+os.environ["JAX_COMPILATION_CACHE_DIR"] = str(JAX_CACHE)
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 
 
 def load_config(name: str, arg: str | None = "smoke"):
@@ -38,20 +46,138 @@ def config_loader():
   return load_config
 
 
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+  """``smoke_run(name)``: ``(workdir, metric rows)`` of ``configs/<name>.py:smoke`` run to
+  the end, once per test process, for every test that needs a finished run of it. Shared:
+  read it, or copy the workdir before changing anything in it."""
+  runs = {}
+
+  def get(name: str):
+    if name not in runs:
+      from collapse_jax import experiment
+      workdir = tmp_path_factory.mktemp(name) / "run"
+      runs[name] = workdir, experiment.train_and_evaluate(load_config(name), workdir)
+    return runs[name]
+  return get
+
+
 def pytest_configure(config):
+  # xdist: hand out the units in the order pytest_collection_modifyitems gives them.
+  if hasattr(config.option, "loadscopereorder"):
+    config.option.loadscopereorder = False
   # Many tests compile the same programs (a config run in several workdirs): reuse them.
   import jax
   from collapse_jax import rng
   rng.configure_jax()
-  cache = ROOT / ".pytest_cache" / "jax"
-  jax.config.update("jax_compilation_cache_dir", str(cache))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
-# Files whose tests take a minute or more each on 2 cores (subprocess runs). They start
-# first: under `-n 2` a long test dealt out last keeps one worker busy while the other idles.
-SLOW_FILES = ("test_fsdp.py", "test_multihost.py", "test_segments.py", "test_cli.py")
+# Under `-n 2` (`--dist=loadgroup`, pyproject.toml) the tests that share a module-scoped
+# fixture (a trained run, a batch of launcher processes) go to one worker as one unit, so the
+# fixture is made once; and the units start longest first: a long unit dealt out last keeps
+# one worker busy while the other idles. Seconds of one worker on a loaded 2-core machine
+# (`--durations`; only the order counts), per group (file::fixture), test (file::name[id]) or
+# test function (file::name). Where two units compile the same programs, the one that runs
+# second is listed at its cost with the programs in the compilation cache, so it starts
+# after the first: the digits smoke run before the report of two of its policies, the FFHQ
+# and molecule smoke runs before their resume tests.
+SLOW = {
+    "test_segments.py::uninterrupted": 180,
+    "test_multihost.py::test_two_processes_with_their_shards_of_mnist_match_one": 170,
+    "test_fsdp.py::test_fsdp_matches_one_device": 140,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[digits_vae]": 105,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[mnist_vae]": 100,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[ffhq]": 95,
+    "test_cli.py::test_workdir_of_another_config_is_refused_continuation_resumes_overwrite_"
+    "restarts": 90,
+    "test_lm_loop.py::straight": 85,
+    "test_diffusion.py::test_ffhq_smoke_end_to_end_and_resume": 75,
+    "test_configs.py::test_quickstart_first_generations_are_golden": 68,
+    "test_report.py::comparison": 65,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[cifar10_otcfm_mix]": 56,
+    "test_vae.py::test_training_lowers_the_test_loss[bernoulli]": 52,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[cifar10]": 51,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[cifar10_edm_mix]": 47,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[molecules]": 45,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[molecules_accumulate_subsample]": 45,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[molecules_replace]": 44,
+    "test_multihost.py::test_two_processes_match_one": 44,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[mnist_vae_accumulate_subsample]": 42,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[mnist_vae_replace]": 40,
+    "test_determinism.py::test_rerun_continuation_and_chunking_are_bitwise_identical": 40,
+    "test_multidevice.py::test_eight_devices_match_one": 38,
+    "test_molecules.py::smoke_run": 37,
+    "test_architecture.py::test_bfloat16_mixed_precision_is_finite_and_close": 36,
+    "test_launchers.py::linreg_run": 36,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[kde_moons]": 35,
+    "test_diffusion.py::test_unet_loss_decreases_and_samples_are_images": 34,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[toy_flow_replace]": 34,
+    "test_checkpoint_damage.py::finished": 33,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[tinystories]": 32,
+    "test_layers_unet.py::test_unet_runs_and_depends_on_noise_level": 32,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[toy_flow]": 31,
+    "test_diffusion_core.py::test_padding_changes_nothing": 30,
+    "test_cli.py::test_report_compares_runs": 29,
+    "test_linreg_theory.py::test_subsample_is_bounded_and_above_accumulate": 25,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[tinystories_replace]": 24,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[tinystories_accumulate_subsample]": 24,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[kde_moons_replace]": 24,
+    "test_geodiff.py::test_objective_ignores_padding_and_samples_stay_on_real_atoms": 23,
+    "test_diffusion.py::test_toy_sampling_and_training": 21,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[kde_moons_accumulate_subsample]": 21,
+    "test_geodiff.py::params": 21,
+    "test_flow_matching.py::test_loss_decreases_on_a_tiny_2d_run": 21,
+    "test_inception_port.py::test_features_match_pytorch_fid": 21,
+    "test_tinystories.py::test_token_weighted_loss_falls_on_a_tiny_run": 20,
+    "test_cli.py::refused": 20,
+}
 
 
+def _module_fixtures(item) -> list[str]:
+  """The module-scoped fixtures (of its file) this test uses."""
+  info = getattr(item, "_fixtureinfo", None)
+  return sorted(name for name in getattr(item, "fixturenames", ())
+                if info and info.name2fixturedefs.get(name)
+                and info.name2fixturedefs[name][-1].scope == "module")
+
+
+def _groups(items) -> dict[int, str]:
+  """id(test) -> its xdist group: the tests of a file linked by module-scoped fixtures they
+  share (directly or through others), named after the file and the first fixture."""
+  parent = {}
+
+  def root(key):
+    while parent.setdefault(key, key) != key:
+      key = parent[key]
+    return key
+  used = {}
+  for item in items:
+    keys = [(item.path.name, name) for name in _module_fixtures(item)]
+    if keys:
+      used[id(item)] = keys[0]
+      for key in keys:
+        parent[root(key)] = root(keys[0])
+  members = {}
+  for key in list(parent):
+    members.setdefault(root(key), []).append(key)
+  name = {r: "::".join(min(keys)) for r, keys in members.items()}
+  return {i: name[root(key)] for i, key in used.items()}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
-  items.sort(key=lambda item: item.path.name not in SLOW_FILES)  # stable: order kept within
+  groups = _groups(items)
+  units = {}
+  for item in items:
+    group = groups.get(id(item))
+    if group:
+      item.add_marker(pytest.mark.xdist_group(group))
+    unit = units.setdefault(group or item.nodeid, [len(units), 0.0])
+    unit[1] = max(unit[1], SLOW.get(group, 0), SLOW.get(f"{item.path.name}::{item.name}", 0),
+                  SLOW.get(f"{item.path.name}::{getattr(item, 'originalname', item.name)}", 0))
+  unit_of = lambda item: units[groups.get(id(item)) or item.nodeid]
+  order = {id(item): i for i, item in enumerate(items)}
+  items.sort(key=lambda item: (-unit_of(item)[1], unit_of(item)[0], order[id(item)]))

@@ -2,12 +2,14 @@
 import hashlib
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from conftest import ROOT, read_metrics
+from launcher_batch import run_many
 
 MAIN = [sys.executable, str(ROOT / "launch" / "main.py")]
 
@@ -30,7 +32,7 @@ def _assert_refused(result, message):
   assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("override,message", [
+BAD_CONFIGS = [
     ("--config.policy.name=bogus", "Unknown policy 'bogus'"),
     ("--config.model.name=bogus", "Unknown model 'bogus'"),
     ("--config.data.source=bogus", "Unknown data source 'bogus'"),
@@ -38,15 +40,8 @@ def _assert_refused(result, message):
     ("--config.num_generations=0", "num_generations must be at least 1"),
     ("--config.data.num_rows=11", "num_rows T > dim d + 1"),
     ("--config.data.max_dim=4", "data.max_dim (4) must be at least data.dim (10)"),
-])
-def test_bad_config_is_refused_before_touching_the_workdir(tmp_path, override, message):
-  workdir = tmp_path / "run"
-  result = _main("--config=configs/linreg_replace.py:smoke", f"--workdir={workdir}", override)
-  _assert_refused(result, message)
-  assert not workdir.exists()
-
-
-@pytest.mark.parametrize("args,message", [
+]
+MISTAKES = [
     (["--config=configs/linreg.py:smoke", "--config.seed=abc"],
      "--config.seed=abc: config.seed takes an integer, not 'abc'."),
     (["--config=configs/linreg.py:smoke", "--config.policy.mix_lambda=half"],
@@ -64,19 +59,53 @@ def test_bad_config_is_refused_before_touching_the_workdir(tmp_path, override, m
     (["--config=configs/linreg.py:smoke", "extra"], "unexpected argument extra;"),
     (["--config=configs/linreg.py:smoke", "--overwrit"],
      "Unknown flag --overwrit; did you mean --overwrite?"),
-], ids=["not_an_int", "wrong_type", "missing_config_file", "unknown_variant",
-        "lambda_without_mix", "unknown_field", "mesh_too_big", "positional", "unknown_flag"])
-def test_command_line_mistake_is_one_sentence_and_exit_2(tmp_path, args, message):
-  workdir = tmp_path / "run"
-  workdir.mkdir()
-  (workdir / "notes.txt").write_text("mine")
-  before = _tree_digest(workdir)
-  _assert_refused(_main(*args, f"--workdir={workdir}"), message)
+]
+MISTAKE_IDS = ["not_an_int", "wrong_type", "missing_config_file", "unknown_variant",
+               "lambda_without_mix", "unknown_field", "mesh_too_big", "positional",
+               "unknown_flag"]
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory):
+  """Every refused command line of this file, each run as its own ``python launch/main.py``
+  process (forked from one warm interpreter, `launcher_batch`): key -> (result, workdir,
+  digest of the workdir before the command, or None where it did not exist)."""
+  root = tmp_path_factory.mktemp("refused")
+  cases = {}
+  for i, (override, _) in enumerate(BAD_CONFIGS):
+    workdir = root / f"config{i}" / "run"
+    cases[override] = (["--config=configs/linreg_replace.py:smoke", f"--workdir={workdir}",
+                        override], workdir, None)
+  for (args, _), name in zip(MISTAKES, MISTAKE_IDS):
+    workdir = root / name / "run"
+    workdir.mkdir(parents=True)
+    (workdir / "notes.txt").write_text("mine")
+    cases[name] = ([*args, f"--workdir={workdir}"], workdir, _tree_digest(workdir))
+  cases["no_workdir"] = (["--config=configs/linreg.py:smoke"], None, None)
+  workdir = root / "toy" / "r"
+  cases["toy"] = (["--config=configs/kde_moons_replace.py:smoke", f"--workdir={workdir}",
+                   "--config.data.name=spirals"], workdir, None)
+  results = run_many([([MAIN[1], *args], ROOT) for args, _, _ in cases.values()])
+  return {key: (result, workdir, digest)
+          for (key, (_, workdir, digest)), result in zip(cases.items(), results)}
+
+
+@pytest.mark.parametrize("override,message", BAD_CONFIGS)
+def test_bad_config_is_refused_before_touching_the_workdir(refused, override, message):
+  result, workdir, _ = refused[override]
+  _assert_refused(result, message)
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize("args,message", MISTAKES, ids=MISTAKE_IDS)
+def test_command_line_mistake_is_one_sentence_and_exit_2(refused, request, args, message):
+  result, workdir, before = refused[request.node.callspec.id]
+  _assert_refused(result, message)
   assert _tree_digest(workdir) == before
 
 
-def test_missing_required_flag_is_named():
-  _assert_refused(_main("--config=configs/linreg.py:smoke"), "--workdir is required.")
+def test_missing_required_flag_is_named(refused):
+  _assert_refused(refused["no_workdir"][0], "--workdir is required.")
 
 
 def _parse_config(*args):
@@ -129,17 +158,15 @@ def test_old_config_names_are_the_experiment_file_with_a_policy_variant(config_l
   assert (mix.name, mix.mix_lambda) == ("mix", float("inf"))
 
 
-def test_unknown_toy_dataset_is_refused(tmp_path):
-  result = _main("--config=configs/kde_moons_replace.py:smoke", f"--workdir={tmp_path / 'r'}",
-                 "--config.data.name=spirals")
-  _assert_refused(result, "Unknown 2-D toy 'spirals'")
+def test_unknown_toy_dataset_is_refused(refused):
+  _assert_refused(refused["toy"][0], "Unknown 2-D toy 'spirals'")
 
 
 def test_workdir_of_another_config_is_refused_continuation_resumes_overwrite_restarts(tmp_path):
   workdir = tmp_path / "run"
   first = _main("--config=configs/gaussian_replace.py:smoke", f"--workdir={workdir}")
   assert first.returncode == 0, first.stderr[-3000:]
-  assert "generation 3/3" in first.stderr  # progress a person can follow
+  assert "generation 2 done (3 of 3)" in first.stderr  # progress a person can follow
   assert (workdir / "plots" / "log_det_ratio.png").exists()
   before = _tree_digest(workdir)
 
@@ -159,9 +186,9 @@ def test_workdir_of_another_config_is_refused_continuation_resumes_overwrite_res
   assert max(r["generation"] for r in read_metrics(workdir)) == 2
 
 
-def test_unreadable_checkpoint_is_named_not_silently_restarted(tmp_path):
-  workdir = tmp_path / "run"
-  assert _main("--config=configs/gaussian_replace.py:smoke", f"--workdir={workdir}").returncode == 0
+def test_unreadable_checkpoint_is_named_not_silently_restarted(smoke_run, tmp_path):
+  workdir = tmp_path / "run"  # a finished run of the config (the shared one, copied)
+  shutil.copytree(smoke_run("gaussian_replace")[0], workdir)
   step = workdir / "checkpoints" / "loop" / "3"
   for f in step.rglob("*"):
     if f.is_file():
@@ -173,14 +200,13 @@ def test_unreadable_checkpoint_is_named_not_silently_restarted(tmp_path):
   assert _tree_digest(workdir) == before
 
 
-def test_report_compares_runs(tmp_path):
-  for policy in ("replace", "accumulate"):
-    assert _main(f"--config=configs/gaussian_{policy}.py:smoke",
-                 f"--workdir={tmp_path / policy}").returncode == 0
+def test_report_compares_runs(smoke_run, tmp_path):
+  # Finished runs of the two configs (the shared ones: the report only reads them).
+  runs = [smoke_run(f"gaussian_{policy}")[0] for policy in ("replace", "accumulate")]
   out = tmp_path / "cmp"
   result = subprocess.run([sys.executable, str(ROOT / "launch" / "report.py"),
-                           str(tmp_path / "replace"), str(tmp_path / "accumulate"),
-                           f"--out={out}"], capture_output=True, text=True, timeout=300)
+                           *map(str, runs), f"--out={out}"],
+                          capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   assert (out / "comparison.png").stat().st_size > 10_000
   table = (out / "comparison.md").read_text()

@@ -1,6 +1,7 @@
 """Same config and seed give the same numbers, bitwise: after resume, across chunking and
 pool capacity, and replicate by replicate."""
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -22,17 +23,18 @@ def _run(config, workdir, **kw):
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_rerun_continuation_and_chunking_are_bitwise_identical(name, tmp_path):
+def test_rerun_continuation_and_chunking_are_bitwise_identical(name, smoke_run, tmp_path):
   config = load_config(name)
-  config.num_generations = 4
-  straight = _run(config, tmp_path / "straight")
+  assert config.num_generations == 3 and config.generations_per_chunk == 0
+  # The smoke run (3 generations in one chunk), made once for the suite, in this process.
+  straight = read_metrics(smoke_run(name)[0])
   assert straight == _run(config, tmp_path / "again")
 
   chunked = load_config(name)
-  chunked.num_generations, chunked.generations_per_chunk = 4, 1
+  chunked.generations_per_chunk = 1
   assert straight == _run(chunked, tmp_path / "chunked")
 
-  # A 2-generation run (a smaller pool) continued to 4 generations.
+  # A 2-generation run (a smaller pool) continued to 3 generations.
   short = load_config(name)
   short.num_generations = 2
   _run(short, tmp_path / "continued")
@@ -52,14 +54,17 @@ def test_vmapped_seeds_equal_single_runs(name):
   """
   config = load_config(name)
   layout = validate.policy_of(config).layout(config.num_generations)
+  compiled = {}  # one program per number of seeds: the single runs differ in their root only
 
   def run(seed, num_seeds):
     roots = rng.seed_keys(seed, num_seeds)
-    loop = experiment.build_loop(config, layout)
-    consts = loop.source.consts()
-    compiled = CompiledLoop(loop, make_mesh(1), consts, roots)
-    carry = compiled.init(consts, roots)
-    return jax.device_get(compiled.run(consts, carry, np.arange(config.num_generations))[1])
+    if num_seeds not in compiled:
+      loop = experiment.build_loop(config, layout)
+      consts = loop.source.consts()
+      compiled[num_seeds] = consts, CompiledLoop(loop, make_mesh(1), consts, roots)
+    consts, loop = compiled[num_seeds]
+    carry = loop.init(consts, roots)
+    return jax.device_get(loop.run(consts, carry, np.arange(config.num_generations))[1])
 
   metrics, states = run(0, 3)
   for s in range(3):
@@ -73,9 +78,10 @@ def test_vmapped_seeds_equal_single_runs(name):
       np.testing.assert_allclose(single_metrics[k][0], metrics[k][s], rtol=1e-5, atol=1e-6)
 
 
-def test_finished_run_is_not_recomputed(tmp_path):
+def test_finished_run_is_not_recomputed(smoke_run, tmp_path):
   config = load_config("gaussian_accumulate")
-  rows = _run(config, tmp_path / "w")
+  shutil.copytree(smoke_run("gaussian_accumulate")[0], tmp_path / "w")  # a finished run
+  rows = read_metrics(tmp_path / "w")
   stamp = (tmp_path / "w" / "metrics.jsonl").stat().st_mtime_ns
   assert _run(config, tmp_path / "w") == rows
   assert json.loads((tmp_path / "w" / "config.json").read_text())["num_generations"] == 3

@@ -1,7 +1,8 @@
 """Parameters, optimizer state and EMA sharded over an ``fsdp`` mesh axis give the metrics of
 one device (float32 rounding of cross-device reductions aside), for the neural families.
 
-Each side runs in its own process: XLA's device count is fixed at start-up.
+The sharded side runs in its own process (XLA's device count is fixed at start-up),
+compiling as this one does (the suite's XLA flags); the one-device side runs here.
 """
 import json
 import os
@@ -11,22 +12,26 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, load_config
+
+def _config(name, data, fsdp):
+  config = load_config(name)
+  config.mesh.data, config.mesh.fsdp = data, fsdp
+  config.evals = {}
+  if "conv_impl" in config.model:
+    config.model.conv_impl = "xla"  # the CPU matmul convs are single-device kernels
+  return config
+
 
 SCRIPT = """
 import json, sys
 sys.path.insert(0, {tests!r})
 import jax
-from conftest import load_config
+from test_fsdp import _config
 from collapse_jax import experiment
-from collapse_jax.loop.generation import CompiledLoop
 out = {{}}
 for name in {names!r}:
-  config = load_config(name)
-  config.mesh.data, config.mesh.fsdp = {data}, {fsdp}
-  config.evals = {{}}
-  if "conv_impl" in config.model:
-    config.model.conv_impl = "xla"  # the CPU matmul convs are single-device kernels
+  config = _config(name, {data}, {fsdp})
   out[name] = experiment.train_and_evaluate(config, {workdir!r} + "/" + name)
 print("ROWS" + json.dumps(out))
 """
@@ -38,7 +43,8 @@ NAMES = ["mnist_vae_replace", "toy_diffusion_replace"]
 
 
 def _run(workdir, devices, data, fsdp):
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
+                                   f"--xla_force_host_platform_device_count={devices}")
   code = SCRIPT.format(tests=str(ROOT / "tests"), names=NAMES, workdir=str(workdir),
                        data=data, fsdp=fsdp)
   code = "import collapse_jax.parallel.mesh as m; m.FSDP_MIN_SIZE = 64\n" + code
@@ -48,8 +54,14 @@ def _run(workdir, devices, data, fsdp):
   return json.loads(out.stdout.split("ROWS")[-1])
 
 
-def test_fsdp_matches_one_device(tmp_path):
-  one = _run(tmp_path / "one", 1, 1, 1)
+def test_fsdp_matches_one_device(tmp_path, monkeypatch):
+  import jax
+  from collapse_jax import experiment
+  from collapse_jax.parallel import mesh
+  assert jax.device_count() == 1
+  monkeypatch.setattr(mesh, "FSDP_MIN_SIZE", 64)  # as the sharded process has it
+  one = {name: experiment.train_and_evaluate(_config(name, 1, 1), tmp_path / "one" / name)
+         for name in NAMES}
   sharded = _run(tmp_path / "sharded", 8, 2, 4)
   for name in NAMES:
     for a, b in zip(one[name], sharded[name]):

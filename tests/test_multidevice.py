@@ -1,6 +1,8 @@
 """The loop on 8 fake CPU devices gives the metrics it gives on 1.
 
-Each side runs in its own process: XLA's device count is fixed at start-up.
+The 8 devices run in their own process (XLA's device count is fixed at start-up), compiling
+as this one does (the suite's XLA flags); the 1-device side is this process's, the smoke run
+the suite shares.
 """
 import json
 import os
@@ -10,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, load_config
 
 SCRIPT = """
 import json, sys
@@ -25,11 +27,15 @@ print("ROWS" + json.dumps({{"devices": jax.device_count(), "rows": rows}}))
 """
 
 
+def _devices_env(devices):
+  return dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
+                                    f"--xla_force_host_platform_device_count={devices}")
+
+
 def _run(name, workdir, devices):
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   code = SCRIPT.format(tests=str(ROOT / "tests"), name=name, workdir=str(workdir))
-  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       timeout=300)
+  out = subprocess.run([sys.executable, "-c", code], env=_devices_env(devices),
+                       capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads(out.stdout.split("ROWS")[-1])
   assert result["devices"] == devices
@@ -37,8 +43,11 @@ def _run(name, workdir, devices):
 
 
 @pytest.mark.parametrize("name", ["linreg_accumulate_subsample", "gaussian_replace"])
-def test_eight_devices_match_one(name, tmp_path):
-  one, eight = _run(name, tmp_path / "one", 1), _run(name, tmp_path / "eight", 8)
+def test_eight_devices_match_one(name, smoke_run, tmp_path):
+  import jax
+  assert jax.device_count() == 1
+  assert load_config(name).num_generations == 3  # the script's: the smoke run is the 1-device run
+  one, eight = smoke_run(name)[1], _run(name, tmp_path / "eight", 8)
   assert len(one) == len(eight)
   for a, b in zip(one, eight):
     assert a.keys() == b.keys()
@@ -71,9 +80,8 @@ print("SPEC", batch.sharding.spec, len(batch.addressable_shards[0].data))
 def test_a_training_batch_is_split_over_the_devices():
   # A batch gathered with replicated row indices comes out replicated unless the view
   # constrains it: every device would then compute the whole global batch.
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
   out = subprocess.run([sys.executable, "-c", BATCH_SCRIPT.format(tests=str(ROOT / "tests"))],
-                       env=env, capture_output=True, text=True, timeout=300)
+                       env=_devices_env(4), capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   spec, rows = out.stdout.split("SPEC")[-1].rsplit(maxsplit=1)
   assert "data" in spec and int(rows) == 4, out.stdout

@@ -21,11 +21,13 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _two_processes(args, devices: int = 1, xla: str = "") -> list[str]:
+def _two_processes(args, devices: int = 1) -> list[str]:
   """Runs ``python args... --coordinator_address ... --process_id=i`` as processes 0 and 1
-  of one run; returns their stdout and stderr."""
+  of one run; returns their stdout and stderr. They compile as this process does (the
+  suite's XLA flags: tests/conftest.py)."""
   port = _free_port()
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {xla}")
+  env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
+                                   f"--xla_force_host_platform_device_count={devices}")
   procs = [subprocess.Popen(
       [sys.executable, *args, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
        f"--process_id={i}"],
@@ -46,12 +48,13 @@ def _assert_close(one: list[dict], two: list[dict]) -> None:
       np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
-def test_two_processes_match_one(tmp_path):
+def test_two_processes_match_one(smoke_run, tmp_path):
   workdir = tmp_path / "two"
   outs = _two_processes([str(ROOT / "launch" / "main.py"),
                          "--config=configs/gaussian_replace.py:smoke", f"--workdir={workdir}"])
-  assert "generation 3/3" in outs[0][1] and "generation 3/3" not in outs[1][1]
-  one = experiment.train_and_evaluate(load_config("gaussian_replace"), tmp_path / "one")
+  assert "generation 2 done (3 of 3)" in outs[0][1]
+  assert "generation 2 done (3 of 3)" not in outs[1][1]
+  _, one = smoke_run("gaussian_replace")  # the single-process run (shared)
   _assert_close(one, read_metrics(workdir))
 
 
@@ -93,8 +96,7 @@ def test_two_processes_with_their_shards_of_mnist_match_one(tmp_path):
   gathered across them, gives the single-process metrics."""
   workdir = tmp_path / "two"
   _two_processes([str(ROOT / "launch" / "main.py"), "--config=configs/mnist_vae_replace.py:smoke",
-                  f"--workdir={workdir}", "--config.data.limit=255"],
-                 xla="--xla_backend_optimization_level=1")
+                  f"--workdir={workdir}", "--config.data.limit=255"])
   config = load_config("mnist_vae_replace")
   config.data.limit = 255
   one = experiment.train_and_evaluate(config, tmp_path / "one")

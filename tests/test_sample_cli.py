@@ -1,5 +1,4 @@
 """Loading generation g's model from a workdir (the run's product) and sampling from it."""
-import subprocess
 import sys
 
 import jax
@@ -8,16 +7,16 @@ import pytest
 
 from collapse_jax import experiment, inference, validate
 
-from conftest import ROOT, load_config
+from conftest import ROOT
+from launcher_batch import run_many
 
 SAMPLE = [sys.executable, str(ROOT / "launch" / "sample.py")]
 
 
-@pytest.fixture(scope="module")
-def gaussian_run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("gauss")
-  rows = experiment.train_and_evaluate(load_config("gaussian_replace"), workdir)
-  return workdir, rows
+@pytest.fixture
+def gaussian_run(smoke_run):
+  """A finished gaussian_replace smoke run (shared by the whole suite: only read here)."""
+  return smoke_run("gaussian_replace")
 
 
 def test_restored_generation_is_the_trained_one(gaussian_run):
@@ -50,11 +49,11 @@ def test_samples_written_as_npz(gaussian_run, tmp_path):
 
 def test_sample_cli_writes_a_scatter_and_refuses_bad_input(gaussian_run, tmp_path):
   workdir, _ = gaussian_run
-  run = lambda *a: subprocess.run(SAMPLE + [f"--workdir={workdir}", *a], capture_output=True,
-                                  text=True, timeout=300)
-  ok = run("--generation=1", "--num=50", f"--out={tmp_path / 's.png'}")
+  # Two `python launch/sample.py` processes, forked from one warm interpreter.
+  ok, bad = run_many([([SAMPLE[1], f"--workdir={workdir}", *a], ROOT) for a in (
+      ["--generation=1", "--num=50", f"--out={tmp_path / 's.png'}"],
+      ["--generation=1", "--seed_index=5", f"--out={tmp_path / 'b.png'}"])])
   assert ok.returncode == 0, ok.stderr[-2000:]
   assert (tmp_path / "s.png").stat().st_size > 1000
-  bad = run("--generation=1", "--seed_index=5", f"--out={tmp_path / 'b.png'}")
   assert bad.returncode == 2 and "--seed_index must be in [0, 2)" in bad.stderr
   assert "Traceback" not in bad.stderr and not (tmp_path / "b.png").exists()

@@ -1,9 +1,7 @@
 """Nothing is lost to a mistake: what --overwrite may delete, one run per workdir, the
 environment each run records, and a run stopped by Ctrl-C resuming to the same numbers."""
 import json
-import os
 import pathlib
-import signal
 import subprocess
 import sys
 import time
