@@ -6,7 +6,7 @@ Three promises, each checked here before the driver writes anything:
   ends, so a killed run never blocks the next one; the processes of one multi-host run each
   hold their own index's file, so they share the workdir as they must.
 - ``--overwrite`` deletes only a run: a folder whose ``config.json`` is a collapse_jax config
-  (a JSON object with ``model``, ``policy`` and ``num_generations``) and whose every entry is
+  (a JSON object with ``model`` and ``policy``) and whose every entry is
   one a run writes (`RUN_ENTRIES`). Anything else in it (a user's notes, another tool's
   output) and the folder is refused, not emptied.
 - Every refusal names the folder and why, in one sentence (`WorkdirError`).
@@ -65,7 +65,7 @@ def read_config(workdir: pathlib.Path) -> dict | None:
 
 
 def _is_run_config(config) -> bool:
-  return isinstance(config, dict) and {"model", "policy", "num_generations"} <= set(config)
+  return isinstance(config, dict) and {"model", "policy"} <= set(config)
 
 
 def foreign_entries(workdir: pathlib.Path) -> list[str]:
