@@ -35,6 +35,7 @@ import optax
 import torch
 import torch.nn.functional as F
 
+import bench_env  # benchmarks/, the script's directory
 from collapse_jax.nets.unet import UNet
 from collapse_jax.nets.vae import Decoder, Encoder
 
@@ -477,6 +478,7 @@ def main(argv=None):
   print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__}, "
         f"torch threads {torch.get_num_threads()}, tuned malloc {args.tuned_malloc}, "
         f"load average {os.getloadavg()[0]:.1f}")
+  print(f"environment: {bench_env.line(bench_env.describe(torch))}", flush=True)
   root = jax.random.PRNGKey(0)
   rng = np.random.default_rng(0)
 

@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 import optax
 
+import bench_env  # benchmarks/, the script's directory
 from collapse_jax import host_memory
 from collapse_jax.data import conformers, molecules
 from collapse_jax.diffusion.rows import normal_like
@@ -259,6 +260,8 @@ def main():
   print(f"devices: {jax.devices()}; cpu_count {os.cpu_count()}; {vars(args)}")
   j_train, j_sample, j_sync = jax_side(args)
   t_train, t_sample = torch_side(args)
+  import torch  # imported by torch_side; its version and kernels go into the line below
+  print(f"environment: {bench_env.line(bench_env.describe(torch))}", flush=True)
   j_train(); j_sync(); j_sample(0); t_train(); t_sample(args.samples)  # compile / warm up
   ratios_train, ratios_sample, rows = [], [], []
   for r in range(args.rounds):

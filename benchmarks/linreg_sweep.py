@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import bench_env  # benchmarks/, the script's directory
 from collapse_jax import presets, rng, validate
 from collapse_jax.experiment import build_loop
 
@@ -133,6 +134,7 @@ def main():
   parser.add_argument("--seeds", type=int, default=100)
   parser.add_argument("--baseline_seeds", type=int, default=3)
   args = parser.parse_args()
+  print(f"environment: {bench_env.line(bench_env.describe())}", flush=True)
 
   start = time.time()
   results = run_sweep(args.generations, args.seeds)

@@ -4,20 +4,55 @@ Builds the same GPT-2 (vocab 8,000, d 256, 8 layers, 4 heads, 2,048 positions, t
 embeddings, tanh GELU, no dropout) on both sides, copies our weights into the PyTorch model
 and checks that the logits agree to 1e-5, then times, interleaved round by round so that
 load from other processes hits both alike:
-  training   one AdamW step (forward, backward, update) on ``--train-batch`` full rows of
-             ``--train-len`` tokens; tokens/s
+  training   one AdamW step (forward, backward, clip, update) on ``--train-batch`` full rows
+             of ``--train-len`` tokens, float32 on both sides; tokens/s
   sampling   ``--sample-batch`` stories of ``--new-tokens`` new tokens from BOS, ancestral
              sampling at temperature 1, KV cache on both sides (ours: `TransformerLM.generate`
              in jit; theirs: ``generate(do_sample=True, top_k=0, use_cache=True)`` with the
              EOS stop disabled so both draw every token); tokens/s
-and prints the medians and the median of the per-round ratios (ours / theirs). PyTorch
-runs on ``--threads`` threads (default 2).
+and prints the medians and the median of the per-round ratios (ours / theirs), by wall clock
+(the figure) and by process CPU time (the work done, spin-waiting threads included).
+
+Other processes on the cores wreck the multi-threaded figures, torch's most: its OpenMP
+threads wait at the end of every operator for a partner the scheduler has taken off the
+core, and the time (wall and CPU) of its steps grows several-fold where XLA's grows by far
+less (benchmarks/README.md has figures: the ratio then says nothing about either library).
+The script prints the load average; above the core count only single-threaded figures on
+one core (``taskset -c 0 ... --threads 1``: the two sides then share its time alike) are
+comparable.
+
+Fair by construction: both sides run ``--threads`` intra-op threads (torch.set_num_threads;
+XLA:CPU's pool through NPROC, read when JAX starts), float32 everywhere (torch's float32
+matmul precision "highest": no bf16/AMX), eager PyTorch as `transformers` runs it, our step
+compiled once, both warmed up. JAX runs as a collapse_jax run does: glibc's allocator keeps
+XLA's temporaries (`host_memory.reuse_host_temporaries`, which torch shares in this process)
+and the step donates its parameters and optimizer state, as the training loop reuses them.
+
+``--isa avx2`` caps both sides' kernels at AVX2 (the other kind of x86 CPU) on an AVX-512
+host: torch fully (MKL_ENABLE_INSTRUCTIONS, ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA), XLA only
+in the kernels it generates (--xla_cpu_max_isa): XLA's matrix products (YNNPACK, Eigen)
+choose their instructions from CPUID and ignore the cap, so the capped ratio is an upper
+bound of the ratio on a real AVX2 CPU (benchmarks/README.md).
+
+Prints, and writes to ``--json``, the environment (CPU model, its vector extensions, the
+versions of jax, torch and transformers, caps, threads, load average).
 
   python benchmarks/lm_vs_torch.py                       # ~5 minutes on 2 cores
   python benchmarks/lm_vs_torch.py --rounds 2 --new-tokens 64   # quicker
+  python benchmarks/lm_vs_torch.py --isa avx2            # both capped at AVX2
+  taskset -c 0 python benchmarks/lm_vs_torch.py --threads 1     # one core each, in turn
+  python benchmarks/lm_vs_torch.py --rounds 1 --profile 20   # where our time goes
 """
 import argparse
+import collections
+import functools
+import glob
+import json
+import os
+import re
 import statistics
+import sys
+import tempfile
 import time
 
 import jax
@@ -34,6 +69,8 @@ transformers.utils.is_torchvision_available = lambda: False
 transformers.utils.import_utils.is_torchvision_available = lambda: False
 import transformers  # noqa: E402
 
+import bench_env  # noqa: E402  (benchmarks/, the script's directory)
+from collapse_jax import host_memory  # noqa: E402
 from collapse_jax.data import tokenizer as tok
 from collapse_jax.models import training
 from collapse_jax.models.transformer_lm import TransformerLM, token_cross_entropy
@@ -69,16 +106,87 @@ def copy_weights(model: transformers.GPT2LMHeadModel, params, num_layers: int) -
   assert all(k == "lm_head.weight" for k in missing.missing_keys), missing  # tied to wte
 
 
-def main():
-  ap = argparse.ArgumentParser()
+def profile(fn, lowered, top: int, title: str) -> None:
+  """Traces one call of ``fn`` and prints where XLA:CPU spent it: the share of each kind of
+  op (YNNPACK fusions, other dots: Eigen, loop fusions, the rest) and the ``top`` ops, each
+  with the JAX op_name it came from. Ops on different threads overlap, so shares are of op
+  time, not of wall time."""
+  hlo = lowered.compile().as_text()
+  kinds, origin = {}, dict(re.findall(r'%(\S+) = .*?op_name="([^"]+)"', hlo))
+  for name, shape, op, rest in re.findall(r"%(\S+) = (\S+) ([\w-]+)\((.*)", hlo):
+    kinds[name] = (("YNNPACK" if "__ynn" in rest or "kind=kCustom" in rest else
+                    "loop fusion" if "kind=kLoop" in rest else "other fusion")
+                   if op == "fusion" else "dot (Eigen)" if op == "dot" else op), shape
+  with tempfile.TemporaryDirectory() as trace_dir:
+    jax.profiler.start_trace(trace_dir)
+    jax.block_until_ready(fn())
+    jax.profiler.stop_trace()
+    (path,) = glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)
+    trace = jax.profiler.ProfileData.from_file(path)
+  ns = collections.Counter()
+  for plane in trace.planes:
+    for line in plane.lines:
+      for event in line.events:
+        if event.name in kinds:
+          ns[event.name] += event.duration_ns
+  by_kind = collections.Counter()
+  for name, t in ns.items():
+    by_kind[kinds[name][0]] += t
+  total = sum(by_kind.values())
+  print(f"\n{title}: {total / 1e6:.0f} ms of XLA ops; by kind: " + ", ".join(
+      f"{k} {100 * t / total:.0f}%" for k, t in by_kind.most_common()))
+  for name, t in ns.most_common(top):
+    print(f"{100 * t / total:5.1f}%  {kinds[name][0]:12s} {kinds[name][1][:24]:24s} "
+          f"{origin.get(name, name)[-70:]}")
+
+
+# --isa avx2: the variables that cap torch's libraries (read when they first run, hence the
+# re-exec) and XLA's flag for the kernels it generates.
+ISA_CAPS = {"avx2": ({"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+                      "ONEDNN_MAX_CPU_ISA": "AVX2"}, "--xla_cpu_max_isa=AVX2")}
+
+
+def set_up_process(args) -> None:
+  """Threads, ISA caps and allocator, before either framework runs its first kernel."""
+  if args.isa != "native":
+    caps, _ = ISA_CAPS[args.isa]
+    if any(os.environ.get(k) != v for k, v in caps.items()):
+      os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **caps})
+  flags = os.environ.get("XLA_FLAGS", "").split()
+  if args.isa != "native":
+    flags.append(ISA_CAPS[args.isa][1])
+  if args.threads == 1:
+    flags.append("--xla_cpu_multi_thread_eigen=false")
+  os.environ["XLA_FLAGS"] = " ".join(dict.fromkeys(flags))
+  # XLA:CPU's intra-op pool (its parallel loop fusions, YNNPACK's products, concurrent
+  # thunks) has NPROC threads, read when JAX starts its CPU backend; XLA_FLAGS has none.
+  os.environ["NPROC"] = str(args.threads)
+  torch.set_num_threads(args.threads)
+  if args.malloc == "collapse_jax":  # as a run sets it; torch shares the process's malloc
+    host_memory.reuse_host_temporaries()
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--rounds", type=int, default=3)
-  ap.add_argument("--threads", type=int, default=2)
+  ap.add_argument("--threads", type=int, default=2, help="intra-op threads of both sides")
+  ap.add_argument("--isa", choices=["native", *ISA_CAPS], default="native",
+                  help="cap both sides' vector instructions (see the module docstring)")
+  ap.add_argument("--malloc", choices=["collapse_jax", "glibc"], default="collapse_jax",
+                  help="glibc's allocator settings: a run's (host_memory."
+                  "reuse_host_temporaries) or its defaults")
   ap.add_argument("--train-batch", type=int, default=8)
   ap.add_argument("--train-len", type=int, default=256)
   ap.add_argument("--sample-batch", type=int, default=64)
   ap.add_argument("--new-tokens", type=int, default=256)
-  args = ap.parse_args()
-  torch.set_num_threads(args.threads)
+  ap.add_argument("--json", default="", help="also write the figures and environment here")
+  ap.add_argument("--profile", type=int, default=0, metavar="N",
+                  help="after timing, trace one JAX training step and one sampling call "
+                  "and print their N most expensive XLA ops and the share of each kind")
+  args = ap.parse_args(argv)
+  set_up_process(args)
+  env = bench_env.describe(torch, ("transformers",))
+  print(f"environment: {bench_env.line(env)}", flush=True)
 
   config = tfm.TransformerConfig.preset("gpt2-9m", 8000)
   net = tfm.Transformer(config)
@@ -97,14 +205,16 @@ def main():
   print(f"max |logit difference| = {err:.2e}", flush=True)
   assert err <= 1e-5, err
 
-  # Training step: AdamW, token-weighted CE on full rows (no padding).
+  # Training step: clip + AdamW, token-weighted CE on full rows (no padding), both sides.
   budget = training.Budget(batch_size=args.train_batch, steps=1, learning_rate=3e-4,
                            optimizer_name="adamw", weight_decay=0.1, b2=0.95)
   opt = budget.optimizer()
   batch = jnp.asarray(np.random.default_rng(1).integers(4, 8000, (args.train_batch,
                                                                   args.train_len + 1)))
 
-  @jax.jit
+  # Donated: the step writes the new parameters and moments over the old ones, as the
+  # compiled training loop (`training.train`) does, instead of allocating 108 MB a step.
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
   def jax_step(p, o, x):
     def loss(p):
       s, w = token_cross_entropy(net.apply({"params": p}, x[:, :-1])[0], x)
@@ -113,12 +223,16 @@ def main():
     u, o = opt.update(g, o, p)
     return optax.apply_updates(p, u), o
 
-  jp, jo = params, opt.init(params)
+  state = [jax.tree.map(jnp.copy, params), opt.init(params)]  # `params` stays for sampling
   hf.train()
   topt = torch.optim.AdamW(hf.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
   tb = torch.from_numpy(np.asarray(batch, np.int64))
 
-  def torch_step():
+  def jax_train():
+    state[0], state[1] = jax_step(state[0], state[1], batch)
+    return state
+
+  def torch_train():
     out = hf(tb[:, :-1], labels=tb[:, :-1].clone())  # HF shifts labels itself
     out.loss.backward()
     torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
@@ -129,53 +243,88 @@ def main():
   lm = TransformerLM(net_config=config, field="tokens", context=args.new_tokens + 1,
                      budget=budget, temperature=1.0, prompt="bos",
                      sample_batch_size=args.sample_batch)
-  jax_sample = jax.jit(lm.generate, static_argnums=3)
+  jax_generate = jax.jit(lm.generate, static_argnums=3)
   bos = torch.full((args.sample_batch, 1), tok.BOS)
+  draws = [0]
+
+  def jax_sample():
+    draws[0] += 1
+    return jax_generate(params, None, jax.random.PRNGKey(draws[0]), args.sample_batch)
 
   def torch_sample():
     hf.eval()
     with torch.no_grad():
-      return hf.generate(bos, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
-                         max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                         use_cache=True, pad_token_id=tok.PAD)
-
-  train_tokens = args.train_batch * args.train_len
-  sample_tokens = args.sample_batch * args.new_tokens
-  times = {k: [] for k in ("jax_train", "torch_train", "jax_sample", "torch_sample")}
-
-  def timed(name, fn):
-    t0 = time.perf_counter()
-    out = fn()
-    jax.block_until_ready(out)
-    times[name].append(time.perf_counter() - t0)
+      out = hf.generate(bos, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+                        max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
+                        use_cache=True, pad_token_id=tok.PAD)
+    hf.train()
     return out
 
-  # Warm-up (compilation, allocator) then interleaved rounds.
-  jp, jo = jax.block_until_ready(jax_step(jp, jo, batch))
-  torch_step()
-  jax.block_until_ready(jax_sample(params, None, jax.random.PRNGKey(0), args.sample_batch))
-  out = torch_sample()
+  work = {"train": args.train_batch * args.train_len,
+          "sample": args.sample_batch * args.new_tokens}
+  fns = {"jax_train": jax_train, "torch_train": torch_train,
+         "jax_sample": jax_sample, "torch_sample": torch_sample}
+  wall = {k: [] for k in fns}
+  cpu = {k: [] for k in fns}
+  loads = []
+
+  def timed(name):
+    c0, t0 = time.process_time(), time.perf_counter()
+    jax.block_until_ready(fns[name]())
+    wall[name].append(time.perf_counter() - t0)
+    cpu[name].append(time.process_time() - c0)
+
+  # Warm-up (compilation, allocator, caches) then interleaved rounds.
+  for name, fn in fns.items():
+    out = jax.block_until_ready(fn())
   assert out.shape == (args.sample_batch, args.new_tokens + 1), out.shape
   for r in range(args.rounds):
-    jp, jo = timed("jax_train", lambda: jax_step(jp, jo, batch))
-    timed("torch_train", torch_step)
-    timed("jax_sample", lambda: jax_sample(params, None, jax.random.PRNGKey(r + 1),
-                                           args.sample_batch))
-    timed("torch_sample", torch_sample)
-    print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()),
+    for name in fns:
+      timed(name)
+    loads.append(os.getloadavg()[0])
+    print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.2f}s (cpu {cpu[k][-1]:.2f}s)"
+                                     for k, v in wall.items()) + f"; load {loads[-1]:.1f}",
           flush=True)
-  rows = jax_sample(params, None, jax.random.PRNGKey(9), args.sample_batch)
+  rows = jax_generate(params, None, jax.random.PRNGKey(9), args.sample_batch)
   drawn = int(np.sum(np.asarray(rows)[:, 1:] != tok.PAD))
-  print(f"our sampler drew {drawn} of {sample_tokens} tokens (stops only when all rows hit EOS)")
+  print(f"our sampler drew {drawn} of {work['sample']} tokens (stops only when all rows hit "
+        f"EOS)")
 
-  med = {k: statistics.median(v) for k, v in times.items()}
-  print(f"threads={args.threads} rounds={args.rounds} train {args.train_batch}x{args.train_len} "
-        f"sample {args.sample_batch}x{args.new_tokens}")
-  for what, n in (("train", train_tokens), ("sample", sample_tokens)):
-    ratios = [t / j for j, t in zip(times[f"jax_{what}"], times[f"torch_{what}"])]
-    print(f"{what:6s} jax {n / med[f'jax_{what}']:9.0f} tok/s | torch "
-          f"{n / med[f'torch_{what}']:9.0f} tok/s | ratio jax/torch median "
-          f"{statistics.median(ratios):.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
+  print(f"threads={args.threads} isa={args.isa} malloc={args.malloc} rounds={args.rounds} "
+        f"train {args.train_batch}x{args.train_len} sample {args.sample_batch}x"
+        f"{args.new_tokens}")
+  results = {}
+  for what, n in work.items():
+    j, t = f"jax_{what}", f"torch_{what}"
+    ratios = [b / a for a, b in zip(wall[j], wall[t])]
+    cpu_ratios = [b / a for a, b in zip(cpu[j], cpu[t])]
+    results[what] = {
+        "tokens": n, "jax_tok_s": n / statistics.median(wall[j]),
+        "torch_tok_s": n / statistics.median(wall[t]), "ratio": statistics.median(ratios),
+        "ratios": ratios, "cpu_ratio": statistics.median(cpu_ratios),
+        "cpu_ratios": cpu_ratios, "jax_s": wall[j], "torch_s": wall[t],
+        "jax_cpu_s": cpu[j], "torch_cpu_s": cpu[t]}
+    print(f"{what:6s} jax {results[what]['jax_tok_s']:9.0f} tok/s | torch "
+          f"{results[what]['torch_tok_s']:9.0f} tok/s | ratio jax/torch median "
+          f"{results[what]['ratio']:.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)}) | "
+          f"by CPU time {results[what]['cpu_ratio']:.2f}")
+  if max(loads) > (os.cpu_count() or 1) and args.threads > 1:
+    print(f"note: load average up to {max(loads):.1f} on {os.cpu_count()} CPUs: other processes "
+          f"shared the cores, and multi-threaded ratios taken so are not comparable (torch's "
+          f"OpenMP threads suffer most); compare `taskset -c 0 ... --threads 1` instead "
+          f"(module docstring, benchmarks/README.md)")
+  if args.profile:
+    profile(jax_train, jax_step.lower(state[0], state[1], batch), args.profile,
+            "JAX training step")
+    profile(jax_sample, jax_generate.lower(params, None, jax.random.PRNGKey(0),
+                                           args.sample_batch), args.profile, "JAX sampling")
+  print(f"environment: {bench_env.line(env)}")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"benchmark": "lm_vs_torch", "args": vars(args), "environment": env,
+                 "load_average_per_round": loads, "logit_max_abs_diff": err,
+                 "results": results}, f, indent=2)
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import bench_env  # noqa: E402  (benchmarks/, the script's directory)
 from collapse_jax import validate  # noqa: E402
 from collapse_jax.data.source import RowSpec, Task  # noqa: E402
 from collapse_jax.loop.pool import TrainView, DataPool  # noqa: E402
@@ -77,6 +78,7 @@ def main():
   args = parser.parse_args()
   devices = [int(d) for d in args.devices.split(",")]
   hbm = [float(h) for h in args.hbm_gib.split(",")]
+  print(f"environment: {bench_env.line(bench_env.describe())}", flush=True)
 
   ffhq = load("ffhq_accumulate.py", None)
   ffhq.num_generations = 10

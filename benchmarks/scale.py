@@ -176,6 +176,9 @@ def main():
   args = parser.parse_args()
   os.environ.setdefault("COLLAPSE_JAX_MNIST", str(ROOT.parent / "shared" / "data" / "mnist"))
   parts = args.only.split(",")
+  import bench_env  # benchmarks/, the script's directory; starts JAX in this process only
+  print(f"environment (this process; each measurement runs in a child with the same "
+        f"versions): {bench_env.line(bench_env.describe())}", flush=True)
   if "scaling" in parts:
     weak_scaling()
   if "segments" in parts:

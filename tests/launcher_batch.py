@@ -76,6 +76,8 @@ def _serve():
   import absl.app, absl.flags, absl.logging  # pylint: disable=import-outside-toplevel,multiple-imports,unused-import
   import ml_collections.config_flags  # pylint: disable=import-outside-toplevel,unused-import
   import collapse_jax.cli, collapse_jax.experiment  # pylint: disable=import-outside-toplevel,multiple-imports,unused-import
+  from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
+  assert not xla_bridge._backends, "a backend started before the fork"  # pylint: disable=protected-access
   results = []
   # Not TemporaryDirectory: its clean-up is an exit function, which each child runs.
   tmp = tempfile.mkdtemp()
