@@ -1,11 +1,12 @@
 """CPU training-step time of our UNet and VAE nets: JAX (matmul / XLA conv) vs PyTorch.
 
 Builds the same networks in PyTorch (a layer-for-layer mirror of collapse_jax.nets.unet
-and nets.vae, checked by copying the JAX weights over and comparing outputs), then times
+and nets.conv_vae, checked by copying the JAX weights over and comparing outputs), then times
 one training step (forward + backward + Adam) per framework. Steps of all variants are
 interleaved round by round so that load from other processes hits them alike; the table
 gives the median (and min) over rounds after warm-up, and the median of the per-round
-torch/jax ratios.
+torch/jax ratios (benchmarks/harness.py: its rounds, flags, environment and ``--json``
+record; ``--repeats`` is ``--rounds``, ``--threads N`` gives both frameworks N threads).
 
 Needs torch (`pip install torch==2.13.0`, the CPU build); installs nothing itself.
 
@@ -17,16 +18,10 @@ glibc serves that from new mmap()s whose ~200k page faults cost the JAX step ~0.
   python benchmarks/conv_vs_torch.py --repeats 5 --unet-batch 8   # quicker
 """
 
-import argparse
 import collections
-import glob
 import math
-import os
 import re
 import statistics
-import sys
-import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
@@ -35,9 +30,9 @@ import optax
 import torch
 import torch.nn.functional as F
 
-import bench_env  # benchmarks/, the script's directory
+import harness  # benchmarks/, the script's directory
 from collapse_jax.nets.unet import UNet
-from collapse_jax.nets.vae import Decoder, Encoder
+from collapse_jax.nets.conv_vae import Decoder, Encoder
 
 
 # ----------------------------------------------------------------------------------------
@@ -347,20 +342,6 @@ def randomized(params, key, scale=0.05):
   return treedef.unflatten([scale * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
 
 
-def time_rounds(steps: dict, warmup: int, repeats: int) -> dict:
-  """Runs each step `warmup` times, then `repeats` interleaved rounds; seconds per step."""
-  for fn in steps.values():
-    for _ in range(warmup):
-      fn()
-  times = {name: [] for name in steps}
-  for _ in range(repeats):
-    for name, fn in steps.items():
-      start = time.perf_counter()
-      fn()
-      times[name].append(time.perf_counter() - start)
-  return times
-
-
 def in_loop(step, k):
   """``k`` training steps per call, in a ``fori_loop`` as collapse_jax trains
   (models/training.py). It matters on CPU: XLA:CPU's convolution gradients run far slower
@@ -385,18 +366,7 @@ def jax_runner(step, state, data, root):
     op_name (layer / primitive) it was lowered from."""
     hlo = step.lower(box["state"], data, root).compile().as_text()
     origin = dict(re.findall(r'%(\S+) = .*?op_name="([^"]+)"', hlo))
-    with tempfile.TemporaryDirectory() as trace_dir:
-      jax.profiler.start_trace(trace_dir)
-      run()
-      jax.profiler.stop_trace()
-      (path,) = glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)
-      trace = jax.profiler.ProfileData.from_file(path)
-    ns = collections.Counter()
-    for plane in trace.planes:
-      for line in plane.lines:
-        for event in line.events:
-          if event.name in origin:
-            ns[event.name] += event.duration_ns
+    ns = collections.Counter({k: t for k, t in harness.op_times(run).items() if k in origin})
     total = sum(ns.values()) / 1e6 / loop_steps
     print(f"top HLO ops, ms per step (all ops: {total:.1f} ms; ops overlap across threads):")
     for name, t in ns.most_common(top):
@@ -414,19 +384,23 @@ def torch_runner(step, data):
   return run
 
 
-def print_table(title, times, loop_steps):
-  """Per-step times: the JAX entries ran ``loop_steps`` steps per call.
+def print_table(title, times, loop_steps) -> dict:
+  """Per-step times: the JAX entries ran ``loop_steps`` steps per call; returns each JAX
+  entry's `harness.compare` against torch.
 
   `torch/jax` is the median over rounds of each round's ratio: variants run interleaved
   within a round, so pairing them cancels the drift of a shared machine's speed.
   """
-  times = {n: [t / (1 if n == "torch" else loop_steps) for t in ts] for n, ts in times.items()}
+  figures = {name: harness.compare(times, name, "torch", loop_steps, 1)
+             for name in times["wall"] if name != "torch"}
   print(f"\n{title}; JAX: {loop_steps} steps per call in a fori_loop")
   print(f"{'impl':<14}{'median ms':>11}{'min ms':>10}{'torch/jax':>11}")
-  for name, ts in times.items():
-    ratio = statistics.median(t / j for t, j in zip(times["torch"], ts))
-    ratio = "" if name == "torch" else f"{ratio:10.2f}x"
-    print(f"{name:<14}{statistics.median(ts) * 1e3:11.1f}{min(ts) * 1e3:10.1f} {ratio}")
+  for name, ts in times["wall"].items():
+    per_step = [t / (1 if name == "torch" else loop_steps) for t in ts]
+    ratio = "" if name == "torch" else f"{figures[name]['ratio']:10.2f}x"
+    print(f"{name:<14}{statistics.median(per_step) * 1e3:11.1f}{min(per_step) * 1e3:10.1f} "
+          f"{ratio}")
+  return figures
 
 
 # One arena (XLA's worker threads would otherwise get per-thread arenas that mmap large
@@ -439,8 +413,11 @@ def parse_ints(text):
   return tuple(int(v) for v in text.split(",") if v)
 
 
+TARGET = "a training step >= 1.0x PyTorch's speed (UNet and VAE)"
+
+
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = harness.parser(__doc__, rounds=10, threads=2, isa=True, rounds_alias="--repeats")
   parser.add_argument("--unet-batch", type=int, default=32)
   parser.add_argument("--unet-size", type=int, default=32)
   parser.add_argument("--unet-channels", type=int, default=3)
@@ -458,27 +435,19 @@ def main(argv=None):
   parser.add_argument("--loop-steps", type=int, default=4,
                       help="JAX steps per call, run in a fori_loop as collapse_jax trains")
   parser.add_argument("--warmup", type=int, default=2)
-  parser.add_argument("--repeats", type=int, default=10)
-  parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
   parser.add_argument("--skip", default="", help="comma list of 'unet', 'vae' to skip")
   parser.add_argument("--profile", type=int, default=0, metavar="N",
                       help="after timing, print each JAX step's N most expensive HLO ops")
   parser.add_argument("--tuned-malloc", action="store_true",
                       help="re-exec with TUNED_MALLOC_ENV (applies to both frameworks)")
-  args = parser.parse_args(argv)
-  if args.tuned_malloc and any(os.environ.get(k) != v for k, v in TUNED_MALLOC_ENV.items()):
-    # glibc reads these at start-up only, hence the re-exec.
-    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **TUNED_MALLOC_ENV})
-  torch.set_num_threads(args.threads)
+  args = harness.parse(parser, argv, ("impls", "loop_steps", "warmup", "skip", "tuned_malloc"))
+  # glibc reads TUNED_MALLOC_ENV at start-up only, hence the re-exec (in set_up).
+  harness.set_up(args, torch, TUNED_MALLOC_ENV if args.tuned_malloc else None)
   torch.manual_seed(0)
   impls = [i for i in args.impls.split(",") if i]
-  env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
-                 if k.startswith(("MALLOC_", "OMP_", "XLA_FLAGS")))
-  print(f"command: {env} python {' '.join(sys.argv)}".replace(":  ", ": "))
-  print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__}, "
-        f"torch threads {torch.get_num_threads()}, tuned malloc {args.tuned_malloc}, "
-        f"load average {os.getloadavg()[0]:.1f}")
-  print(f"environment: {bench_env.line(bench_env.describe(torch))}", flush=True)
+  print(f"command: {args.command}; tuned malloc {args.tuned_malloc}")
+  env = harness.environment_line(torch)
+  figures = {}
   root = jax.random.PRNGKey(0)
   rng = np.random.default_rng(0)
 
@@ -502,6 +471,7 @@ def main(argv=None):
           ref = tnet(torch.from_numpy(xs).permute(0, 3, 1, 2), torch.from_numpy(np.array(ts)))
         tnet.train()
         err = np.abs(ref.permute(0, 2, 3, 1).numpy() - model.apply(check, xs, ts)).max()
+        figures["unet_mirror_max_abs_diff"] = float(err)
         print(f"UNet mirror check: max |torch - jax| = {err:.2e} "
               f"({sum(p.numel() for p in tnet.parameters())} params)")
         # Both frameworks train from the same initial weights (tiny random weights would
@@ -512,8 +482,10 @@ def main(argv=None):
                                (params, optimizer.init(params)), jnp.asarray(x0), root)
     tstep = torch_unet_step(tnet, torch.optim.Adam(tnet.parameters(), lr=2e-4))
     steps["torch"] = torch_runner(tstep, torch.from_numpy(x0).permute(0, 3, 1, 2).contiguous())
-    print_table(f"UNet train step: batch {args.unet_batch}, {shape}, {unet_kw}",
-                time_rounds(steps, args.warmup, args.repeats), args.loop_steps)
+    times = harness.rounds(steps, args.rounds, args.warmup)
+    figures["unet"] = print_table(f"UNet train step: batch {args.unet_batch}, {shape}, "
+                                  f"{unet_kw}", times, args.loop_steps)
+    harness.load_note(times, args.threads)
     profile_jax_steps(steps, args)
 
   if "vae" not in args.skip:
@@ -536,6 +508,7 @@ def main(argv=None):
           tout = tdec(tmean).permute(0, 2, 3, 1).numpy()
         jmean, _ = enc.apply(check["enc"], x[:2])
         err = np.abs(tout - dec.apply(check["dec"], jmean)).max()
+        figures["vae_mirror_max_abs_diff"] = float(err)
         print(f"VAE mirror check: max |torch - jax| = {err:.2e}")
         load_flax_params(tenc, params["enc"]["params"])
         load_flax_params(tdec, params["dec"]["params"])
@@ -545,10 +518,18 @@ def main(argv=None):
     tparams = list(tenc.parameters()) + list(tdec.parameters())
     tstep = torch_vae_step(tenc, tdec, torch.optim.Adam(tparams, lr=1e-3))
     steps["torch"] = torch_runner(tstep, torch.from_numpy(x).permute(0, 3, 1, 2).contiguous())
-    print_table(f"VAE train step: batch {args.vae_batch}, {shape}, latent {args.latent_dim}, "
-                f"channels {args.vae_conv_channels}",
-                time_rounds(steps, args.warmup, args.repeats), args.loop_steps)
+    times = harness.rounds(steps, args.rounds, args.warmup)
+    figures["vae"] = print_table(f"VAE train step: batch {args.vae_batch}, {shape}, latent "
+                                 f"{args.latent_dim}, channels {args.vae_conv_channels}", times,
+                                 args.loop_steps)
+    harness.load_note(times, args.threads)
     profile_jax_steps(steps, args)
+
+  headline = ", ".join(
+      f"{net} {figs[impls[0]]['ratio']:.2f}x "
+      f"({harness.verdict(figs[impls[0]]['ratio'] >= 1.0)})"
+      for net, figs in (("UNet", figures.get("unet")), ("VAE", figures.get("vae"))) if figs)
+  harness.write(args, "conv_vs_torch", TARGET, f"{headline} ({impls[0]})", figures, env)
 
 
 def profile_jax_steps(steps, args):

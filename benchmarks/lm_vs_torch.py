@@ -11,7 +11,8 @@ load from other processes hits both alike:
              in jit; theirs: ``generate(do_sample=True, top_k=0, use_cache=True)`` with the
              EOS stop disabled so both draw every token); tokens/s
 and prints the medians and the median of the per-round ratios (ours / theirs), by wall clock
-(the figure) and by process CPU time (the work done, spin-waiting threads included).
+(the figure) and by process CPU time (the work done, spin-waiting threads included): the
+paired rounds, flags, environment and record of benchmarks/harness.py.
 
 Other processes on the cores wreck the multi-threaded figures, torch's most: its OpenMP
 threads wait at the end of every operator for a partner the scheduler has taken off the
@@ -34,8 +35,8 @@ in the kernels it generates (--xla_cpu_max_isa): XLA's matrix products (YNNPACK,
 choose their instructions from CPUID and ignore the cap, so the capped ratio is an upper
 bound of the ratio on a real AVX2 CPU (benchmarks/README.md).
 
-Prints, and writes to ``--json``, the environment (CPU model, its vector extensions, the
-versions of jax, torch and transformers, caps, threads, load average).
+Prints the environment (CPU model, its vector extensions, the versions of jax, torch and
+transformers, caps, threads, load average); ``--json PATH`` writes it with the figures.
 
   python benchmarks/lm_vs_torch.py                       # ~5 minutes on 2 cores
   python benchmarks/lm_vs_torch.py --rounds 2 --new-tokens 64   # quicker
@@ -43,17 +44,9 @@ versions of jax, torch and transformers, caps, threads, load average).
   taskset -c 0 python benchmarks/lm_vs_torch.py --threads 1     # one core each, in turn
   python benchmarks/lm_vs_torch.py --rounds 1 --profile 20   # where our time goes
 """
-import argparse
 import collections
 import functools
-import glob
-import json
-import os
 import re
-import statistics
-import sys
-import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
@@ -69,8 +62,7 @@ transformers.utils.is_torchvision_available = lambda: False
 transformers.utils.import_utils.is_torchvision_available = lambda: False
 import transformers  # noqa: E402
 
-import bench_env  # noqa: E402  (benchmarks/, the script's directory)
-from collapse_jax import host_memory  # noqa: E402
+import harness  # noqa: E402  (benchmarks/, the script's directory)
 from collapse_jax.data import tokenizer as tok
 from collapse_jax.models import training
 from collapse_jax.models.transformer_lm import TransformerLM, token_cross_entropy
@@ -117,18 +109,7 @@ def profile(fn, lowered, top: int, title: str) -> None:
     kinds[name] = (("YNNPACK" if "__ynn" in rest or "kind=kCustom" in rest else
                     "loop fusion" if "kind=kLoop" in rest else "other fusion")
                    if op == "fusion" else "dot (Eigen)" if op == "dot" else op), shape
-  with tempfile.TemporaryDirectory() as trace_dir:
-    jax.profiler.start_trace(trace_dir)
-    jax.block_until_ready(fn())
-    jax.profiler.stop_trace()
-    (path,) = glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)
-    trace = jax.profiler.ProfileData.from_file(path)
-  ns = collections.Counter()
-  for plane in trace.planes:
-    for line in plane.lines:
-      for event in line.events:
-        if event.name in kinds:
-          ns[event.name] += event.duration_ns
+  ns = collections.Counter({k: t for k, t in harness.op_times(fn).items() if k in kinds})
   by_kind = collections.Counter()
   for name, t in ns.items():
     by_kind[kinds[name][0]] += t
@@ -140,53 +121,21 @@ def profile(fn, lowered, top: int, title: str) -> None:
           f"{origin.get(name, name)[-70:]}")
 
 
-# --isa avx2: the variables that cap torch's libraries (read when they first run, hence the
-# re-exec) and XLA's flag for the kernels it generates.
-ISA_CAPS = {"avx2": ({"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
-                      "ONEDNN_MAX_CPU_ISA": "AVX2"}, "--xla_cpu_max_isa=AVX2")}
-
-
-def set_up_process(args) -> None:
-  """Threads, ISA caps and allocator, before either framework runs its first kernel."""
-  if args.isa != "native":
-    caps, _ = ISA_CAPS[args.isa]
-    if any(os.environ.get(k) != v for k, v in caps.items()):
-      os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **caps})
-  flags = os.environ.get("XLA_FLAGS", "").split()
-  if args.isa != "native":
-    flags.append(ISA_CAPS[args.isa][1])
-  if args.threads == 1:
-    flags.append("--xla_cpu_multi_thread_eigen=false")
-  os.environ["XLA_FLAGS"] = " ".join(dict.fromkeys(flags))
-  # XLA:CPU's intra-op pool (its parallel loop fusions, YNNPACK's products, concurrent
-  # thunks) has NPROC threads, read when JAX starts its CPU backend; XLA_FLAGS has none.
-  os.environ["NPROC"] = str(args.threads)
-  torch.set_num_threads(args.threads)
-  if args.malloc == "collapse_jax":  # as a run sets it; torch shares the process's malloc
-    host_memory.reuse_host_temporaries()
+TARGET = "training >= 1.0x and sampling >= 2x Hugging Face's tokens/s"
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--rounds", type=int, default=3)
-  ap.add_argument("--threads", type=int, default=2, help="intra-op threads of both sides")
-  ap.add_argument("--isa", choices=["native", *ISA_CAPS], default="native",
-                  help="cap both sides' vector instructions (see the module docstring)")
-  ap.add_argument("--malloc", choices=["collapse_jax", "glibc"], default="collapse_jax",
-                  help="glibc's allocator settings: a run's (host_memory."
-                  "reuse_host_temporaries) or its defaults")
+  ap = harness.parser(__doc__, rounds=3, threads=2, malloc=True, isa=True)
   ap.add_argument("--train-batch", type=int, default=8)
   ap.add_argument("--train-len", type=int, default=256)
   ap.add_argument("--sample-batch", type=int, default=64)
   ap.add_argument("--new-tokens", type=int, default=256)
-  ap.add_argument("--json", default="", help="also write the figures and environment here")
   ap.add_argument("--profile", type=int, default=0, metavar="N",
                   help="after timing, trace one JAX training step and one sampling call "
                   "and print their N most expensive XLA ops and the share of each kind")
-  args = ap.parse_args(argv)
-  set_up_process(args)
-  env = bench_env.describe(torch, ("transformers",))
-  print(f"environment: {bench_env.line(env)}", flush=True)
+  args = harness.parse(ap, argv)
+  harness.set_up(args, torch)
+  env = harness.environment_line(torch, ("transformers",))
 
   config = tfm.TransformerConfig.preset("gpt2-9m", 8000)
   net = tfm.Transformer(config)
@@ -258,73 +207,39 @@ def main(argv=None):
                         max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
                         use_cache=True, pad_token_id=tok.PAD)
     hf.train()
+    assert out.shape == (args.sample_batch, args.new_tokens + 1), out.shape
     return out
 
-  work = {"train": args.train_batch * args.train_len,
-          "sample": args.sample_batch * args.new_tokens}
-  fns = {"jax_train": jax_train, "torch_train": torch_train,
-         "jax_sample": jax_sample, "torch_sample": torch_sample}
-  wall = {k: [] for k in fns}
-  cpu = {k: [] for k in fns}
-  loads = []
-
-  def timed(name):
-    c0, t0 = time.process_time(), time.perf_counter()
-    jax.block_until_ready(fns[name]())
-    wall[name].append(time.perf_counter() - t0)
-    cpu[name].append(time.process_time() - c0)
-
   # Warm-up (compilation, allocator, caches) then interleaved rounds.
-  for name, fn in fns.items():
-    out = jax.block_until_ready(fn())
-  assert out.shape == (args.sample_batch, args.new_tokens + 1), out.shape
-  for r in range(args.rounds):
-    for name in fns:
-      timed(name)
-    loads.append(os.getloadavg()[0])
-    print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.2f}s (cpu {cpu[k][-1]:.2f}s)"
-                                     for k, v in wall.items()) + f"; load {loads[-1]:.1f}",
-          flush=True)
+  times = harness.rounds({"jax_train": jax_train, "torch_train": torch_train,
+                          "jax_sample": jax_sample, "torch_sample": torch_sample}, args.rounds)
   rows = jax_generate(params, None, jax.random.PRNGKey(9), args.sample_batch)
   drawn = int(np.sum(np.asarray(rows)[:, 1:] != tok.PAD))
+  work = {"train": args.train_batch * args.train_len,
+          "sample": args.sample_batch * args.new_tokens}
   print(f"our sampler drew {drawn} of {work['sample']} tokens (stops only when all rows hit "
         f"EOS)")
 
   print(f"threads={args.threads} isa={args.isa} malloc={args.malloc} rounds={args.rounds} "
         f"train {args.train_batch}x{args.train_len} sample {args.sample_batch}x"
         f"{args.new_tokens}")
-  results = {}
-  for what, n in work.items():
-    j, t = f"jax_{what}", f"torch_{what}"
-    ratios = [b / a for a, b in zip(wall[j], wall[t])]
-    cpu_ratios = [b / a for a, b in zip(cpu[j], cpu[t])]
-    results[what] = {
-        "tokens": n, "jax_tok_s": n / statistics.median(wall[j]),
-        "torch_tok_s": n / statistics.median(wall[t]), "ratio": statistics.median(ratios),
-        "ratios": ratios, "cpu_ratio": statistics.median(cpu_ratios),
-        "cpu_ratios": cpu_ratios, "jax_s": wall[j], "torch_s": wall[t],
-        "jax_cpu_s": cpu[j], "torch_cpu_s": cpu[t]}
-    print(f"{what:6s} jax {results[what]['jax_tok_s']:9.0f} tok/s | torch "
-          f"{results[what]['torch_tok_s']:9.0f} tok/s | ratio jax/torch median "
-          f"{results[what]['ratio']:.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)}) | "
-          f"by CPU time {results[what]['cpu_ratio']:.2f}")
-  if max(loads) > (os.cpu_count() or 1) and args.threads > 1:
-    print(f"note: load average up to {max(loads):.1f} on {os.cpu_count()} CPUs: other processes "
-          f"shared the cores, and multi-threaded ratios taken so are not comparable (torch's "
-          f"OpenMP threads suffer most); compare `taskset -c 0 ... --threads 1` instead "
-          f"(module docstring, benchmarks/README.md)")
+  figures = {what: harness.compare(times, f"jax_{what}", f"torch_{what}", n)
+             for what, n in work.items()}
+  for what, fig in figures.items():
+    print(harness.report(what, fig, "tok"))
+  harness.load_note(times, args.threads)
   if args.profile:
     profile(jax_train, jax_step.lower(state[0], state[1], batch), args.profile,
             "JAX training step")
     profile(jax_sample, jax_generate.lower(params, None, jax.random.PRNGKey(0),
                                            args.sample_batch), args.profile, "JAX sampling")
-  print(f"environment: {bench_env.line(env)}")
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump({"benchmark": "lm_vs_torch", "args": vars(args), "environment": env,
-                 "load_average_per_round": loads, "logit_max_abs_diff": err,
-                 "results": results}, f, indent=2)
-    print(f"wrote {args.json}")
+  print(f"environment: {harness.line(env)}")
+  train, sample = figures["train"]["ratio"], figures["sample"]["ratio"]
+  headline = (f"training {train:.2f}x ({harness.verdict(train >= 1.0)}), sampling "
+              f"{sample:.2f}x ({harness.verdict(sample >= 2.0)})")
+  harness.write(args, "lm_vs_torch", TARGET, headline,
+                {**figures, "logit_max_abs_diff": err, "sampler_drew": drawn,
+                 "load_average_per_round": times["load"]}, env)
 
 
 if __name__ == "__main__":

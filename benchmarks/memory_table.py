@@ -1,6 +1,6 @@
 """What a paper-scale run must hold, per device, and which meshes fit it.
 
-    python benchmarks/memory_table.py [--devices 1,8,16,64] [--hbm_gib 16,80]
+    python benchmarks/memory_table.py [--devices 1,8,16,64] [--hbm_gib 16,80] [--json PATH]
 
 For FFHQ-64 accumulate (configs/ffhq_accumulate.py, 10 generations) and TinyStories
 accumulate (configs/tinystories.py:accumulate, GPT-2 9M and Llama-2 126M) it reports, from the
@@ -15,19 +15,17 @@ real configs and families (shapes only: no dataset is read, nothing is trained):
 and, for each device count, the per-device total on the cheapest mesh (smallest fsdp) that
 fits each memory size.
 """
-import argparse
 import importlib.util
 import pathlib
 import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import bench_env  # noqa: E402  (benchmarks/, the script's directory)
+import harness  # noqa: E402  (benchmarks/, the script's directory)
 from collapse_jax import validate  # noqa: E402
 from collapse_jax.data.source import RowSpec, Task  # noqa: E402
 from collapse_jax.loop.pool import TrainView, DataPool  # noqa: E402
@@ -71,14 +69,17 @@ def measure(title: str, config, row_spec: RowSpec, stored_row_bytes: int) -> dic
           "batch": model.budget.batch_size}
 
 
-def main():
-  parser = argparse.ArgumentParser()
+TARGET = "no speed target: per-device memory of paper-scale runs, meshes that fit 16 / 80 GiB"
+
+
+def main(argv=None):
+  parser = harness.parser(__doc__)
   parser.add_argument("--devices", default="1,8,16,64")
   parser.add_argument("--hbm_gib", default="16,80")
-  args = parser.parse_args()
+  args = harness.parse(parser, argv, ("devices", "hbm_gib"))
   devices = [int(d) for d in args.devices.split(",")]
   hbm = [float(h) for h in args.hbm_gib.split(",")]
-  print(f"environment: {bench_env.line(bench_env.describe())}", flush=True)
+  env = harness.environment_line()
 
   ffhq = load("ffhq_accumulate.py", None)
   ffhq.num_generations = 10
@@ -86,7 +87,7 @@ def main():
                   RowSpec(fields={"image": ((64, 64, 3), "float32")}, data="image",
                           pixels=("image",)), 64 * 64 * 3)]
   for preset in ("gpt2-9m", "llama2-126m"):
-    ts = load("tinystories.py", f"accumulate,{preset}")
+    ts = load("tinystories.py", f"accumulate,preset={preset}")
     ctx = ts.data.context
     runs.append(measure(f"TinyStories accumulate, 5 generations ({preset})", ts,
                         RowSpec(fields={"tokens": ((ctx,), "uint16")}, data="tokens"),
@@ -97,6 +98,7 @@ def main():
           f"{r['params'] / GIB:.2f} GiB, with optimizer and EMA {r['state'] / GIB:.2f} GiB; "
           f"activations of one step at batch {r['batch']} {r['activations'] / GIB:.2f} GiB")
     print("  devices | per-device GiB (fsdp=1) | fits " + " / ".join(f"{h:g} GiB" for h in hbm))
+    r["meshes"] = {}
     for n in devices:
       # The global batch is split over ``data``; state divided by fsdp, pool by every device.
       need = lambda fsdp: (r["pool"] / n + r["state"] / fsdp
@@ -106,6 +108,20 @@ def main():
         ok = [f for f in (1, 2, 4, 8, 16, 32, 64) if n % f == 0 and need(f) <= 0.9 * h]
         fits.append(f"data={n // ok[0]} x fsdp={ok[0]}" if ok else "no")
       print(f"  {n:7d} | {need(1):23.2f} | " + " / ".join(fits))
+      r["meshes"][n] = {"per_device_gib_fsdp1": need(1), "fits": dict(zip(hbm, fits))}
+  # The headline: the fewest devices whose mesh fits every run, per memory size, and each
+  # run's per-device need on the first two device counts.
+  fewest = [[n for n in devices if all(r["meshes"][n]["fits"][h] != "no" for r in runs)]
+            for h in hbm]
+  fits = ", ".join(f"{h:g} GiB from {ns[0]} device(s)" if ns else f"{h:g} GiB on none"
+                   for h, ns in zip(hbm, fewest))
+  need = ", ".join(
+      f"{r['title'].split()[0]} {r['title'].split('(')[-1][:-1]} "
+      + " / ".join(f"{r['meshes'][n]['per_device_gib_fsdp1']:.1f}" for n in devices[:2])
+      for r in runs)
+  headline = (f"every run fits {fits}; GiB per device on "
+              f"{' / '.join(map(str, devices[:2]))} device(s): {need}")
+  harness.write(args, "memory_table", TARGET, headline, {"runs": runs}, env)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Paper-scale operability, measured on this CPU: weak scaling over fake devices, the cost of
 a training-segment boundary, and the host memory of an accumulating pool.
 
-    python benchmarks/scale.py [--only scaling,segments,memory]
+    python benchmarks/scale.py [--only scaling,segments,memory] [--rounds 3] [--json PATH]
 
 weak scaling   the MNIST VAE's training step (mnist_vae smoke net, XLA convs) at a fixed
                32 images per device on 1, 2, 4, 8 fake CPU devices (one process each,
@@ -13,19 +13,19 @@ segments       per-step time of a model and the time of one segment boundary (th
                default segment size (segments.segment_steps): boundary / segment
 memory         peak RSS of an accumulate run (MNIST rows) over 10 generations vs the same
                run over 2: the growth of the peak per byte of pool growth (1.0: the pool
-               is held once, nothing else grows with it)
+               is held once, nothing else grows with it); the median of ``--rounds`` pairs
 Needs COLLAPSE_JAX_MNIST (../shared/data/mnist here).
 """
-import argparse
 import json
 import os
 import pathlib
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+import harness  # benchmarks/, the script's directory
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -39,7 +39,7 @@ from collapse_jax.loop.generation import CompiledLoop
 from collapse_jax.parallel import mesh as mesh_lib
 rng.configure_jax()
 n = jax.device_count()
-c = conftest.load_config("mnist_vae_replace")
+c = conftest.load_config("mnist_vae:replace")
 c.model.update({{"batch_size": 32 * n, "steps": {steps}, "conv_impl": "xla"}})
 c.n_real = c.n_synth = 64 * n
 c.data.limit = None
@@ -63,7 +63,7 @@ print("RESULT" + json.dumps({{"devices": n, "seconds": sorted(times)[1]}}))
 """
 
 
-def weak_scaling(steps: int = 20) -> None:
+def weak_scaling(steps: int = 20) -> dict:
   results = {}
   for n in (1, 2, 4, 8):
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
@@ -77,9 +77,11 @@ def weak_scaling(steps: int = 20) -> None:
         "sampling and eval included):")
   for n, t in results.items():
     print(f"  {n} device(s): {t:.3f} s  overhead t(n)/(n t(1)) = {t / (n * results[1]):.2f}")
+  return {"steps": steps, "seconds": results,
+          "overhead": {n: t / (n * results[1]) for n, t in results.items()}}
 
 
-def segments() -> None:
+def segments() -> dict:
   import conftest
   import jax
   import numpy as np
@@ -87,7 +89,7 @@ def segments() -> None:
   from collapse_jax.loop.generation import CompiledLoop, SegmentedLoop
   from collapse_jax.parallel import mesh as mesh_lib
   rng.configure_jax()
-  c = conftest.load_config("mnist_vae_replace", None)  # the full-size VAE
+  c = conftest.load_config("mnist_vae:replace", None)  # the full-size VAE
   c.model.update({"steps": 50_000, "epochs": 0.0})
   c.num_seeds, c.evals = 1, {}
   mesh = mesh_lib.from_config(c.mesh)
@@ -123,6 +125,8 @@ def segments() -> None:
         f"{per_step * 1e3:.1f} ms, default segment {default} steps = "
         f"{default * per_step:.1f} s, boundary {boundary * 1e3:.0f} ms = "
         f"{100 * boundary / (default * per_step):.2f}% of the segment")
+  return {"parameters": params, "step_s": per_step, "segment_steps": default,
+          "boundary_s": boundary, "boundary_share": boundary / (default * per_step)}
 
 
 MEMORY_SCRIPT = r"""
@@ -130,7 +134,7 @@ import json, resource, sys, tempfile
 sys.path.insert(0, {tests!r})
 import conftest
 from collapse_jax import experiment
-c = conftest.load_config("mnist_vae_accumulate")
+c = conftest.load_config("mnist_vae:accumulate")
 c.n_real = c.n_synth = {rows}
 c.num_generations, c.generations_per_chunk, c.evals = {gens}, 1, {{}}
 c.data.limit, c.data.n_test = None, 64
@@ -141,7 +145,7 @@ print("RESULT" + json.dumps({{"peak": resource.getrusage(resource.RUSAGE_SELF).r
 """
 
 
-def memory(rows: int = 60_000, gens: int = 10, base: int = 2, repeats: int = 3) -> None:
+def memory(rows: int = 60_000, gens: int = 10, base: int = 2, repeats: int = 3) -> dict:
   def peak(g: int) -> int:
     code = MEMORY_SCRIPT.format(tests=str(ROOT / "tests"), rows=rows, gens=g)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -168,23 +172,38 @@ def memory(rows: int = 60_000, gens: int = 10, base: int = 2, repeats: int = 3) 
           f"the rest is the runtime's fixed cost)", flush=True)
   print(f"memory: peak growth / pool growth, median of {repeats}: {statistics.median(ratios):.2f} "
         f"(runs: {', '.join(f'{r:.2f}' for r in ratios)})")
+  return {"rows": rows, "generations": gens, "base": base, "ratios": ratios,
+          "ratio": statistics.median(ratios)}
 
 
-def main():
-  parser = argparse.ArgumentParser()
+TARGET = ("segment boundary < 2% of a segment; peak memory growth <= 1.2x the pool's; "
+          "weak scaling near 1.0")
+
+
+def main(argv=None):
+  parser = harness.parser(__doc__)
   parser.add_argument("--only", default="scaling,segments,memory")
-  args = parser.parse_args()
+  parser.add_argument("--rounds", type=int, default=3,
+                      help="memory: pairs of runs measured, the median reported")
+  args = harness.parse(parser, argv, ("only",))
   os.environ.setdefault("COLLAPSE_JAX_MNIST", str(ROOT.parent / "shared" / "data" / "mnist"))
   parts = args.only.split(",")
-  import bench_env  # benchmarks/, the script's directory; starts JAX in this process only
-  print(f"environment (this process; each measurement runs in a child with the same "
-        f"versions): {bench_env.line(bench_env.describe())}", flush=True)
+  env = harness.environment_line(note=" (this process; each measurement runs in a child with "
+                                 "the same versions)")
+  figures, headline = {}, []
   if "scaling" in parts:
-    weak_scaling()
+    figures["scaling"] = weak_scaling()
+    headline.append("weak scaling " + ", ".join(
+        f"{x:.2f}" for x in figures["scaling"]["overhead"].values()))
   if "segments" in parts:
-    segments()
+    figures["segments"] = segments()
+    share = figures["segments"]["boundary_share"]
+    headline.append(f"boundary {100 * share:.2f}% ({harness.verdict(share < 0.02)})")
   if "memory" in parts:
-    memory()
+    figures["memory"] = memory(repeats=args.rounds)
+    ratio = figures["memory"]["ratio"]
+    headline.append(f"memory growth {ratio:.2f} ({harness.verdict(ratio <= 1.2)})")
+  harness.write(args, "scale", TARGET, "; ".join(headline), figures, env)
 
 
 if __name__ == "__main__":

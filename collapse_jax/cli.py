@@ -15,7 +15,9 @@ with `run` in place of ``absl.app.run``:
     if __name__ == "__main__":
       cli.run(main)
 
-`run` then refuses, with ``error: <sentence>`` on stderr and exit 2 before ``main`` starts:
+An old per-policy config name (``configs/linreg_replace.py``) runs as its new spelling
+(``configs/linreg.py:replace``) after a one-line note (`variants.renamed_config`). `run`
+then refuses, with ``error: <sentence>`` on stderr and exit 2 before ``main`` starts:
 an unknown or malformed flag, a missing required flag, a config file that does not exist,
 an unknown config variant (`variants.VariantError` from ``get_config``), an override of a
 field the config does not have, an override value of the wrong type (``--config.seed=abc``)
@@ -39,8 +41,7 @@ from typing import Callable, NoReturn, Sequence
 from absl import app, flags
 from ml_collections import config_dict, config_flags
 
-from collapse_jax import errors
-from collapse_jax.variants import VariantError
+from collapse_jax import errors, variants
 
 _CONFIG_FLAGS: list[str] = []   # names of the flags made by config_flag, for the messages
 
@@ -142,6 +143,12 @@ def _platform_problem() -> str | None:
 def _parse_flags(argv: list[str]) -> list[str]:
   for name in _CONFIG_FLAGS:  # a missing file is otherwise only noticed when first read
     spec = _flag_argument(argv, name)
+    renamed = spec and variants.renamed_config(spec)
+    if renamed:
+      print(f"note: {spec} is an old config name; running {renamed} (the old per-policy "
+            "files are gone: use the new spelling).", file=sys.stderr)
+      argv = _with_flag_argument(argv, name, renamed)
+      spec = renamed
     if spec is not None and not os.path.isfile(spec.split(":", 1)[0]):
       fail(f"The config file {spec.split(':', 1)[0]} (from --{name}={spec}) does not exist.")
   try:
@@ -165,6 +172,20 @@ def _flag_argument(argv: Sequence[str], name: str) -> str | None:
   return value
 
 
+def _with_flag_argument(argv: list[str], name: str, value: str) -> list[str]:
+  """``argv`` with every value given to ``--name`` replaced by ``value``."""
+  out = list(argv)
+  for i, arg in enumerate(out[1:], 1):
+    if arg == "--":
+      break
+    m = re.fullmatch(rf"(--?{re.escape(name)})(=.*)?", arg)
+    if m and m.group(2) is not None:
+      out[i] = f"{m.group(1)}={value}"
+    elif m and i + 1 < len(out):
+      out[i + 1] = value
+  return out
+
+
 def _chain(error: BaseException) -> list[BaseException]:
   out = []
   while error is not None and error not in out:
@@ -179,9 +200,11 @@ def _explain(error: BaseException, argv: Sequence[str]) -> str | None:
   # config_flags re-raises get_config's ValueError/TypeError as the same type with a
   # traceback for message: the original, last in the chain, says what is wrong.
   if any(str(e).startswith("Error whilst parsing config file") for e in chain):
+    # (the last: config_flags' re-raise has the same type, a traceback for message)
+    refusal = next((e for e in reversed(chain) if isinstance(e, variants.VariantError)), None)
+    if refusal is not None:
+      return str(refusal)
     original = chain[-1]
-    if isinstance(original, VariantError):
-      return str(original)
     if isinstance(original, (ValueError, TypeError)):  # e.g. variants a config does not take
       spec = next((_flag_argument(argv, n) for n in _CONFIG_FLAGS
                    if _flag_argument(argv, n)), "the config")

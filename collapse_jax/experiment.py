@@ -108,7 +108,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
   # Mesh, data and the compiled loop, before the workdir is touched.
   mesh = mesh_lib.from_config(config.mesh)
   layout = validate.policy_of(config).layout(config.num_generations, multiple_of=mesh.size)
-  loop = build_loop(config, layout)
+  with validate.fields_read():
+    loop = build_loop(config, layout)
   source = loop.source  # on the mesh: training rows split, each process loading its own
   load = lambda rows: source.consts() if rows is None else source.consts(rows=rows)
   try:
@@ -135,7 +136,7 @@ def _run(config, workdir: pathlib.Path, loop: Loop, mesh, consts, resume_from_in
   seg_steps = segments.segment_steps(config, loop, compiled)
   seg = None
   if seg_steps:
-    seg = SegmentedLoop(compiled, seg_steps, config.get("sample_chunk_rows", 0))
+    seg = SegmentedLoop(compiled, seg_steps, config.sample_chunk_rows)
 
   # Start or resume.
   ckpts = checkpoint.RunCheckpoints(workdir)

@@ -18,42 +18,45 @@ from ml_collections import config_dict
 
 from collapse_jax import variants
 from collapse_jax.loop import policies
+from collapse_jax.models import training as training_lib
 
 
-def variant(arg: str | None, *, policy: str = "accumulate", policy_variant: bool = True,
+def variant(arg: str | None, *, policy: str = "accumulate",
+            policy_names: tuple[str, ...] = policies.NAMES,
             flags: tuple[str, ...] = ("smoke",),
             choices: dict[str, tuple[str, ...]] | None = None,
-            number: str | None = "mix_lambda") -> dict:
+            numbers: dict[str, str] | None = None) -> dict:
   """``arg``'s variants: ``{"smoke": bool, "policy": name, "mix_lambda": float or None, ...}``.
 
-  ``policy`` is the default policy (the only one if not ``policy_variant``: a config file
-  named for its policy); ``flags`` the config's flags ("smoke", "cpu": they exclude each
-  other); a number is ``number`` (the mix lambda, which needs policy ``mix``, or e.g. a
-  sampling temperature); ``choices`` adds the config's own (e.g. ``{"kind": ("ddpm",
-  "edm")}``). Anything else is refused with `variants.VariantError`.
+  Bare words are a policy name (default ``policy``, one of ``policy_names``) and the
+  config's size switches ``flags`` ("smoke", "cpu": they exclude each other); everything
+  else is ``key=value``: ``lambda=`` (the mix lambda, policy mix only), the config's own
+  ``choices`` (e.g. ``{"process": ("ddpm", "edm")}``) and ``numbers`` (key -> the name it
+  is returned under, e.g. ``{"temperature": "temperature"}``). Anything else is refused
+  with `variants.VariantError`.
   """
-  own = {"policy": policies.NAMES} if policy_variant else {}
-  v = variants.parse(arg, flags=flags, choices={**own, **(choices or {})}, number=number)
-  v["policy"] = v.get("policy") or policy
+  v = variants.parse(arg, flags=flags, policies=policy_names, choices=choices,
+                     numbers={"lambda": "mix_lambda", **(numbers or {})})
+  v["policy"] = v["policy"] or policy
   if v.get("smoke") and v.get("cpu"):
     raise variants.VariantError("Config variants smoke and cpu exclude each other.")
-  if number == "mix_lambda" and v["mix_lambda"] is not None and v["policy"] != "mix":
-    raise variants.VariantError(f"A mix lambda ({v['mix_lambda']:g}) only applies to policy "
-                                f"'mix', not {v['policy']!r}.")
+  if v["mix_lambda"] is not None and v["policy"] != "mix":
+    raise variants.VariantError(f"A mix lambda (lambda={v['mix_lambda']:g}) only applies to "
+                                f"policy mix, not {v['policy']}.")
   return v
 
 
 def same_as(here: str, target: str, arg: str | None) -> ml_collections.ConfigDict:
   """``get_config`` of ``target`` (``"file.py:variants"``, a file beside ``here``, the
-  calling config's ``__file__``) with ``arg``'s variants added: keeps an older config name
-  such as configs/linreg_replace.py working as configs/linreg.py:replace, or starts a config
-  from another experiment's (configs/toy_diffusion_8gaussians.py)."""
+  calling config's ``__file__``) with ``arg``'s variants added: configs/ffhq_accumulate.py
+  is configs/ffhq.py:accumulate, and configs/toy_diffusion_8gaussians.py starts from
+  configs/toy_diffusion.py."""
   name, _, fixed = target.partition(":")
   path = pathlib.Path(here).with_name(name)
   spec = importlib.util.spec_from_file_location(path.stem, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(",".join(a for a in (fixed, arg) if a))
+  return module.get_config(",".join(a for a in (fixed, arg) if a) or None)
 
 
 def base(policy: str, mix_lambda: float | None = None) -> ml_collections.ConfigDict:
@@ -86,6 +89,15 @@ def base(policy: str, mix_lambda: float | None = None) -> ml_collections.ConfigD
   return c
 
 
+def training(**fields) -> dict:
+  """config.model's training fields (`collapse_jax.models.training.Budget`: batch, steps or
+  epochs, optimizer, schedule, clipping, EMA, dtype; and ``initial_steps``, a longer
+  generation 0 where > 0), each at its one default unless given; a neural family's model
+  dict starts from these."""
+  initial_steps = fields.pop("initial_steps", 0)
+  return {**training_lib.budget_fields(**fields), "initial_steps": initial_steps}
+
+
 def image_quality(c: ml_collections.ConfigDict, num_samples: int, classifier_steps: int = 1500
                   ) -> None:
   """Declares (or, with ``num_samples == 0``, removes) ``c.evals.quality``: FD / precision /
@@ -93,7 +105,8 @@ def image_quality(c: ml_collections.ConfigDict, num_samples: int, classifier_ste
   evals = {k: v for k, v in c.evals.items() if k != "quality"}
   if num_samples:
     evals["quality"] = {"type": "image_quality", "num_samples": num_samples,
-                        "inception_weights": None, "classifier_steps": classifier_steps}
+                        "inception_weights": None, "classifier_steps": classifier_steps,
+                        "grid": "display"}
   c.evals = ml_collections.ConfigDict(evals)
 
 
@@ -125,8 +138,8 @@ def vae(policy: str, data: ml_collections.ConfigDict, smoke: bool = False
   c.data = data
   c.model = ml_collections.ConfigDict({
       "name": "vae", "latent_dim": 16, "channels": (32, 64), "likelihood": "bernoulli",
-      "decode": "mean", "temperature": 1.0, "batch_size": 128, "epochs": 5.0, "steps": 0,
-      "learning_rate": 1e-3, "ema_decay": 0.999, "conv_impl": "auto"})
+      "decode": "mean", "temperature": 1.0, "conv_impl": "auto",
+      **training(batch_size=128, epochs=5.0, learning_rate=1e-3, ema_decay=0.999)})
   image_quality(c, 1000)
   if smoke:
     image_quality(c, 64, classifier_steps=20)
@@ -144,9 +157,8 @@ def flow_model(network: str, net: dict, **fields) -> ml_collections.ConfigDict:
       "ot_coupling": True, "sinkhorn_eps": 1e-3, "sinkhorn_iters": 300,
       "solver": "dopri5", "ode_steps": 100, "rtol": 1e-5, "atol": 1e-5,
       "ode_max_steps": 4096, "temperature": 1.0, "exact_nll": False, "eval_times": 8,
-      "inference_batch_size": 500, "batch_size": 128, "steps": 0, "epochs": 0.0,
-      "initial_steps": 0, "learning_rate": 2e-4, "ema_decay": 0.9999, "grad_clip": 1.0,
-      "eval_seed": 0})
+      "inference_batch_size": 500, "eval_seed": 0,
+      **training(batch_size=128, learning_rate=2e-4, ema_decay=0.9999)})
   m.update(fields)
   return m
 
@@ -157,11 +169,11 @@ def diffusion_model(kind: str, network: str, net: dict, **fields) -> ml_collecti
   m = ml_collections.ConfigDict({
       "name": "diffusion", "kind": kind, "network": network, network: net,
       "sampler_steps": 100 if kind == "ddpm" else 18, "temperature": 1.0, "exact_nll": False,
-      "inference_batch_size": 500, "batch_size": 128, "steps": 0, "epochs": 0.0,
-      "initial_steps": 0, "learning_rate": 2e-4, "ema_decay": 0.9999, "grad_clip": 1.0,
-      "eval_seed": 2022})
+      "inference_batch_size": 500, "eval_seed": 2022,
+      **training(batch_size=128, learning_rate=2e-4, ema_decay=0.9999)})
   if kind == "ddpm":
-    m.update({"num_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02})
+    m.update({"num_timesteps": 1000, "beta_schedule": "linear", "beta_start": 1e-4,
+              "beta_end": 0.02})
   else:
     m.update({"precond": "vp", "sigma_data": 0.5, "p_mean": -1.2, "p_std": 1.2,
               "sigma_min": 0.002, "sigma_max": 80.0, "rho": 7.0})

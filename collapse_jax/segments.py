@@ -25,7 +25,7 @@ def segment_steps(config, loop: Loop, compiled: CompiledLoop) -> int:
   steps, a 35M UNet every 200), when a generation is longer than one segment or its
   synthetic set is sampled in chunks (more than ``config.sample_chunk_rows`` rows).
   """
-  every = config.get("checkpoint_every_steps", -1)
+  every = config.checkpoint_every_steps
   if every == 0 or not is_trained(loop.model):
     return 0
   if every > 0:
@@ -34,11 +34,11 @@ def segment_steps(config, loop: Loop, compiled: CompiledLoop) -> int:
   params = sum(x.size for x in jax.tree.leaves(state["params"])) // config.num_seeds
   auto = int(np.clip(5e9 / max(params, 1), 200, 10_000))
   m = config.model
-  longest = max(m.get("steps", 0), m.get("initial_steps", 0))
-  if m.get("epochs", 0.0):  # an accumulating pool at its largest
+  longest = max(m.steps, m.initial_steps)
+  if m.epochs:  # an accumulating pool at its largest
     rows = config.n_real + config.num_generations * config.n_synth
     longest = max(longest, int(m.epochs * rows / m.batch_size))
-  chunked = 0 < config.get("sample_chunk_rows", 0) < loop.layout.n_synth
+  chunked = 0 < config.sample_chunk_rows < loop.layout.n_synth
   return auto if longest > auto or chunked else 0
 
 
@@ -61,7 +61,7 @@ def run_generation(config, workdir, g: int, seg: SegmentedLoop, ckpts, consts, c
     total, curve = meta["total"], meta["curve"]
     logging.info("Resuming generation %d at step %d of %d.", g, local, total)
   reporter.start_generation(g, total, local)
-  window = max(1, config.get("log_every_steps", 100))
+  window = max(1, config.log_every_steps)
   while local < total:
     end = min(local + seg.segment_steps, total)
     new_state, losses = seg.segment(carry, state, g, first_step, end)

@@ -7,9 +7,11 @@ but surprising (a batch larger than the rows it is drawn from) is a one-line war
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
+import traceback
 
 from absl import logging
 
@@ -117,10 +119,32 @@ def fields_problem(node, ranges: dict[str, Range], prefix: str = "") -> str | No
 def check(config) -> None:
   """Raises `ConfigError` with the first problem found in ``config``; logs a warning line
   for each legal but surprising value of a config that passes."""
-  problem = _first_problem(config)
+  with fields_read():
+    problem = _first_problem(config)
   if problem:
     raise ConfigError(problem)
   _warn_surprises(config)
+
+
+@contextlib.contextmanager
+def fields_read():
+  """Turns a config field that a family, source or evaluator reads but the config lacks
+  (ml_collections' KeyError) into `ConfigError` naming the field and the module that reads
+  it: no field has a hidden default, so a config states each one."""
+  try:
+    yield
+  except (KeyError, AttributeError) as e:
+    missing = e.args[0] if isinstance(e, AttributeError) and e.args else e
+    frames = traceback.extract_tb(e.__traceback__)
+    if not (isinstance(missing, KeyError) and "ml_collections" in frames[-1].filename):
+      raise
+    reader = next((f.filename for f in reversed(frames) if "collapse_jax" in f.filename),
+                  "the run")
+    reader = reader[reader.rfind("collapse_jax"):]
+    key = str(missing.args[0]).splitlines()[0].strip("'\"")  # "'top_k'\nDid you mean ..."
+    raise ConfigError(f"The config has no field {key!r}, "
+                      f"which {reader} reads; state it in the config file (every field a "
+                      "run uses is stated there).") from None
 
 
 def _first_problem(config) -> str | None:
@@ -132,11 +156,11 @@ def _first_problem(config) -> str | None:
     return problem
   if config.train_from not in ("scratch", "previous"):
     return f"train_from must be 'scratch' or 'previous', got {config.train_from!r}."
-  problem = mesh_lib.check(config.mesh.data, config.mesh.get("fsdp", 1))
+  problem = mesh_lib.check(config.mesh.data, config.mesh.fsdp)
   if problem:
     return problem
   devices = mesh_lib.from_config(config.mesh).size
-  if config.get("sample_chunk_rows", 0) % devices:
+  if config.sample_chunk_rows % devices:
     return (f"sample_chunk_rows must be a multiple of the mesh's {devices} devices (the "
             f"chunks are split over them), got {config.sample_chunk_rows}.")
   try:

@@ -1,53 +1,117 @@
 """The one parser of config variants: ``--config=configs/x.py:<arg>`` (big_vision's
-``parse_arg``).
+``parse_arg``), and the translation of the old per-policy config names.
 
-``arg`` is comma-separated tokens, each a flag (``smoke``, ``cpu``), a value of one of the
-config's choices (a policy name, a diffusion kind, a model preset), or a number (a mix
-lambda, where the config takes one). Anything else is refused: a misspelt ``:smok`` must not
-silently run the full experiment.
+``arg`` is comma-separated tokens. A bare word is a policy name or a size switch (``smoke``,
+``cpu``); everything else is ``key=value``: a config's own choice (``process=edm``,
+``preset=llama2-12m``) or number (``lambda=0.5``, ``temperature=0.7``). Anything else is
+refused in one sentence: a misspelt ``:smok`` must not silently run the full experiment,
+and a word such as ``edm`` is refused with its ``key=`` spelling rather than guessed.
 """
 from __future__ import annotations
+
+import math
+import pathlib
 
 from collapse_jax.errors import UserError
 
 
 class VariantError(UserError):
-  """An unknown or conflicting config variant; the message is one sentence."""
+  """An unknown, ambiguous or conflicting config variant; the message is one sentence."""
 
 
 def parse(arg: str | None, *, flags: tuple[str, ...] = ("smoke",),
+          policies: tuple[str, ...] = (),
           choices: dict[str, tuple[str, ...]] | None = None,
-          number: str | None = None) -> dict:
-  """``{flag: bool, choice: token or None, number: float or None}`` from ``arg``.
+          numbers: dict[str, str] | None = None) -> dict:
+  """``{flag: bool, "policy": name or None, choice: value or None, number: float or None}``.
 
-  E.g. ``parse("replace,smoke", choices={"policy": POLICIES})`` gives
+  ``choices``: key -> allowed values; ``numbers``: key -> the name it is returned under
+  (``{"lambda": "mix_lambda"}``). E.g. ``parse("replace,smoke", policies=POLICIES)`` gives
   ``{"smoke": True, "policy": "replace"}``.
   """
-  choices = choices or {}
-  out: dict = {f: False for f in flags} | {c: None for c in choices}
-  if number:
-    out[number] = None
+  choices, numbers = choices or {}, numbers or {}
+  out: dict = ({f: False for f in flags} | {"policy": None} | {c: None for c in choices}
+               | {n: None for n in numbers.values()})
+  keys = sorted(choices) + sorted(numbers) + (["policy"] if policies else [])
   for token in (t.strip() for t in (arg or "").split(",")):
     if not token:
       continue
-    if token in flags:
-      out[token] = True
-      continue
-    kinds = [c for c, values in choices.items() if token in values]
-    if kinds:
-      if out[kinds[0]] is not None:
-        raise VariantError(f"Config variant {kinds[0]} given twice ({out[kinds[0]]!r} and "
-                           f"{token!r}).")
-      out[kinds[0]] = token
-      continue
-    if number:
-      try:
-        out[number] = float(token)
+    key, has_value, value = token.partition("=")
+    if not has_value:
+      if token in flags:
+        out[token] = True
         continue
+      if token in policies:
+        key, value = "policy", token
+      else:
+        raise VariantError(_bare_word_problem(token, flags, policies, choices, numbers))
+    if key == "policy" and policies:
+      if value not in policies:
+        raise VariantError(f"Unknown policy {value!r} in the config variants; choose one of "
+                           f"{', '.join(policies)}.")
+      name = "policy"
+    elif key in choices:
+      if value not in choices[key]:
+        raise VariantError(f"Config variant {key}={value} is not one of "
+                           f"{', '.join(choices[key])}.")
+      name = key
+    elif key in numbers:
+      try:
+        value = float(value)
       except ValueError:
-        pass
-    known = list(flags) + [v for values in choices.values() for v in values]
-    known += [f"a number ({number})"] if number else []
-    raise VariantError(f"Unknown config variant {token!r}; known variants: "
-                       f"{', '.join(known)}.")
+        raise VariantError(f"Config variant {key}={value} needs a number.") from None
+      if math.isnan(value):
+        raise VariantError(f"Config variant {key}={value} needs a number, not nan.")
+      name = numbers[key]
+    else:
+      raise VariantError(f"Unknown config variant key {key!r}; this config takes "
+                         f"{', '.join(f'{k}=' for k in keys) or 'no keys'}"
+                         f"{' and ' + ', '.join(flags) if flags else ''}.")
+    if out[name] is not None:
+      raise VariantError(f"Config variant {key} given twice ({out[name]!r} and {value!r}).")
+    out[name] = value
   return out
+
+
+def _bare_word_problem(token, flags, policies, choices, numbers) -> str:
+  owners = [k for k, values in choices.items() if token in values]
+  if owners:
+    return f"Config variant {token!r} needs its key: write {owners[0]}={token}."
+  try:
+    float(token)
+    if numbers:
+      return (f"A bare number ({token}) in the config variants is ambiguous; write "
+              f"{next(iter(numbers))}={token}.")
+  except ValueError:
+    pass
+  known = list(flags) + list(policies) + [f"{k}=..." for k in list(choices) + list(numbers)]
+  return f"Unknown config variant {token!r}; known variants: {', '.join(known)}."
+
+
+def renamed_config(spec: str) -> str | None:
+  """The current spelling of an old per-policy config name, or None when ``spec``'s file
+  exists or is no such name: ``configs/linreg_replace.py:smoke`` ->
+  ``configs/linreg.py:replace,smoke``; ``configs/cifar10_edm_mix.py`` ->
+  ``configs/cifar10.py:process=edm,mix``."""
+  path, _, arg = spec.partition(":")
+  file = pathlib.Path(path)
+  if file.exists() or file.suffix != ".py":
+    return None
+  for cut in (i for i, c in enumerate(file.stem) if c == "_"):
+    experiment, rest = file.stem[:cut], file.stem[cut + 1:]
+    if rest in _OLD_POLICIES:
+      words = [rest]
+    elif rest in _OLD_PROCESSES:
+      words = [f"process={rest.partition('_')[0]}", "mix"]
+    else:
+      continue
+    if file.with_name(experiment + ".py").is_file():
+      return f"{file.with_name(experiment + '.py')}:{','.join(words + ([arg] if arg else []))}"
+  return None
+
+
+# The words old config names ended with: a policy (loop.policies.NAMES, which this module,
+# imported by the CLI before JAX starts, does not import), or CIFAR-10's process and policy.
+_OLD_POLICIES = ("replace", "accumulate", "accumulate_subsample", "mix", "fully_synthetic",
+                 "fresh_real")
+_OLD_PROCESSES = ("ddpm_mix", "edm_mix", "otcfm_mix")

@@ -4,12 +4,11 @@ generation fine-tuning the previous one for 391 steps (0.05 Mimg); 5 retrainings
 real images, 50,000 samples scored per generation. Files in data.path, default
 $COLLAPSE_JAX_CIFAR10, else data/cifar-10-batches-py.
 
-Variants (comma-separated): the process 'ddpm' (default: linear betas, 1000 steps, DDIM
-sampling in 100), 'edm' (VP preconditioning, 18 Heun steps) or 'otcfm' (OT flow matching,
-dopri5 sampling); a policy (default mix, their protocol); the mix lambda (':0', ':0.5',
-':1' the default, ':inf'); 'smoke' (scikit-learn's 8x8 digits instead of CIFAR-10, a tiny
-UNet, 2 generations). E.g. configs/cifar10.py:edm,inf,smoke. configs/cifar10_<process>_mix.py
-are the same per process.
+Variants (comma-separated): process=ddpm (default: linear betas, 1000 steps, DDIM
+sampling in 100), process=edm (VP preconditioning, 18 Heun steps) or process=otcfm (OT flow
+matching, dopri5 sampling); a policy (default mix, their protocol); the mix lambda
+(lambda=0, 0.5, 1 the default, inf); smoke (scikit-learn's 8x8 digits instead of CIFAR-10,
+a tiny UNet, 2 generations). E.g. configs/cifar10.py:process=edm,lambda=inf,smoke.
 """
 import os
 

@@ -9,8 +9,8 @@ data and the digits dissolve within a few generations, while accumulate keeps th
 and stays close to generation 0. Sample grids show decoded means of prior draws (what a
 reader should judge), beside the real images; BUILD_NOTES.md says why this size.
 
-Variants (comma-separated): a policy (default accumulate), a mix lambda (policy mix, default
-0.5), 'smoke' (64 images, a tiny VAE, 2 generations, 2 seeds). E.g.
+Variants (comma-separated): a policy (default accumulate), lambda=<mix lambda> (policy mix,
+default 0.5), smoke (64 images, a tiny VAE, 2 generations, 2 seeds). E.g.
     python launch/main.py --config=configs/digits_vae.py:replace --workdir=runs/digits_replace
     python launch/compare_policies.py --config=configs/digits_vae.py --workdir=runs/digits
 """

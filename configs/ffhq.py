@@ -2,9 +2,9 @@
 et al.'s FFHQ setting): configs/cifar10.py's protocol on 69,500 real images, fine-tuning each
 generation. An image folder in data.path, default $COLLAPSE_JAX_FFHQ, else data/ffhq.
 
-Variants (comma-separated): a policy (default accumulate), a mix lambda (policy mix),
-'smoke' (resolution 8, a tiny UNet, 2 generations; the images in $COLLAPSE_JAX_FFHQ if it is
-set, else scikit-learn's 8x8 digits, so it runs without files). E.g.
+Variants (comma-separated): a policy (default accumulate), lambda=<mix lambda> (policy
+mix), smoke (resolution 8, a tiny UNet, 2 generations; the images in $COLLAPSE_JAX_FFHQ if
+it is set, else scikit-learn's 8x8 digits, so it runs without files). E.g.
 configs/ffhq.py:replace,smoke. configs/ffhq_accumulate.py is the same as the default.
 """
 import os

@@ -1,8 +1,8 @@
 """A 2-d Gaussian fitted by maximum likelihood from 100 samples, 100 generations, 20 seeds
 (Kazdan et al.).
 
-Variants (comma-separated): a policy (default accumulate), a mix lambda (policy mix),
-'smoke' (2 seeds, 3 generations). E.g. configs/gaussian.py:replace,smoke.
+Variants (comma-separated): a policy (default accumulate), lambda=<mix lambda> (policy
+mix), smoke (2 seeds, 3 generations). E.g. configs/gaussian.py:mix,lambda=0.5,smoke.
 """
 import ml_collections
 

@@ -5,8 +5,8 @@ Other toys are an override away (--config.data.name=circles: moons, circles, blo
 swiss_roll, 8gaussians, checkerboard); the bandwidth takes a rule ('scott', 'silverman') or
 a number (--config.model.bandwidth=0.2).
 
-Variants (comma-separated): a policy (default accumulate), a mix lambda (policy mix),
-'smoke' (2 seeds, 3 generations, 64 rows). E.g. configs/kde_moons.py:replace,smoke.
+Variants (comma-separated): a policy (default accumulate), lambda=<mix lambda> (policy
+mix), smoke (2 seeds, 3 generations, 64 rows). E.g. configs/kde_moons.py:replace,smoke.
 """
 import ml_collections
 

@@ -3,8 +3,8 @@ d=10, T=100 rows, noise sigma2=1, 100 seeds, 10 generations; the closed-form tes
 each policy is drawn beside the measurements.
 
 Variants (comma-separated): a policy (default accumulate: replace, accumulate,
-accumulate_subsample, mix, fully_synthetic, fresh_real), a mix lambda (policy mix),
-'smoke' (4 seeds, 3 generations). E.g.
+accumulate_subsample, mix, fully_synthetic, fresh_real), lambda=<mix lambda> (policy mix),
+smoke (4 seeds, 3 generations). E.g.
     python launch/main.py --config=configs/linreg.py:replace,smoke --workdir=runs/linreg
 """
 import ml_collections

@@ -2,8 +2,8 @@
 real images, 10 generations, image-quality metrics of 1,000 samples. The IDX .gz files in
 data.path, default $COLLAPSE_JAX_MNIST, else data/mnist.
 
-Variants (comma-separated): a policy (default accumulate), a mix lambda (policy mix),
-'smoke' (256 images, a tiny VAE, 2 generations). E.g. configs/mnist_vae.py:replace,smoke.
+Variants (comma-separated): a policy (default accumulate), lambda=<mix lambda> (policy
+mix), smoke (256 images, a tiny VAE, 2 generations). E.g. configs/mnist_vae.py:replace,smoke.
 """
 from collapse_jax import presets
 

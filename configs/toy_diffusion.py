@@ -4,10 +4,9 @@ layers, Adam 1e-3, batch 256, 3000 steps, 5 seeds, 20 generations; DDIM with 100
 (DDPM) or Heun with 18 (EDM, EDM preconditioning); the samples2d evaluator on 1000 samples
 per generation. configs/toy_diffusion_8gaussians.py is the one-minute comparison built on it.
 
-Variants (comma-separated): a policy (default accumulate), 'ddpm' (default) or 'edm', a mix
-lambda (policy mix), 'smoke' (2 seeds, 2 generations, 64 rows, a tiny MLP). E.g.
-configs/toy_diffusion.py:replace,edm,smoke. configs/toy_diffusion_<policy>.py are the same
-per policy.
+Variants (comma-separated): a policy (default accumulate), process=ddpm (default) or
+process=edm, lambda=<mix lambda> (policy mix), smoke (2 seeds, 2 generations, 64 rows, a
+tiny MLP). E.g. configs/toy_diffusion.py:replace,process=edm,smoke.
 """
 import ml_collections
 
@@ -16,8 +15,8 @@ from collapse_jax.evals.samples2d import samples2d_eval
 
 
 def get_config(arg=None):
-  v = presets.variant(arg, choices={"kind": ("ddpm", "edm")})
-  kind = v["kind"] or "ddpm"
+  v = presets.variant(arg, choices={"process": ("ddpm", "edm")})
+  kind = v["process"] or "ddpm"
   c = presets.base(v["policy"], v["mix_lambda"])
   c.num_seeds = 5
   c.num_generations = 20

@@ -4,7 +4,7 @@ scores 1000 samples (energy distance, sliced W2, modes covered, off-mode fractio
 draws the scatter row ``<workdir>/plots/samples2d.png``. It is configs/toy_diffusion.py, resized.
 
 Variants: the policy ``replace`` (default), ``accumulate`` or ``mix`` (with a lambda, default
-0.5: e.g. ``:mix,0.5``), and ``smoke``. All three, compared:
+0.5: e.g. ``:mix,lambda=0.5``), and ``smoke``. All three, compared:
 
     python launch/compare_policies.py --config=configs/toy_diffusion_8gaussians.py \
         --policies=replace,accumulate,mix --workdir=runs/toy8
@@ -12,18 +12,13 @@ Variants: the policy ``replace`` (default), ``accumulate`` or ``mix`` (with a la
 then the scatter rows of the three runs with
 ``collapse_jax.report.scatter.scatter_comparison([...workdirs], "samples2d.png")``.
 """
-from collapse_jax import presets, variants
+from collapse_jax import presets
 from collapse_jax.evals.samples2d import samples2d_eval
-
-POLICIES = ("replace", "accumulate", "mix")
 
 
 def get_config(arg=None):
-  v = variants.parse(arg, choices={"policy": POLICIES}, number="mix_lambda")
-  policy = v["policy"] or "replace"
-  if v["mix_lambda"] is not None and policy != "mix":
-    raise variants.VariantError(f"A lambda ({v['mix_lambda']:g}) only applies to policy "
-                                f"'mix', not {policy!r}.")
+  v = presets.variant(arg, policy="replace", policy_names=("replace", "accumulate", "mix"))
+  policy = v["policy"]
   c = presets.same_as(__file__, "toy_diffusion.py", f"{policy},smoke" if v["smoke"] else policy)
   # Set for every policy (only mix reads it), so that launch/compare_policies.py, which
   # swaps policy.name, runs mix with lambda 0.5 too.

@@ -3,9 +3,9 @@ generation (Gerstgrasser et al.'s protocol): 1000 real rows, MLP width 256 x 3, 
 batch 256, 2000 steps, dopri5 sampling, 3 seeds, 10 generations; exact test NLL, and the
 samples2d evaluator on 1000 samples per generation.
 
-Variants (comma-separated): a policy (default accumulate), a mix lambda (policy mix),
-'smoke' (2 seeds, 3 generations, 64 rows, a tiny MLP). E.g. configs/toy_flow.py:replace,smoke.
-configs/toy_flow_<policy>.py are the same per policy.
+Variants (comma-separated): a policy (default accumulate), lambda=<mix lambda> (policy
+mix), smoke (2 seeds, 3 generations, 64 rows, a tiny MLP). E.g.
+configs/toy_flow.py:replace,smoke.
 """
 import ml_collections
 

@@ -3,6 +3,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 
 import pytest
 
@@ -29,12 +30,15 @@ os.environ["JAX_COMPILATION_CACHE_DIR"] = str(JAX_CACHE)
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 
 
-def load_config(name: str, arg: str | None = "smoke"):
-  """``get_config(arg)`` of ``configs/<name>.py``, exactly as launch/main.py loads it."""
-  spec = importlib.util.spec_from_file_location(name, CONFIGS / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+def load_config(spec: str, arg: str | None = "smoke"):
+  """``configs/<name>.py``'s config for ``spec = "<name>[:variants]"`` with ``arg``'s variants
+  added (``load_config("linreg:replace")`` is ``--config=configs/linreg.py:replace,smoke``),
+  exactly as launch/main.py loads it."""
+  name, _, fixed = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location(name, CONFIGS / f"{name}.py")
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(",".join(a for a in (fixed, arg) if a) or None)
 
 
 def read_metrics(workdir) -> list[dict]:
@@ -48,7 +52,7 @@ def config_loader():
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-  """``smoke_run(name)``: ``(workdir, metric rows)`` of ``configs/<name>.py:smoke`` run to
+  """``smoke_run(spec)``: ``(workdir, metric rows)`` of `load_config`'s ``spec`` run to
   the end, once per test process, for every test that needs a finished run of it. Shared:
   read it, or copy the workdir before changing anything in it."""
   runs = {}
@@ -56,7 +60,7 @@ def smoke_run(tmp_path_factory):
   def get(name: str):
     if name not in runs:
       from collapse_jax import experiment
-      workdir = tmp_path_factory.mktemp(name) / "run"
+      workdir = tmp_path_factory.mktemp(re.sub(r"\W", "_", name)) / "run"
       runs[name] = workdir, experiment.train_and_evaluate(load_config(name), workdir)
     return runs[name]
   return get
@@ -88,46 +92,46 @@ SLOW = {
     "test_segments.py::uninterrupted": 180,
     "test_multihost.py::test_two_processes_with_their_shards_of_mnist_match_one": 170,
     "test_fsdp.py::test_fsdp_matches_one_device": 140,
-    "test_configs.py::test_smoke_variant_runs_end_to_end[digits_vae]": 105,
-    "test_configs.py::test_smoke_variant_runs_end_to_end[mnist_vae]": 100,
-    "test_configs.py::test_smoke_variant_runs_end_to_end[ffhq]": 95,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[digits_vae:accumulate]": 105,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[mnist_vae:accumulate]": 100,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[ffhq:accumulate]": 95,
     "test_cli.py::test_workdir_of_another_config_is_refused_continuation_resumes_overwrite_"
     "restarts": 90,
     "test_lm_loop.py::straight": 85,
     "test_diffusion.py::test_ffhq_smoke_end_to_end_and_resume": 75,
     "test_configs.py::test_quickstart_first_generations_are_golden": 68,
     "test_report.py::comparison": 65,
-    "test_configs.py::test_smoke_variant_runs_end_to_end[cifar10_otcfm_mix]": 56,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[cifar10:mix,process=otcfm]": 56,
     "test_vae.py::test_training_lowers_the_test_loss[bernoulli]": 52,
-    "test_configs.py::test_smoke_variant_runs_end_to_end[cifar10]": 51,
-    "test_configs.py::test_smoke_variant_runs_end_to_end[cifar10_edm_mix]": 47,
-    "test_configs.py::test_smoke_variant_runs_end_to_end[molecules]": 45,
-    "test_configs.py::test_smoke_variant_runs_end_to_end[molecules_accumulate_subsample]": 45,
-    "test_configs.py::test_smoke_variant_runs_end_to_end[molecules_replace]": 44,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[cifar10:mix,process=ddpm]": 51,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[cifar10:mix,process=edm]": 47,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[molecules:accumulate]": 45,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[molecules:accumulate_subsample]": 45,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[molecules:replace]": 44,
     "test_multihost.py::test_two_processes_match_one": 44,
-    "test_configs.py::test_smoke_variant_runs_end_to_end[mnist_vae_accumulate_subsample]": 42,
-    "test_configs.py::test_smoke_variant_runs_end_to_end[mnist_vae_replace]": 40,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[mnist_vae:accumulate_subsample]": 42,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[mnist_vae:replace]": 40,
     "test_determinism.py::test_rerun_continuation_and_chunking_are_bitwise_identical": 40,
     "test_multidevice.py::test_eight_devices_match_one": 38,
     "test_molecules.py::smoke_run": 37,
     "test_architecture.py::test_bfloat16_mixed_precision_is_finite_and_close": 36,
     "test_launchers.py::linreg_run": 36,
-    "test_configs.py::test_smoke_variant_runs_end_to_end[kde_moons]": 35,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[kde_moons:accumulate]": 35,
     "test_diffusion.py::test_unet_loss_decreases_and_samples_are_images": 34,
-    "test_configs.py::test_smoke_variant_runs_end_to_end[toy_flow_replace]": 34,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[toy_flow:replace]": 34,
     "test_checkpoint_damage.py::finished": 33,
-    "test_configs.py::test_smoke_variant_runs_end_to_end[tinystories]": 32,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[tinystories:accumulate]": 32,
     "test_layers_unet.py::test_unet_runs_and_depends_on_noise_level": 32,
-    "test_configs.py::test_smoke_variant_runs_end_to_end[toy_flow]": 31,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[toy_flow:accumulate]": 31,
     "test_diffusion_core.py::test_padding_changes_nothing": 30,
     "test_cli.py::test_report_compares_runs": 29,
     "test_linreg_theory.py::test_subsample_is_bounded_and_above_accumulate": 25,
-    "test_configs.py::test_smoke_variant_runs_end_to_end[tinystories_replace]": 24,
-    "test_configs.py::test_smoke_variant_runs_end_to_end[tinystories_accumulate_subsample]": 24,
-    "test_configs.py::test_smoke_variant_runs_end_to_end[kde_moons_replace]": 24,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[tinystories:replace]": 24,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[tinystories:accumulate_subsample]": 24,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[kde_moons:replace]": 24,
     "test_geodiff.py::test_objective_ignores_padding_and_samples_stay_on_real_atoms": 23,
     "test_diffusion.py::test_toy_sampling_and_training": 21,
-    "test_configs.py::test_smoke_variant_runs_end_to_end[kde_moons_accumulate_subsample]": 21,
+    "test_configs.py::test_smoke_variant_runs_end_to_end[kde_moons:accumulate_subsample]": 21,
     "test_geodiff.py::params": 21,
     "test_flow_matching.py::test_loss_decreases_on_a_tiny_2d_run": 21,
     "test_inception_port.py::test_features_match_pytorch_fid": 21,

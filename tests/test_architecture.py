@@ -123,11 +123,11 @@ def test_warmup_cosine_schedule_and_adamw():
     ("warmup_steps", -1, "must be >= 0"),
 ])
 def test_bad_optimizer_settings_are_refused(field, value, message):
-  model = ml_collections.ConfigDict({"batch_size": 8, "steps": 10, field: value})
+  model = ml_collections.ConfigDict(presets.training(batch_size=8, steps=10, **{field: value}))
   assert message in training.check_budget(model)
 
 
-@pytest.mark.parametrize("name", ["toy_diffusion_replace"])
+@pytest.mark.parametrize("name", ["toy_diffusion:replace"])
 def test_bfloat16_mixed_precision_is_finite_and_close(name, tmp_path):
   """bfloat16 compute with float32 master weights: finite, and near the float32 result."""
   from conftest import load_config

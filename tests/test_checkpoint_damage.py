@@ -14,7 +14,7 @@ from test_cli import _tree_digest
 
 
 def _config(generations):
-  config = load_config("gaussian_replace")
+  config = load_config("gaussian:replace")
   config.generations_per_chunk, config.num_generations = 1, generations
   config.evals = {}
   return config

@@ -49,9 +49,23 @@ MISTAKES = [
     (["--config=configs/linreg_nope.py:smoke"],
      "The config file configs/linreg_nope.py (from --config=configs/linreg_nope.py:smoke) "
      "does not exist."),
-    (["--config=configs/linreg_replace.py:smok"], "Unknown config variant 'smok'; known"),
-    (["--config=configs/linreg.py:replace,0.5"],
-     "A mix lambda (0.5) only applies to policy 'mix', not 'replace'."),
+    (["--config=configs/linreg.py:replace,smok"], "Unknown config variant 'smok'; known"),
+    (["--config=configs/linreg.py:replace,lambda=0.5"],
+     "A mix lambda (lambda=0.5) only applies to policy mix, not replace."),
+    (["--config=configs/cifar10.py:edm,smoke"],
+     "Config variant 'edm' needs its key: write process=edm."),
+    (["--config=configs/gaussian.py:mix,0.5"],
+     "A bare number (0.5) in the config variants is ambiguous; write lambda=0.5."),
+    (["--config=configs/tinystories.py:temperature=warm"],
+     "Config variant temperature=warm needs a number."),
+    (["--config=configs/linreg.py:process=edm"],
+     "Unknown config variant key 'process'; this config takes lambda=, policy= and smoke."),
+    (["--config=configs/cifar10.py:process=vae"],
+     "Config variant process=vae is not one of ddpm, edm, otcfm."),
+    (["--config=configs/linreg.py:replace,accumulate"],
+     "Config variant policy given twice ('replace' and 'accumulate')."),
+    (["--config=configs/linreg_replace.py:smoke", "--config.num_generations=0"],
+     "num_generations must be at least 1"),
     (["--config=configs/linreg.py:smoke", "--config.model.nme=ols"],
      "--config.model.nme: config.model has no field 'nme'; did you mean config.model.name?"),
     (["--config=configs/linreg.py:smoke", "--config.mesh.data=3"],
@@ -61,7 +75,8 @@ MISTAKES = [
      "Unknown flag --overwrit; did you mean --overwrite?"),
 ]
 MISTAKE_IDS = ["not_an_int", "wrong_type", "missing_config_file", "unknown_variant",
-               "lambda_without_mix", "unknown_field", "mesh_too_big", "positional",
+               "lambda_without_mix", "bare_choice", "bare_number", "number_not_a_number",
+               "unknown_key", "unknown_choice", "two_policies", "old_name", "unknown_field", "mesh_too_big", "positional",
                "unknown_flag"]
 
 
@@ -74,7 +89,7 @@ def refused(tmp_path_factory):
   cases = {}
   for i, (override, _) in enumerate(BAD_CONFIGS):
     workdir = root / f"config{i}" / "run"
-    cases[override] = (["--config=configs/linreg_replace.py:smoke", f"--workdir={workdir}",
+    cases[override] = (["--config=configs/linreg.py:replace,smoke", f"--workdir={workdir}",
                         override], workdir, None)
   for (args, _), name in zip(MISTAKES, MISTAKE_IDS):
     workdir = root / name / "run"
@@ -83,7 +98,7 @@ def refused(tmp_path_factory):
     cases[name] = ([*args, f"--workdir={workdir}"], workdir, _tree_digest(workdir))
   cases["no_workdir"] = (["--config=configs/linreg.py:smoke"], None, None)
   workdir = root / "toy" / "r"
-  cases["toy"] = (["--config=configs/kde_moons_replace.py:smoke", f"--workdir={workdir}",
+  cases["toy"] = (["--config=configs/kde_moons.py:replace,smoke", f"--workdir={workdir}",
                    "--config.data.name=spirals"], workdir, None)
   results = run_many([([MAIN[1], *args], ROOT) for args, _, _ in cases.values()])
   return {key: (result, workdir, digest)
@@ -148,14 +163,22 @@ def test_kde_bandwidth_takes_a_number_or_a_rule_from_the_command_line(value, par
   assert kde.bandwidth_of(config.model.bandwidth) == parsed
 
 
-def test_old_config_names_are_the_experiment_file_with_a_policy_variant(config_loader):
-  for name in ("linreg", "gaussian", "kde_moons", "mnist_vae"):
-    for policy in ("replace", "accumulate", "accumulate_subsample"):
-      old = config_loader(f"{name}_{policy}", "smoke")
-      assert old.to_json() == config_loader(name, f"{policy},smoke").to_json()
+def test_an_old_config_name_runs_as_its_new_spelling_after_one_note(refused):
+  result = refused["old_name"][0]
+  notes = [l for l in result.stderr.splitlines() if l.startswith("note: ")]
+  assert notes == ["note: configs/linreg_replace.py:smoke is an old config name; running "
+                   "configs/linreg.py:replace,smoke (the old per-policy files are gone: use "
+                   "the new spelling)."]
+
+
+def test_config_variants_are_policy_words_size_switches_and_key_values(config_loader):
   assert config_loader("linreg", None).policy.name == "accumulate"  # the default
-  mix = config_loader("kde_moons", "mix,inf,smoke").policy
+  assert (config_loader("linreg:policy=replace").to_json()
+          == config_loader("linreg:replace").to_json())
+  mix = config_loader("kde_moons", "mix,lambda=inf,smoke").policy
   assert (mix.name, mix.mix_lambda) == ("mix", float("inf"))
+  lm = config_loader("tinystories", "cpu,temperature=0.7,preset=gpt2-smoke,prompt=bos").model
+  assert (lm.temperature, lm.preset, lm.prompt) == (0.7, "gpt2-smoke", "bos")
 
 
 def test_unknown_toy_dataset_is_refused(refused):
@@ -164,23 +187,23 @@ def test_unknown_toy_dataset_is_refused(refused):
 
 def test_workdir_of_another_config_is_refused_continuation_resumes_overwrite_restarts(tmp_path):
   workdir = tmp_path / "run"
-  first = _main("--config=configs/gaussian_replace.py:smoke", f"--workdir={workdir}")
+  first = _main("--config=configs/gaussian.py:replace,smoke", f"--workdir={workdir}")
   assert first.returncode == 0, first.stderr[-3000:]
   assert "generation 2 done (3 of 3)" in first.stderr  # progress a person can follow
   assert (workdir / "plots" / "log_det_ratio.png").exists()
   before = _tree_digest(workdir)
 
-  other = _main("--config=configs/gaussian_accumulate.py:smoke", f"--workdir={workdir}")
+  other = _main("--config=configs/gaussian.py:accumulate,smoke", f"--workdir={workdir}")
   _assert_refused(other, "holds a run of a different config (fields policy differ)")
   assert _tree_digest(workdir) == before
 
-  longer = _main("--config=configs/gaussian_replace.py:smoke", f"--workdir={workdir}",
+  longer = _main("--config=configs/gaussian.py:replace,smoke", f"--workdir={workdir}",
                  "--config.num_generations=5")
   assert longer.returncode == 0, longer.stderr[-3000:]
   assert "Resuming" in longer.stderr
   assert [r["generation"] for r in read_metrics(workdir)][-1] == 4
 
-  fresh = _main("--config=configs/gaussian_accumulate.py:smoke", f"--workdir={workdir}",
+  fresh = _main("--config=configs/gaussian.py:accumulate,smoke", f"--workdir={workdir}",
                 "--overwrite")
   assert fresh.returncode == 0, fresh.stderr[-3000:]
   assert max(r["generation"] for r in read_metrics(workdir)) == 2
@@ -188,13 +211,13 @@ def test_workdir_of_another_config_is_refused_continuation_resumes_overwrite_res
 
 def test_unreadable_checkpoint_is_named_not_silently_restarted(smoke_run, tmp_path):
   workdir = tmp_path / "run"  # a finished run of the config (the shared one, copied)
-  shutil.copytree(smoke_run("gaussian_replace")[0], workdir)
+  shutil.copytree(smoke_run("gaussian:replace")[0], workdir)
   step = workdir / "checkpoints" / "loop" / "3"
   for f in step.rglob("*"):
     if f.is_file():
       f.write_bytes(b"garbage")
   before = _tree_digest(workdir)
-  result = _main("--config=configs/gaussian_replace.py:smoke", f"--workdir={workdir}",
+  result = _main("--config=configs/gaussian.py:replace,smoke", f"--workdir={workdir}",
                  "--config.num_generations=4")
   _assert_refused(result, f"The checkpoint {step} is damaged")
   assert _tree_digest(workdir) == before
@@ -202,7 +225,7 @@ def test_unreadable_checkpoint_is_named_not_silently_restarted(smoke_run, tmp_pa
 
 def test_report_compares_runs(smoke_run, tmp_path):
   # Finished runs of the two configs (the shared ones: the report only reads them).
-  runs = [smoke_run(f"gaussian_{policy}")[0] for policy in ("replace", "accumulate")]
+  runs = [smoke_run(f"gaussian:{policy}")[0] for policy in ("replace", "accumulate")]
   out = tmp_path / "cmp"
   result = subprocess.run([sys.executable, str(ROOT / "launch" / "report.py"),
                            *map(str, runs), f"--out={out}"],
@@ -212,3 +235,24 @@ def test_report_compares_runs(smoke_run, tmp_path):
   table = (out / "comparison.md").read_text()
   assert "| replace | log_det_ratio |" in table
   assert "| accumulate | trace_ratio |" in table
+
+
+def test_every_old_config_name_has_one_new_spelling():
+  from collapse_jax import variants
+  from collapse_jax.loop import policies
+  assert variants._OLD_POLICIES == policies.NAMES
+  cwd = os.getcwd()
+  os.chdir(ROOT)
+  try:
+    for name in ("linreg", "gaussian", "kde_moons", "mnist_vae", "molecules", "tinystories"):
+      for policy in ("replace", "accumulate", "accumulate_subsample"):
+        assert (variants.renamed_config(f"configs/{name}_{policy}.py:smoke")
+                == f"configs/{name}.py:{policy},smoke")
+    assert (variants.renamed_config("configs/cifar10_otcfm_mix.py")
+            == "configs/cifar10.py:process=otcfm,mix")
+    assert variants.renamed_config("configs/toy_flow_replace.py") == "configs/toy_flow.py:replace"
+    for current_or_unknown in ("configs/ffhq_accumulate.py", "configs/linreg.py:smoke",
+                               "configs/linreg_nope.py", "configs/nope_replace.py"):
+      assert variants.renamed_config(current_or_unknown) is None
+  finally:
+    os.chdir(cwd)

@@ -1,5 +1,5 @@
-"""Every config in configs/ runs end to end in its ':smoke' variant, with the metrics it
-always gave (tests/golden_metrics.json, made by tools/make_golden.py): within the per-metric
+"""Every experiment in configs/ runs end to end in its ':smoke' variant under the policies
+tools/make_golden.py lists, with the metrics it always gave (tests/golden_metrics.json, made by tools/make_golden.py): within the per-metric
 tolerances of tests/golden_tolerances.json, set by tools/measure_drift.py from the drift
 measured under other XLA:CPU instruction sets and reduction orders (bitwise on one machine is
 tests/test_determinism.py's job)."""
@@ -18,16 +18,7 @@ TOLERANCES = json.loads((ROOT / "tests" / "golden_tolerances.json").read_text())
 sys.path.insert(0, str(ROOT / "tools"))
 
 
-def _distinct_smoke_configs() -> dict[str, list[str]]:
-  """Config files grouped by their ':smoke' config (an experiment file's default policy and
-  its ``<experiment>_<policy>.py`` alias are the same run): first name -> all names."""
-  groups: dict[str, list[str]] = {}
-  for name in sorted(p.stem for p in CONFIGS.glob("*.py")):
-    groups.setdefault(load_config(name).to_json(sort_keys=True), []).append(name)
-  return {names[0]: names for names in groups.values()}
-
-
-GROUPS = _distinct_smoke_configs()
+import make_golden  # noqa: E402  (tools/)
 
 
 def tolerance(name: str, metric: str, tolerances: dict = TOLERANCES) -> tuple[float, float]:
@@ -54,7 +45,17 @@ def assert_golden(name: str, rows: list[dict], golden: dict = GOLDEN,
           f"atol {atol:g} + rtol {rtol:g} x |golden| (tests/golden_tolerances.json)")
 
 
-@pytest.mark.parametrize("name", sorted(GROUPS))
+def test_golden_runs_cover_every_config_file():
+  """A new experiment file gets a golden entry; configs/ffhq_accumulate.py (the user's own
+  command) is configs/ffhq.py:accumulate."""
+  assert set(make_golden.golden_names()) == set(GOLDEN)
+  covered = {name.partition(":")[0] for name in make_golden.RUNS}
+  assert covered | {"ffhq_accumulate"} == {p.stem for p in CONFIGS.glob("*.py")}
+  assert (load_config("ffhq_accumulate").to_json(sort_keys=True)
+          == load_config("ffhq:accumulate").to_json(sort_keys=True))
+
+
+@pytest.mark.parametrize("name", make_golden.RUNS)
 def test_smoke_variant_runs_end_to_end(name, tmp_path):
   config = load_config(name)
   rows = experiment.train_and_evaluate(config, tmp_path)
@@ -63,14 +64,11 @@ def test_smoke_variant_runs_end_to_end(name, tmp_path):
   assert all(np.isfinite(v) for r in rows for v in r.values())
   assert (tmp_path / "checkpoints" / "models" / str(config.num_generations - 1)).exists()
   assert list((tmp_path / "plots").glob("*.png"))
-  for same in GROUPS[name]:
-    if same in GOLDEN:
-      assert_golden(same, rows)
+  assert_golden(name, rows)
 
 
 def test_quickstart_first_generations_are_golden(tmp_path):
   """The README's main job (policy accumulate), generations 0..2, as the golden file has it."""
-  import make_golden
   rows = experiment.train_and_evaluate(make_golden.quickstart_config(), tmp_path)
   assert_golden(make_golden.QUICKSTART, rows)
 
@@ -78,7 +76,7 @@ def test_quickstart_first_generations_are_golden(tmp_path):
 def test_assert_golden_fails_beyond_tolerance_and_passes_within():
   """No config run: golden rows moved by half their tolerance pass, by twice it fail; a
   metric without a tolerance (a count) fails on any move."""
-  name = "linreg_accumulate"
+  name = "linreg:accumulate"
   rtol, atol = tolerance(name, "test_error")
   assert rtol > 0
   want = GOLDEN[name]
@@ -98,14 +96,14 @@ def test_assert_golden_fails_beyond_tolerance_and_passes_within():
 def test_reported_cross_machine_drift_is_within_tolerance():
   """The drift another machine reported (one float32 ulp on linreg's test_error, ~7e-11
   relative on digits_vae's fd_classifier) passes."""
-  rows = [dict(r) for r in GOLDEN["linreg_accumulate"]]
+  rows = [dict(r) for r in GOLDEN["linreg:accumulate"]]
   assert rows[0]["test_error"] == 0.17765238881111145
   rows[0]["test_error"] = 0.17765240371227264
-  assert_golden("linreg_accumulate", rows)
-  rows = [dict(r) for r in GOLDEN["digits_vae"]]
+  assert_golden("linreg:accumulate", rows)
+  rows = [dict(r) for r in GOLDEN["digits_vae:accumulate"]]
   assert rows[0]["fd_classifier"] == 19.60437773705629
   rows[0]["fd_classifier"] = 19.604377735652687
-  assert_golden("digits_vae", rows)
+  assert_golden("digits_vae:accumulate", rows)
 
 
 def test_tolerances_are_the_measured_drift_times_the_margin():

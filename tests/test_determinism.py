@@ -13,8 +13,8 @@ from collapse_jax.parallel.mesh import make_mesh
 
 from conftest import load_config, read_metrics
 
-CASES = ["linreg_accumulate", "linreg_accumulate_subsample", "gaussian_replace",
-         "kde_moons_accumulate_subsample"]
+CASES = ["linreg:accumulate", "linreg:accumulate_subsample", "gaussian:replace",
+         "kde_moons:accumulate_subsample"]
 
 
 def _run(config, workdir, **kw):
@@ -41,7 +41,7 @@ def test_rerun_continuation_and_chunking_are_bitwise_identical(name, smoke_run, 
   assert straight == _run(config, tmp_path / "continued")
 
 
-@pytest.mark.parametrize("name", ["linreg_replace", "gaussian_accumulate", "kde_moons_replace"])
+@pytest.mark.parametrize("name", ["linreg:replace", "gaussian:accumulate", "kde_moons:replace"])
 def test_vmapped_seeds_equal_single_runs(name):
   """Replicate s of a num_seeds=3 run is the single run with seed s.
 
@@ -79,8 +79,8 @@ def test_vmapped_seeds_equal_single_runs(name):
 
 
 def test_finished_run_is_not_recomputed(smoke_run, tmp_path):
-  config = load_config("gaussian_accumulate")
-  shutil.copytree(smoke_run("gaussian_accumulate")[0], tmp_path / "w")  # a finished run
+  config = load_config("gaussian:accumulate")
+  shutil.copytree(smoke_run("gaussian:accumulate")[0], tmp_path / "w")  # a finished run
   rows = read_metrics(tmp_path / "w")
   stamp = (tmp_path / "w" / "metrics.jsonl").stat().st_mtime_ns
   assert _run(config, tmp_path / "w") == rows

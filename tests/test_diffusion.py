@@ -13,7 +13,7 @@ from PIL import Image
 
 from collapse_jax import experiment, validate
 from collapse_jax.data.source import RowSpec
-from collapse_jax.diffusion.processes import DDPM, EDM
+from collapse_jax.generative.processes import DDPM, EDM
 from collapse_jax.models import diffusion
 
 from conftest import load_config, read_metrics
@@ -119,7 +119,7 @@ def test_toy_sampling_and_training(kind, factor):
   budget (later generations would train 1 step) must lower the test loss. Its noise is
   fixed, so any decrease is the model's; EDM's weighting has a high floor on 8 gaussians
   (the posterior variance of x0 in units of c_out^2)."""
-  config = load_config("toy_diffusion_accumulate", f"{kind},smoke")
+  config = load_config("toy_diffusion:accumulate", f"process={kind},smoke")
   config.train_from = "previous"
   config.model.update({"steps": 1, "initial_steps": 60, "learning_rate": 3e-3,
                        "batch_size": 64, "inference_batch_size": 16})
@@ -150,7 +150,7 @@ def test_toy_sampling_and_training(kind, factor):
 
 def test_unet_loss_decreases_and_samples_are_images():
   """A handful of Adam steps on one batch of digits (the full loop's compile is the e2e test's)."""
-  config = load_config("cifar10_ddpm_mix", "smoke")
+  config = load_config("cifar10:mix,process=ddpm", "smoke")
   assert config.data.name == "digits"
   loop, consts, carry = _model_and_carry(config)
   model = loop.model
@@ -182,16 +182,16 @@ def test_unet_loss_decreases_and_samples_are_images():
 # --- Configs. ---------------------------------------------------------------------------
 
 def test_config_variants():
-  assert load_config("cifar10_edm_mix", "0.5,smoke").policy.mix_lambda == 0.5
-  full = load_config("cifar10_edm_mix", "inf")
+  assert load_config("cifar10:mix,process=edm", "lambda=0.5,smoke").policy.mix_lambda == 0.5
+  full = load_config("cifar10:mix,process=edm", "lambda=inf")
   assert math.isinf(full.policy.mix_lambda) and full.data.name == "cifar10"
   assert (full.model.kind, full.model.precond, full.model.sampler_steps) == ("edm", "vp", 18)
-  assert load_config("cifar10_ddpm_mix", None).model.sampler_steps == 100
-  assert load_config("toy_diffusion_replace", "edm").model.kind == "edm"
+  assert load_config("cifar10:mix,process=ddpm", None).model.sampler_steps == 100
+  assert load_config("toy_diffusion:replace", "process=edm").model.kind == "edm"
   with pytest.raises(ValueError, match="Unknown config variant"):
-    load_config("cifar10_edm_mix", "smok")
-  with pytest.raises(ValueError, match="only applies to policy 'mix'"):
-    load_config("toy_diffusion_accumulate", "0.5")
+    load_config("cifar10:mix,process=edm", "smok")
+  with pytest.raises(ValueError, match="only applies to policy mix"):
+    load_config("toy_diffusion:accumulate", "lambda=0.5")
   ffhq = load_config("ffhq_accumulate", None)
   assert (ffhq.data.resolution, ffhq.model.sampler_steps, ffhq.policy.name) == (64, 40,
                                                                                  "accumulate")
@@ -210,7 +210,7 @@ def test_config_variants():
     ("initial_steps", 100, "needs train_from = 'previous'"),
 ])
 def test_check_config_names_the_problem(field, value, problem):
-  config = load_config("toy_diffusion_accumulate", "edm,smoke")
+  config = load_config("toy_diffusion:accumulate", "process=edm,smoke")
   assert diffusion.check_config(config, TOY_SPEC) is None
   config.model[field] = value
   with pytest.raises(validate.ConfigError, match=problem):

@@ -1,4 +1,4 @@
-"""The diffusion core (collapse_jax/diffusion/): masked rows with aux fields through every
+"""The diffusion core (collapse_jax/generative/): masked rows with aux fields through every
 process and a plugged-in network, exact likelihoods against closed forms, the sigmoid betas."""
 import math
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from collapse_jax.data.source import RowSpec, Task
-from collapse_jax.diffusion.family import Family, Solver
-from collapse_jax.diffusion.processes import DDPM, EDM, FlowMatching
-from collapse_jax.diffusion.rows import Rows
+from collapse_jax.generative.family import Family, Solver
+from collapse_jax.generative.processes import DDPM, EDM, FlowMatching
+from collapse_jax.generative.rows import Rows
 from collapse_jax.models import training
 
 BUDGET = training.Budget(batch_size=4, steps=1)

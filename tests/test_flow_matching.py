@@ -11,8 +11,8 @@ from collapse_jax.data import toy2d
 from collapse_jax.data.source import Task
 from collapse_jax.loop.pool import DataPool, PoolLayout, TrainView
 from collapse_jax.data.source import RowSpec
-from collapse_jax.diffusion.processes import ot_pairs, sinkhorn_log_plan
-from collapse_jax.diffusion.family import Solver
+from collapse_jax.generative.processes import ot_pairs, sinkhorn_log_plan
+from collapse_jax.generative.family import Solver
 from collapse_jax.models import flow_matching as fm
 
 from conftest import load_config
@@ -22,7 +22,7 @@ TOY_SPEC = RowSpec(fields={"x": ((2,), "float32")}, data="x")
 
 
 def _toy_model(mlp=None, **overrides):
-  config = load_config("toy_flow_accumulate", "smoke")
+  config = load_config("toy_flow:accumulate", "smoke")
   config.model.update(overrides)
   config.model.mlp.update(mlp or {})
   return fm.build(config, None, TOY_SPEC)
@@ -130,7 +130,7 @@ def test_shapes_dtypes_and_metrics():
 
 
 def test_unet_network_samples_images_in_range():
-  config = load_config("cifar10_otcfm_mix", "smoke")
+  config = load_config("cifar10:mix,process=otcfm", "smoke")
   config.model.update({"solver": "euler", "ode_steps": 2})
   model = fm.build(config, None, RowSpec(fields={"image": ((8, 8, 1), "float32")}, data="image"))
   task = Task(test={"image": jnp.zeros((4, 8, 8, 1))}, aux={})
@@ -180,30 +180,31 @@ def test_generation_zero_trains_for_initial_steps():
 
 
 def test_check_config_names_the_problem():
-  config = load_config("toy_flow_accumulate", "smoke")
+  config = load_config("toy_flow:accumulate", "smoke")
   config.model.network = "unet"
   with pytest.raises(validate.ConfigError, match="network = 'mlp'"):
     validate.check(config)
-  config = load_config("toy_flow_accumulate", "smoke")
+  config = load_config("toy_flow:accumulate", "smoke")
   config.model.solver = "rk4"
   with pytest.raises(validate.ConfigError, match="Unknown ODE solver"):
     validate.check(config)
-  config = load_config("cifar10_otcfm_mix", "smoke")
+  config = load_config("cifar10:mix,process=otcfm", "smoke")
   config.model.exact_nll = True
   with pytest.raises(validate.ConfigError, match="2-D toys"):
     validate.check(config)
-  config = load_config("toy_flow_accumulate", "smoke")
+  config = load_config("toy_flow:accumulate", "smoke")
   config.model.initial_steps = 10
   with pytest.raises(validate.ConfigError, match="train_from = 'previous'"):
     validate.check(config)
 
 
 def test_cifar_config_variants():
-  for arg, lam in [("0", 0.0), ("0.5", 0.5), ("inf,smoke", float("inf")), (None, 1.0)]:
-    config = load_config("cifar10_otcfm_mix", arg)
+  for arg, lam in [("lambda=0", 0.0), ("lambda=0.5", 0.5), ("lambda=inf,smoke", float("inf")),
+                   (None, 1.0)]:
+    config = load_config("cifar10:mix,process=otcfm", arg)
     assert config.policy.mix_lambda == lam
     assert (config.data.name == "digits") == ("smoke" in (arg or ""))
-  config = load_config("cifar10_otcfm_mix", None)
+  config = load_config("cifar10:mix,process=otcfm", None)
   assert config.train_from == "previous" and config.model.unet.base_channels == 128
   with pytest.raises(ValueError, match="Unknown config variant"):
-    load_config("cifar10_otcfm_mix", "fast")
+    load_config("cifar10:mix,process=otcfm", "fast")

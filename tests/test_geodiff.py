@@ -1,4 +1,5 @@
-"""GeoDiff's dual encoder (nets/geodiff.py) and objective (models/conformer_diffusion.py):
+"""GeoDiff's dual encoder (nets/dual_encoder.py, its pair layers' custom VJPs in
+ops/graph_vjps.py) and process (generative/geodiff_process.py, built by models/geodiff.py):
 equivariant per-atom vectors, permutation equivariance, padding that changes nothing."""
 import jax
 import jax.numpy as jnp
@@ -7,10 +8,12 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from collapse_jax.data import conformers, molecules
-from collapse_jax.models import conformer_diffusion
-from collapse_jax.nets import geodiff
-from collapse_jax.nets.geodiff import DualEncoder
+from collapse_jax import presets
+from collapse_jax.data import molecule_chemistry as chem
+from collapse_jax.data import molecules
+from collapse_jax.models import geodiff
+from collapse_jax.nets.dual_encoder import DualEncoder
+from collapse_jax.ops import graph_vjps
 
 A, N_REAL = 12, 9
 NET = DualEncoder(hidden=16, num_convs=2, num_convs_local=2, cutoff=4.0)
@@ -28,10 +31,10 @@ def _padded(seed: int) -> dict[str, jax.Array]:
   rng = np.random.default_rng(seed)
   bonds = np.zeros((N_REAL, N_REAL), np.int8)
   for i in range(N_REAL - 1):
-    bonds[i, i + 1] = bonds[i + 1, i] = conformers.SINGLE if i % 2 else conformers.AROMATIC
-  bonds[0, 5] = bonds[5, 0] = conformers.DOUBLE
+    bonds[i, i + 1] = bonds[i + 1, i] = chem.SINGLE if i % 2 else chem.AROMATIC
+  bonds[0, 5] = bonds[5, 0] = chem.DOUBLE
   edge_type = np.zeros((a, a), np.int8)
-  edge_type[:N_REAL, :N_REAL] = conformers.extend_order(bonds)
+  edge_type[:N_REAL, :N_REAL] = chem.extend_order(bonds)
   pos = rng.normal(size=(a, 3)).astype(np.float32) * 2.5
   mask = (np.arange(a) < N_REAL).astype(np.float32)
   atom_type = np.where(mask > 0, rng.choice([6, 7, 8], a), 0).astype(np.int32)
@@ -87,11 +90,13 @@ def test_padding_changes_nothing(params):
 
 def _model(hidden=8):
   c = ml_collections.ConfigDict({"train_from": "scratch", "model": {
-      "name": "conformer_diffusion", "hidden_dim": hidden, "num_convs": 1,
-      "num_convs_local": 1, "cutoff": 4.0, "sampler_steps": 10, "batch_size": 2, "steps": 1,
-      "learning_rate": 1e-3, "ema_decay": 0.0, "inference_batch_size": 2, "temperature": 1.0}})
-  assert conformer_diffusion.check_config(c, molecules.row_spec(A)) is None
-  return conformer_diffusion.build(c, None, molecules.row_spec(A))
+      "name": "geodiff", "hidden_dim": hidden, "num_convs": 1,
+      "num_convs_local": 1, "cutoff": 4.0, "smooth_conv": True, "num_timesteps": 1000,
+      "beta_start": 1e-7, "beta_end": 9e-3, "sampler_steps": 10, "inference_batch_size": 2,
+      "temperature": 1.0, "eval_seed": 0, "exact_nll": False,
+      **presets.training(batch_size=2, steps=1, learning_rate=1e-3, ema_decay=0.0)}})
+  assert geodiff.check_config(c, molecules.row_spec(A)) is None
+  return geodiff.build(c, None, molecules.row_spec(A))
 
 
 def test_objective_ignores_padding_and_samples_stay_on_real_atoms():
@@ -169,16 +174,16 @@ def test_hand_written_gradients_match_autodiff(layer):
   dense = lambda i, o, bias=True: (f32(i, o), f32(o) if bias else None)
   head = lambda: (dense(h, h), dense(h, h, bias=False), [dense(h, h // 2), dense(h // 2, 1)])
   args = {
-      "edge_features": ([dense(1, h), dense(h, h)], f32(geodiff.NUM_EDGE_TYPES, h),
+      "edge_features": ([dense(1, h), dense(h, h)], f32(chem.NUM_EDGE_TYPES, h),
                         jnp.abs(f32(n, a, a)) * 3,
-                        jnp.asarray(rng.integers(0, geodiff.NUM_EDGE_TYPES, (n, a, a)))),
+                        jnp.asarray(rng.integers(0, chem.NUM_EDGE_TYPES, (n, a, a)))),
       "cfconv": (dense(h, h), dense(h, h), f32(n, a, a, h),
                  jnp.asarray(rng.uniform(size=(n, a, a)), jnp.float32), f32(n, a, h)),
       "gin_messages": (f32(n, a, h), f32(n, a, a, h),
                        jnp.asarray(rng.uniform(size=(n, a, a)) < 0.5)),
       "pair_heads": ((head(), head()), (f32(n, a, h), f32(n, a, h)), f32(n, a, a, h)),
   }[layer]
-  fn = getattr(geodiff, layer)
+  fn = getattr(graph_vjps, layer)
   out, vjp = jax.vjp(fn, *args)
   want_out, want_vjp = jax.vjp(fn.fun, *args)  # the undecorated forward, by autodiff
   ct = jax.tree.map(lambda o: f32(*o.shape), out)

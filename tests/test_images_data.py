@@ -1,4 +1,4 @@
-"""Tests of collapse_jax.data.images on real MNIST and digits, and on stand-ins written in
+"""Tests of collapse_jax.data.image_files and images on real MNIST and digits, and on stand-ins written in
 the real on-disk formats of CIFAR-10, image folders and TFDS."""
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 from sklearn import datasets
 
-from collapse_jax.data import images as im
+from collapse_jax.data import image_files as im
+from collapse_jax.data import images
 
 MNIST_DIR = Path("/work/shared/data/mnist")
 needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="real MNIST not present")
@@ -197,7 +198,7 @@ def test_image_folder_errors(tmp_path):
 
 
 def _source(**data):
-  return im.build(ml_collections.ConfigDict(
+  return images.build(ml_collections.ConfigDict(
       dict({"path": None, "resolution": None, "tfds_name": None, "limit": None}, **data)))
 
 
@@ -274,7 +275,7 @@ def test_tfds_source_decodes_only_the_rows_asked_for(tmp_path, monkeypatch):
   assert source.num_train == 5 and not decoded
   part = source.consts(rows=(1, 3))
   assert len(decoded) == 2 + 5  # training records 1 and 2, and the test split
-  np.testing.assert_array_equal(im.from_pixels(part["train"]), whole[1:3])
+  np.testing.assert_array_equal(images.from_pixels(part["train"]), whole[1:3])
   assert source.row_spec.shape == (4, 4, 3)
   empty, labels = im.load_tfds("tiny_images", "train", tmp_path, rows=(5, 7))
   assert empty.shape == (0, 4, 4, 3) and labels.shape == (0,)

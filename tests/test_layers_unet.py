@@ -14,7 +14,7 @@ from collapse_jax.ops.matmul_conv import WINOGRAD_MIN_CHANNELS, conv_matmul
 from collapse_jax.ops.winograd import (_transforms, conv3x3_winograd,
                                           upsample_conv3x3_winograd)
 from collapse_jax.nets.unet import UNet
-from collapse_jax.nets.vae import Decoder, Encoder
+from collapse_jax.nets.conv_vae import Decoder, Encoder
 
 
 def _assert_same_conv(conv, reference, kernel_size, size, in_channels, out_channels,

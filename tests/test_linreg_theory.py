@@ -24,7 +24,7 @@ def _run(config):
 
 @pytest.mark.parametrize("policy", ["replace", "accumulate"])
 def test_monte_carlo_matches_closed_form_within_5_percent(policy):
-  config = load_config(f"linreg_{policy}", None)  # d=10, T=100, sigma2=1
+  config = load_config(f"linreg:{policy}", None)  # d=10, T=100, sigma2=1
   config.num_seeds, config.num_generations = 1000, 10
   metrics = _run(config)
   measured = np.asarray(metrics["test_error"]).mean(0)
@@ -40,7 +40,7 @@ def test_monte_carlo_matches_closed_form_within_5_percent(policy):
 def test_subsample_is_bounded_and_above_accumulate():
   curves = {}
   for policy in ("accumulate", "accumulate_subsample", "replace"):
-    config = load_config(f"linreg_{policy}", None)
+    config = load_config(f"linreg:{policy}", None)
     config.num_seeds, config.num_generations = 300, 10
     metrics = _run(config)
     curves[policy] = np.asarray(metrics["test_error"]).mean(0)
@@ -52,7 +52,7 @@ def test_subsample_is_bounded_and_above_accumulate():
 def test_padded_dimension_fits_the_unpadded_problem(policy):
   """data.max_dim > dim (a sweep's shared program): the padded weights are exactly zero and
   the first d equal OLS on the design's first d columns."""
-  config = load_config(f"linreg_{policy}", None)
+  config = load_config(f"linreg:{policy}", None)
   config.num_seeds, config.num_generations = 2, 2
   config.data.dim, config.data.max_dim = 3, 8
   layout = validate.policy_of(config).layout(config.num_generations)

@@ -25,13 +25,13 @@ def _corpus(tmp_path, text: bytes | str, name="c.txt"):
     (b"Once upon a time \xff\xfe a cat.\n", "is not UTF-8 text"),
 ], ids=["empty", "not-utf8"])
 def test_bad_corpus_is_refused(tmp_path, content, message):
-  config = load_config("tinystories_replace")
+  config = load_config("tinystories:replace")
   config.data.path = _corpus(tmp_path, content)
   _check(config, message)
 
 
 def test_corpus_with_fewer_stories_than_n_real_plus_test_is_refused():
-  config = load_config("tinystories_replace")
+  config = load_config("tinystories:replace")
   config.data.limit = 80  # 80 - 32 test stories < n_real = 64
   _check(config, "needs 64 real training rows but the dataset has 48")
 
@@ -44,7 +44,7 @@ def test_corpus_with_fewer_stories_than_n_real_plus_test_is_refused():
     ("model.preset", "gpt5", "Unknown transformer preset 'gpt5'"),
 ])
 def test_bad_setting_is_refused(field, value, message):
-  config = load_config("tinystories_accumulate")
+  config = load_config("tinystories:accumulate")
   section, name = field.split(".")
   config[section][name] = value
   _check(config, message)
@@ -54,7 +54,7 @@ def test_launcher_exits_2_with_one_sentence_and_no_workdir(tmp_path):
   workdir, corpus = tmp_path / "run", _corpus(tmp_path, b"caf\xe9 story")
   out = subprocess.run(
       [sys.executable, str(ROOT / "launch" / "main.py"),
-       "--config=configs/tinystories_replace.py:smoke", f"--workdir={workdir}",
+       "--config=configs/tinystories.py:replace,smoke", f"--workdir={workdir}",
        f"--config.data.path={corpus}"],
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert out.returncode == 2, out.stderr[-2000:]

@@ -17,7 +17,7 @@ from collapse_jax import experiment
 
 from conftest import ROOT, load_config, read_metrics
 
-NAME = "tinystories_replace"
+NAME = "tinystories:replace"
 
 SCRIPT = """
 import json, sys

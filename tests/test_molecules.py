@@ -1,6 +1,7 @@
-"""Molecule data (data/conformers.py, data/molecules.py), COV/MAT (evals/conformers.py) and
-the molecule configs' resume: RDKit ensembles, GEOM loaders on stand-ins in the real formats,
-the cache, bad input, RMSD equal to RDKit's GetBestRMS."""
+"""Molecule data (data/molecule_chemistry.py, data/molecule_files.py, data/molecules.py),
+COV/MAT (evals/conformer_quality.py) and the molecule configs' resume: RDKit ensembles, GEOM
+loaders on stand-ins in the real formats, the cache, bad input, RMSD equal to RDKit's
+GetBestRMS."""
 import json
 import pickle
 import subprocess
@@ -15,8 +16,10 @@ from rdkit import Chem
 from rdkit.Chem import AllChem, rdMolAlign
 
 from collapse_jax import experiment, inference
-from collapse_jax.data import conformers, molecules
-from collapse_jax.evals import conformers as conf_eval
+from collapse_jax.data import molecule_chemistry as chem
+from collapse_jax.data import molecule_files as mol_files
+from collapse_jax.data import molecules
+from collapse_jax.evals import conformer_quality
 from collapse_jax.report import noise_curves
 
 from conftest import ROOT, load_config, read_metrics
@@ -26,10 +29,10 @@ SMILES = ("CC(C)(C)O", "OC(=O)c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "CCN(CC)C(=O)c1c
 
 
 @pytest.fixture(scope="module")
-def ensembles() -> list[conformers.Molecule]:
+def ensembles() -> list[chem.Molecule]:
   """ETKDG+MMFF ensembles of SMILES (a few conformers each, made once)."""
-  mols = [conformers.embed_ensemble(Chem.MolFromSmiles(s), 4, seed=7 + i, prune_rms=0.1,
-                                    hydrogens=False) for i, s in enumerate(SMILES)]
+  mols = [chem.embed_ensemble(Chem.MolFromSmiles(s), 4, seed=7 + i, prune_rms=0.1,
+                              hydrogens=False) for i, s in enumerate(SMILES)]
   assert all(m is not None for m in mols)
   return mols
 
@@ -40,7 +43,7 @@ def _params(**kw) -> dict:
 
 def test_ensembles_follow_the_smiles_order_and_energy(ensembles):
   for m in ensembles:
-    parsed = conformers.mol_from_smiles(m.smiles)
+    parsed = chem.mol_from_smiles(m.smiles)
     assert [a.GetAtomicNum() for a in parsed.GetAtoms()] == list(m.atoms)
     assert all(a.GetAtomicNum() > 1 for a in parsed.GetAtoms())  # heavy atoms only
     bonds = np.zeros_like(m.bonds)
@@ -48,46 +51,46 @@ def test_ensembles_follow_the_smiles_order_and_energy(ensembles):
       bonds[b.GetBeginAtomIdx(), b.GetEndAtomIdx()] = 1
     np.testing.assert_array_equal(bonds | bonds.T, (m.bonds > 0).astype(np.int8))
     assert np.all(np.diff(m.energies) >= 0)
-    matches = conformers.automorphisms(parsed)
+    matches = chem.automorphisms(parsed)
     for i in range(len(m.positions)):
       for j in range(i):
-        assert conformers.symmetric_rmsd(m.positions[i], m.positions[j], matches) >= 0.1
+        assert chem.symmetric_rmsd(m.positions[i], m.positions[j], matches) >= 0.1
 
 
 def test_extend_order_marks_two_and_three_hops():
   chain = np.zeros((5, 5), np.int8)
   for i in range(4):
-    chain[i, i + 1] = chain[i + 1, i] = conformers.SINGLE
-  e = conformers.extend_order(chain)
-  assert e[0, 1] == conformers.SINGLE and e[0, 2] == conformers.HOP2
-  assert e[0, 3] == conformers.HOP3 and e[0, 4] == 0 and e[2, 2] == 0
+    chain[i, i + 1] = chain[i + 1, i] = chem.SINGLE
+  e = chem.extend_order(chain)
+  assert e[0, 1] == chem.SINGLE and e[0, 2] == chem.HOP2
+  assert e[0, 3] == chem.HOP3 and e[0, 4] == 0 and e[2, 2] == 0
 
 
-def _dataset(ensembles) -> conformers.Dataset:
-  return conformers.Dataset(splits={"train": ensembles[:2], "val": ensembles[2:3],
-                                    "test": ensembles[3:]}, stats={"skipped": {}})
+def _dataset(ensembles) -> chem.Dataset:
+  return chem.Dataset(splits={"train": ensembles[:2], "val": ensembles[2:3],
+                              "test": ensembles[3:]}, stats={"skipped": {}})
 
 
 def test_cache_round_trip_and_refusals(ensembles, tmp_path):
   p = _params(max_atoms=16)
   d = tmp_path / "c"
-  conformers.save(_dataset(ensembles), d, p)
-  back = conformers.load(d)
-  for s in conformers.SPLITS:
+  mol_files.save(_dataset(ensembles), d, p)
+  back = mol_files.load(d)
+  for s in chem.SPLITS:
     for a, b in zip(_dataset(ensembles).splits[s], back.splits[s]):
       assert a.smiles == b.smiles
       np.testing.assert_array_equal(a.positions, b.positions)
       np.testing.assert_array_equal(a.bonds, b.bonds)
   manifest = json.loads((d / "manifest.json").read_text())
-  manifest["version"] = conformers.VERSION + 1
+  manifest["version"] = mol_files.VERSION + 1
   (d / "manifest.json").write_text(json.dumps(manifest))
-  with pytest.raises(conformers.MoleculeDataError, match="version"):
-    conformers.load(d)
-  manifest["version"] = conformers.VERSION
+  with pytest.raises(chem.DataError, match="version"):
+    mol_files.load(d)
+  manifest["version"] = mol_files.VERSION
   (d / "manifest.json").write_text(json.dumps(manifest))
   (d / "arrays.npz").write_bytes((d / "arrays.npz").read_bytes()[:-10] + b"0" * 10)
-  with pytest.raises(conformers.MoleculeDataError, match="checksum"):
-    conformers.load(d)
+  with pytest.raises(chem.DataError, match="checksum"):
+    mol_files.load(d)
   assert not list(tmp_path.glob(".tmp-*"))  # nothing half-written left behind
 
 
@@ -95,7 +98,8 @@ def test_source_rows_are_padded_disjoint_blocks(ensembles, tmp_path, monkeypatch
   data = _dataset(ensembles)
   monkeypatch.setattr(molecules, "_dataset", lambda *a: data)
   src = molecules.build(ml_collections.ConfigDict(
-      {"source": "molecules", "max_atoms": 16, "train_conformers": 3, "cache_dir": "x"}))
+      {"source": "molecules", "max_atoms": 16, "train_conformers": 3, "cache_dir": "x",
+       "progress": False}))
   assert src.num_train == 6
   consts = src.consts()
   rows = consts["train"]
@@ -116,7 +120,8 @@ def test_consts_rows_are_those_training_rows(ensembles, monkeypatch):
   data = _dataset(ensembles)
   monkeypatch.setattr(molecules, "_dataset", lambda *a: data)
   src = molecules.build(ml_collections.ConfigDict(
-      {"source": "molecules", "max_atoms": 16, "train_conformers": 3, "cache_dir": "x"}))
+      {"source": "molecules", "max_atoms": 16, "train_conformers": 3, "cache_dir": "x",
+       "progress": False}))
   whole, part = src.consts(), src.consts(rows=(2, 5))  # across the two molecules
   assert part["train"].keys() == whole["train"].keys()
   for k, v in whole["train"].items():
@@ -132,34 +137,34 @@ def test_rmsd_is_rdkits_best_rms_including_symmetry(ensembles):
   swapped[0, [0, 2]] = swapped[0, [2, 0]]
   rng = np.random.default_rng(0)
   noisy = ref + rng.normal(scale=0.3, size=ref.shape).astype(np.float32)
-  d = conf_eval.rmsd_matrix(mol.smiles, ref, np.concatenate([swapped, noisy]))
-  assert d[0, 0] < 1e-3 < conformers.kabsch_rmsd(swapped[0], ref[0])
-  matches = conformers.automorphisms(conformers.mol_from_smiles(mol.smiles))
-  assert d[0, 1] == pytest.approx(conformers.symmetric_rmsd(noisy[0], ref[0], matches),
+  d = conformer_quality.rmsd_matrix(mol.smiles, ref, np.concatenate([swapped, noisy]))
+  assert d[0, 0] < 1e-3 < chem.kabsch_rmsd(swapped[0], ref[0])
+  matches = chem.automorphisms(chem.mol_from_smiles(mol.smiles))
+  assert d[0, 1] == pytest.approx(chem.symmetric_rmsd(noisy[0], ref[0], matches),
                                   abs=1e-5)
   # The same pairs straight from RDKit.
   for g, gen in enumerate([swapped[0], noisy[0]]):
-    a = conf_eval._mol_with_conformers(mol.smiles, gen[None])
-    b = conf_eval._mol_with_conformers(mol.smiles, ref)
+    a = conformer_quality._mol_with_conformers(mol.smiles, gen[None])
+    b = conformer_quality._mol_with_conformers(mol.smiles, ref)
     assert d[0, g] == pytest.approx(rdMolAlign.GetBestRMS(a, b), abs=1e-9)
   big = ensembles[3]
-  d = conf_eval.rmsd_matrix(big.smiles, big.positions[:2], big.positions[1:][::-1])
-  a = conf_eval._mol_with_conformers(big.smiles, big.positions[1:2])
-  b = conf_eval._mol_with_conformers(big.smiles, big.positions[:1])
+  d = conformer_quality.rmsd_matrix(big.smiles, big.positions[:2], big.positions[1:][::-1])
+  a = conformer_quality._mol_with_conformers(big.smiles, big.positions[1:2])
+  b = conformer_quality._mol_with_conformers(big.smiles, big.positions[:1])
   assert d[0, -1] == pytest.approx(rdMolAlign.GetBestRMS(a, b), abs=1e-9)
 
 
 def test_cov_mat_of_a_reference_set_against_itself(ensembles):
   for m in ensembles[1:]:
-    d = conf_eval.rmsd_matrix(m.smiles, m.positions, m.positions)
-    for thr in conf_eval.THRESHOLDS.values():
-      got = conf_eval.cov_mat(d, thr)
+    d = conformer_quality.rmsd_matrix(m.smiles, m.positions, m.positions)
+    for thr in conformer_quality.THRESHOLDS.values():
+      got = conformer_quality.cov_mat(d, thr)
       assert got["cov_r"] == got["cov_p"] == 1.0
       assert got["mat_r"] < 1e-3 and got["mat_p"] < 1e-3
-    assert conf_eval.sanitizes(m.smiles, m.positions[0])
+    assert conformer_quality.sanitizes(m.smiles, m.positions[0])
     scrambled = m.positions[0][np.random.default_rng(1).permutation(len(m.atoms))]
-    assert not conf_eval.sanitizes(m.smiles, scrambled)
-    assert not conf_eval.sanitizes(m.smiles, np.full_like(m.positions[0], np.nan))
+    assert not conformer_quality.sanitizes(m.smiles, scrambled)
+    assert not conformer_quality.sanitizes(m.smiles, np.full_like(m.positions[0], np.nan))
 
 
 # --- Bad input --------------------------------------------------------------------------
@@ -168,22 +173,22 @@ def test_cov_mat_of_a_reference_set_against_itself(ensembles):
 def test_unparsable_smiles_and_sdf_name_the_line(tmp_path):
   smi = tmp_path / "m.smi"
   smi.write_text("CCO ethanol\n\nC1CC(\n")
-  with pytest.raises(conformers.MoleculeDataError, match="line 3"):
-    conformers.read_smiles_file(smi)
+  with pytest.raises(chem.DataError, match="line 3"):
+    mol_files.read_smiles_file(smi)
   good = Chem.MolToMolBlock(Chem.MolFromSmiles("CCO"))
   sdf = tmp_path / "m.sdf"
   sdf.write_text(good + "$$$$\n" + "garbage\nnot a molblock\n" + "$$$$\n")
   first_bad = good.count("\n") + 2
-  with pytest.raises(conformers.MoleculeDataError, match=f"line {first_bad} "):
-    conformers.read_sdf(sdf)
+  with pytest.raises(chem.DataError, match=f"line {first_bad} "):
+    mol_files.read_sdf(sdf)
 
 
 def test_too_large_molecules_are_skipped_then_refused(tmp_path):
   smi = tmp_path / "m.smi"
   smi.write_text("CCCCCCCCCCCCCCCCCCCC\nCCCCCCCCCCCCCCCCCCCCCC\n")
   p = _params(kind="smiles", path=str(smi), min_atoms=2, max_atoms=10)
-  with pytest.raises(conformers.MoleculeDataError, match="2 size"):
-    conformers.build_dataset(p, tmp_path / "cache", progress=False)
+  with pytest.raises(chem.DataError, match="2 size"):
+    mol_files.build_dataset(p, tmp_path / "cache", progress=False)
   assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
@@ -191,17 +196,17 @@ def test_size_filter_counts_the_atoms_a_row_holds():
   # Ethanol: 3 heavy atoms, 9 with its hydrogens. With hydrogens the rows hold all 9, so
   # the filter must count them (it once counted heavy atoms, and the build failed late).
   mol = Chem.MolFromSmiles("CCO")
-  assert conformers.passes_filter(mol, 3, 3) is None
-  assert conformers.passes_filter(mol, 3, 8, hydrogens=True) == "size"
-  assert conformers.passes_filter(mol, 9, 9, hydrogens=True) is None
+  assert chem.passes_filter(mol, 3, 3) is None
+  assert chem.passes_filter(mol, 3, 8, hydrogens=True) == "size"
+  assert chem.passes_filter(mol, 9, 9, hydrogens=True) is None
 
 
 def test_geom_paths_without_their_files_are_refused(tmp_path):
   for kind, what in (("geom_pickles", "train_data_40k.pkl"), ("geom_rdkit", "summary_drugs")):
     p = _params(kind=kind, path=str(tmp_path))
-    with pytest.raises(conformers.MoleculeDataError, match=what):
-      conformers.build_dataset(p, tmp_path / "cache", progress=False)
-  config = load_config("molecules_replace", "smoke")
+    with pytest.raises(chem.DataError, match=what):
+      mol_files.build_dataset(p, tmp_path / "cache", progress=False)
+  config = load_config("molecules:replace", "smoke")
   config.data.update({"kind": "geom_rdkit", "path": str(tmp_path / "nowhere")})
   assert "does not exist" in molecules.check_config(config)
 
@@ -226,7 +231,7 @@ def test_geom_pickles_stand_in(tmp_path, monkeypatch):
   pkg.Data = Data
   for name in ("torch_geometric", "torch_geometric.data", "torch_geometric.data.data"):
     monkeypatch.setitem(sys.modules, name, pkg)
-  for i, (split, file) in enumerate(conformers.GEOM_PICKLES.items()):
+  for i, (split, file) in enumerate(mol_files.GEOM_PICKLES.items()):
     records = []
     for j, smi in enumerate(SMILES[i:i + 2]):
       mol = _mol_h(smi, 11 + j)
@@ -236,15 +241,15 @@ def test_geom_pickles_stand_in(tmp_path, monkeypatch):
     (tmp_path / file).write_bytes(pickle.dumps(records))
   for name in ("torch_geometric", "torch_geometric.data", "torch_geometric.data.data"):
     monkeypatch.delitem(sys.modules, name)
-  data = conformers.build_dataset(_params(kind="geom_pickles", path=str(tmp_path), max_atoms=16,
-                                          num_molecules=0), tmp_path / "cache", progress=False)
-  assert [len(data.splits[s]) for s in conformers.SPLITS] == [2, 2, 2]
+  data = mol_files.build_dataset(_params(kind="geom_pickles", path=str(tmp_path), max_atoms=16,
+                                         num_molecules=0), tmp_path / "cache", progress=False)
+  assert [len(data.splits[s]) for s in chem.SPLITS] == [2, 2, 2]
   m = data.splits["train"][0]
   assert m.positions.shape == (2, len(m.atoms), 3) and np.all(m.atoms > 1)
   assert list(m.energies) == [-1.0, 0.0]  # lowest energy first
   src = _mol_h(SMILES[0], 11)
   # The stored conformer is GEOM's, reordered to the SMILES' atom order: same RMSD 0 geometry.
-  ref = conf_eval._mol_with_conformers(m.smiles, m.positions[:1])
+  ref = conformer_quality._mol_with_conformers(m.smiles, m.positions[:1])
   assert rdMolAlign.GetBestRMS(Chem.RemoveHs(src), ref, 1, 0) < 1e-4
 
 
@@ -259,7 +264,7 @@ def test_geom_rdkit_folder_stand_in(tmp_path):
     (tmp_path / name).write_bytes(pickle.dumps({"conformers": confs, "smiles": smi}))
     summary[smi] = {"pickle_path": name}
   (tmp_path / "summary_drugs.json").write_text(json.dumps(summary))
-  data = conformers.build_dataset(
+  data = mol_files.build_dataset(
       _params(kind="geom_rdkit", path=str(tmp_path), max_atoms=16, num_molecules=0,
               split=(0.5, 0.25, 0.25)), tmp_path / "cache", progress=False)
   assert sum(len(v) for v in data.splits.values()) == len(SMILES)
@@ -273,14 +278,14 @@ def test_geom_rdkit_folder_stand_in(tmp_path):
 def smoke_run(tmp_path_factory):
   """The replace smoke config's 2 generations: (workdir, metric rows)."""
   workdir = tmp_path_factory.mktemp("mol") / "full"
-  return workdir, experiment.train_and_evaluate(load_config("molecules_replace", "smoke"),
+  return workdir, experiment.train_and_evaluate(load_config("molecules:replace", "smoke"),
                                                 workdir)
 
 
 def test_smoke_resumes_bitwise(smoke_run, tmp_path):
   workdir, full = smoke_run
-  config = load_config("molecules_replace", "smoke")
-  short = load_config("molecules_replace", "smoke")
+  config = load_config("molecules:replace", "smoke")
+  short = load_config("molecules:replace", "smoke")
   short.num_generations = 1
   experiment.train_and_evaluate(short, tmp_path / "resumed")
   resumed = experiment.train_and_evaluate(config, tmp_path / "resumed")

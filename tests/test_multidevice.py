@@ -42,7 +42,7 @@ def _run(name, workdir, devices):
   return result["rows"]
 
 
-@pytest.mark.parametrize("name", ["linreg_accumulate_subsample", "gaussian_replace"])
+@pytest.mark.parametrize("name", ["linreg:accumulate_subsample", "gaussian:replace"])
 def test_eight_devices_match_one(name, smoke_run, tmp_path):
   import jax
   assert jax.device_count() == 1
@@ -64,7 +64,7 @@ from conftest import load_config
 from collapse_jax import experiment, rng, validate
 from collapse_jax.loop.generation import CompiledLoop
 from collapse_jax.parallel import mesh as mesh_lib
-c = load_config("mnist_vae_replace")
+c = load_config("mnist_vae:replace")
 mesh = mesh_lib.from_config(c.mesh)
 layout = validate.policy_of(c).layout(c.num_generations, multiple_of=mesh.size)
 loop = experiment.build_loop(c, layout)

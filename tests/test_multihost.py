@@ -51,10 +51,10 @@ def _assert_close(one: list[dict], two: list[dict]) -> None:
 def test_two_processes_match_one(smoke_run, tmp_path):
   workdir = tmp_path / "two"
   outs = _two_processes([str(ROOT / "launch" / "main.py"),
-                         "--config=configs/gaussian_replace.py:smoke", f"--workdir={workdir}"])
+                         "--config=configs/gaussian.py:replace,smoke", f"--workdir={workdir}"])
   assert "generation 2 done (3 of 3)" in outs[0][1]
   assert "generation 2 done (3 of 3)" not in outs[1][1]
-  _, one = smoke_run("gaussian_replace")  # the single-process run (shared)
+  _, one = smoke_run("gaussian:replace")  # the single-process run (shared)
   _assert_close(one, read_metrics(workdir))
 
 
@@ -95,9 +95,9 @@ def test_two_processes_with_their_shards_of_mnist_match_one(tmp_path):
   """A real dataset split over the processes (255 rows: one padding row), uint8 pixels
   gathered across them, gives the single-process metrics."""
   workdir = tmp_path / "two"
-  _two_processes([str(ROOT / "launch" / "main.py"), "--config=configs/mnist_vae_replace.py:smoke",
+  _two_processes([str(ROOT / "launch" / "main.py"), "--config=configs/mnist_vae.py:replace,smoke",
                   f"--workdir={workdir}", "--config.data.limit=255"])
-  config = load_config("mnist_vae_replace")
+  config = load_config("mnist_vae:replace")
   config.data.limit = 255
   one = experiment.train_and_evaluate(config, tmp_path / "one")
   _assert_close(one, read_metrics(workdir))

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from collapse_jax.data import images
+from collapse_jax.data import image_files, images
 from collapse_jax.loop import policies
 from collapse_jax.loop.pool import DataPool, TrainView
 
@@ -152,7 +152,7 @@ def test_pool_reduce_is_bitwise_independent_of_capacity():
 
 def test_pixel_fields_are_held_as_uint8_and_decoded_bitwise_per_batch():
   levels = np.random.default_rng(0).integers(0, 256, (N_REAL, 4, 4, 1), dtype=np.uint8)
-  loaded = images._to_unit_range(levels, 255.0)  # what the image loaders hand out
+  loaded = image_files._to_unit_range(levels, 255.0)  # what the image loaders hand out
   layout = policies.make_policy("accumulate", n_real=N_REAL, n_synth=N_SYNTH).layout(GENS)
   pool = DataPool.create({"image": jnp.asarray(levels)}, layout, pixels=("image",))
   assert pool.data["image"].dtype == jnp.uint8 and pool.data["image"].nbytes == pool.data[
@@ -165,7 +165,7 @@ def test_pixel_fields_are_held_as_uint8_and_decoded_bitwise_per_batch():
                    generation=jnp.int32(1))
   batch = view.gather(jnp.arange(2 * N_REAL))["image"]
   np.testing.assert_array_equal(batch[:N_REAL], loaded)  # real rows: bitwise the loader's
-  want = np.asarray(images._to_unit_range(levels, 255.0))
+  want = np.asarray(image_files._to_unit_range(levels, 255.0))
   want[0, 0, 0, 0], want[1, 0, 0, 0] = 1.0, -1.0
   np.testing.assert_array_equal(batch[N_REAL:], want)
   # Reductions see the same float values.

@@ -15,8 +15,8 @@ SAMPLE = [sys.executable, str(ROOT / "launch" / "sample.py")]
 
 @pytest.fixture
 def gaussian_run(smoke_run):
-  """A finished gaussian_replace smoke run (shared by the whole suite: only read here)."""
-  return smoke_run("gaussian_replace")
+  """A finished gaussian:replace smoke run (shared by the whole suite: only read here)."""
+  return smoke_run("gaussian:replace")
 
 
 def test_restored_generation_is_the_trained_one(gaussian_run):

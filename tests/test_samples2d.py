@@ -18,10 +18,10 @@ from collapse_jax.report import scatter
 
 # One smoke config per 2-D family (the first of each tuple that exists: configs/ is being
 # consolidated into one file per experiment with the policy as a variant).
-TOY_FAMILIES = {"kde": ("kde_moons", "kde_moons_replace"),
-                "gaussian_mle": ("gaussian", "gaussian_replace"),
+TOY_FAMILIES = {"kde": ("kde_moons", "kde_moons:replace"),
+                "gaussian_mle": ("gaussian", "gaussian:replace"),
                 "diffusion": ("toy_diffusion_8gaussians",),
-                "flow_matching": ("toy_flow", "toy_flow_replace")}
+                "flow_matching": ("toy_flow", "toy_flow:replace")}
 
 
 def _existing(names):
@@ -83,14 +83,6 @@ def test_mode_count_and_off_mode_fraction_are_exact_on_constructed_samples():
 
 
 @dataclasses.dataclass(frozen=True)
-class _GaussianWithLikelihood(gaussian_mle.GaussianMLE):
-  """The closed-form Gaussian plus the optional ``log_likelihood`` the evaluator uses."""
-
-  def log_likelihood(self, state, x):
-    return gaussian_mle.gaussian_log_density(x, state["mu"], jnp.linalg.cholesky(state["cov"]))
-
-
-@dataclasses.dataclass(frozen=True)
 class _Source:
   row_spec = RowSpec(fields={"x": ((2,), "float32")}, data="x")
 
@@ -104,12 +96,12 @@ class _Loop:
   source: object
 
 
-def test_evaluator_metrics_nll_npz_and_figure(tmp_path):
-  """Direct call on a standard normal model: distances at the floor, exact NLL, artifacts."""
+def test_evaluator_metrics_npz_and_figure(tmp_path):
+  """Direct call on a standard normal model: distances at the floor, artifacts."""
   import ml_collections
   config = ml_collections.ConfigDict({"num_generations": 2, "data": {"source": "gaussian"}})
-  loop = _Loop(_GaussianWithLikelihood(field="x", dim=2), _Source())
-  ev = samples2d.build(samples2d.samples2d_eval(300, nll=True, plot_every=0),
+  loop = _Loop(gaussian_mle.GaussianMLE(field="x", dim=2), _Source())
+  ev = samples2d.build(samples2d.samples2d_eval(300, plot_every=0),
                        evals_base.Context(config=config, workdir=tmp_path, loop=loop, consts=()))
   seeds = 2
   roots = rng.seed_keys(0, seeds)
@@ -118,11 +110,9 @@ def test_evaluator_metrics_nll_npz_and_figure(tmp_path):
   tasks = Task(test={"x": test}, aux={})
   out = ev(states, tasks, roots, 0)
   assert set(out) == {"energy_distance", "energy_distance_floor", "sliced_wasserstein",
-                      "sliced_wasserstein_floor", "ode_test_nll"}
+                      "sliced_wasserstein_floor"}
   assert all(v.shape == (seeds,) for v in out.values())
   assert np.all(out["energy_distance"] < 3 * out["energy_distance_floor"])
-  expected = -np.mean(-0.5 * np.sum(np.asarray(test) ** 2, -1) - np.log(2 * np.pi), -1)
-  np.testing.assert_allclose(out["ode_test_nll"], expected, rtol=1e-5)
   # A shifted model is worse than the floor; the same call again is bitwise the same.
   shifted = ev({"mu": states["mu"] + 1.0, "cov": states["cov"]}, tasks, roots, 1)
   assert np.all(shifted["energy_distance"] > 3 * shifted["energy_distance_floor"])
@@ -139,16 +129,18 @@ def test_evaluator_metrics_nll_npz_and_figure(tmp_path):
 
 
 def test_check_config_refuses_bad_options(config_loader):
-  config = config_loader("kde_moons_replace")
+  config = config_loader("kde_moons:replace")
   spec = RowSpec(fields={"x": ((2,), "float32")}, data="x")
   assert samples2d.check_config(samples2d.samples2d_eval(64), config, spec) is None
   image = RowSpec(fields={"image": ((8, 8, 1), "float32")}, data="image")
   assert "2-D points" in samples2d.check_config(samples2d.samples2d_eval(64), config, image)
   assert "num_samples" in samples2d.check_config(samples2d.samples2d_eval(1), config, spec)
-  assert "Unknown" in samples2d.check_config({"type": "samples2d", "nsamples": 3}, config, spec)
-  # KDE has no log_likelihood: nll is refused in one sentence.
-  msg = samples2d.check_config(samples2d.samples2d_eval(64, nll=True), config, spec)
-  assert msg and "log_likelihood" in msg
+  from collapse_jax.evals import base
+  config.evals.samples2d = {"type": "samples2d", "nsamples": 3}
+  assert "config.evals.samples2d (samples2d) has no option nsamples; it takes exactly type, " \
+      "num_samples" in base.check_config(config, spec)
+  config.evals.samples2d = {"type": "samples2d", "num_samples": 3}
+  assert "lacks option min_mode_fraction, num_projections" in base.check_config(config, spec)
 
 
 @pytest.mark.parametrize("family", sorted(TOY_FAMILIES))

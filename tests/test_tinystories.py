@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from collapse_jax import presets
 from collapse_jax.data import tinystories, tokenizer as tok
 from collapse_jax.evals import text
 from collapse_jax.loop.pool import DataPool, PoolLayout, TrainView
@@ -100,9 +101,11 @@ def test_token_weighted_loss_falls_on_a_tiny_run():
   source = _source()
   config = ml_collections.ConfigDict({
       "data": {"vocab_size": 256, "context": 64},
-      "model": {"preset": "gpt2-smoke", "batch_size": 16, "steps": 60, "learning_rate": 3e-3,
-                "ema_decay": 0.0, "optimizer": "adamw", "lr_schedule": "cosine",
-                "warmup_steps": 5, "weight_decay": 0.1, "prompt": "first_token"}})
+      "model": {"preset": "gpt2-smoke", "prompt": "first_token", "temperature": 1.0,
+                "top_k": 0, "top_p": 1.0, "sample_batch_size": 64, "eval_batch_size": 64,
+                **presets.training(batch_size=16, steps=60, learning_rate=3e-3,
+                                   ema_decay=0.0, optimizer="adamw", lr_schedule="cosine",
+                                   warmup_steps=5, weight_decay=0.1)}})
   assert transformer_lm.check_config(config, source.row_spec) is None
   model = transformer_lm.build(config, None, source.row_spec)
   consts = source.consts()

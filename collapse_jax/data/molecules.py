@@ -8,16 +8,16 @@ A row is one conformer of one molecule, padded to ``A = data.max_atoms`` atoms:
     edge_type  [A, A]  int8     0 none, 1-5 bond order codes, 6/7 atoms 2/3 bonds apart
     mol_id     []      int32    index of the molecule in its split's table
 
-Rows come from `conformers.build_dataset` (RDKit ensembles of shipped drug-like molecules by
-default, or GEOM): the ``train_conformers`` lowest-energy conformers of every train molecule
-are the training rows (cycled where pruning left fewer, so every molecule weighs the same),
-those of the val molecules the held-out rows of ``GenerativeModel.evaluate``; the test
-molecules' whole ensembles are the references of the COV/MAT evaluator (evals/conformers.py).
-Rows hold heavy atoms, or all atoms with ``hydrogens`` (as the molecule configs set; see
-BUILD_NOTES). Each replicate permutes the training rows once and hands out disjoint blocks
-of them. ``task.aux["graphs"]`` holds the training molecules' graphs (``atom_type``,
-``edge_type``, ``atom_mask``, ``mol_id``, leading axis ``[M]``): a model samples conformers
-for them.
+Rows come from `molecule_files.build_dataset` (RDKit ensembles of shipped drug-like
+molecules by default, or GEOM): the ``train_conformers`` lowest-energy conformers of every
+train molecule are the training rows (cycled where pruning left fewer, so every molecule
+weighs the same), those of the val molecules the held-out rows of
+``GenerativeModel.evaluate``; the test molecules' whole ensembles are the references of the
+COV/MAT evaluator (evals/conformer_quality.py). Rows hold heavy atoms, or all atoms with
+``hydrogens`` (as the molecule configs set; see BUILD_NOTES). Each replicate permutes the
+training rows once and hands out disjoint blocks of them. ``task.aux["graphs"]`` holds the
+training molecules' graphs (``atom_type``, ``edge_type``, ``atom_mask``, ``mol_id``, leading
+axis ``[M]``): a model samples conformers for them.
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from collapse_jax import validate
-from collapse_jax.data import conformers
+from collapse_jax.data import molecule_files
+from collapse_jax.data.molecule_chemistry import Dataset, Molecule, extend_order
 from collapse_jax.data.source import RowSpec, Task
 
 # Parameters of the dataset (the cache is keyed by them) and their defaults.
@@ -56,7 +57,7 @@ def row_spec(max_atoms: int) -> RowSpec:
                  data="pos", mask="atom_mask")
 
 
-def graphs_of(mols: list[conformers.Molecule], a: int) -> dict[str, np.ndarray]:
+def graphs_of(mols: list[Molecule], a: int) -> dict[str, np.ndarray]:
   """Padded graph arrays of ``mols``, leading axis ``[M]``."""
   m = len(mols)
   out = {"atom_type": np.zeros((m, a), np.int32), "edge_type": np.zeros((m, a, a), np.int8),
@@ -64,12 +65,12 @@ def graphs_of(mols: list[conformers.Molecule], a: int) -> dict[str, np.ndarray]:
   for i, mol in enumerate(mols):
     n = len(mol.atoms)
     out["atom_type"][i, :n] = mol.atoms
-    out["edge_type"][i, :n, :n] = conformers.extend_order(mol.bonds)
+    out["edge_type"][i, :n, :n] = extend_order(mol.bonds)
     out["atom_mask"][i, :n] = 1
   return out
 
 
-def conformer_rows(mols: list[conformers.Molecule], a: int, per_molecule: int,
+def conformer_rows(mols: list[Molecule], a: int, per_molecule: int,
                    rows: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
   """``per_molecule`` rows per molecule, molecule by molecule: its lowest-energy conformers,
   cycled when pruning left fewer (every molecule weighs the same, and the row count is known
@@ -90,8 +91,8 @@ def conformer_rows(mols: list[conformers.Molecule], a: int, per_molecule: int,
 
 
 @functools.lru_cache(maxsize=4)
-def _dataset(params_json: str, cache_dir: str, progress: bool) -> conformers.Dataset:
-  return conformers.build_dataset(json.loads(params_json), cache_dir, progress)
+def _dataset(params_json: str, cache_dir: str, progress: bool) -> Dataset:
+  return molecule_files.build_dataset(json.loads(params_json), cache_dir, progress)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -106,7 +107,7 @@ class MoleculeSource:
     return json.loads(self.params)["max_atoms"]
 
   @property
-  def dataset(self) -> conformers.Dataset:
+  def dataset(self) -> Dataset:
     """The molecules (host side): built once, then read from the cache."""
     return _dataset(self.params, self.cache_dir, self.progress)
 
@@ -150,9 +151,9 @@ def params_of(data) -> dict:
 
 def build(data) -> MoleculeSource:
   return MoleculeSource(params=json.dumps(params_of(data), sort_keys=True),
-                        cache_dir=data.get("cache_dir") or default_cache_dir(),
-                        train_conformers=data.get("train_conformers", 5),
-                        progress=data.get("progress", True))
+                        cache_dir=data.cache_dir or default_cache_dir(),
+                        train_conformers=data.train_conformers,
+                        progress=data.progress)
 
 
 RANGES = {
@@ -173,9 +174,9 @@ def check_config(config) -> str | None:
   if problem:
     return problem
   p = params_of(d)
-  if p["kind"] not in conformers.KINDS:
+  if p["kind"] not in molecule_files.KINDS:
     return (f"Unknown molecule data kind {p['kind']!r}; choose one of "
-            f"{', '.join(conformers.KINDS)}.")
+            f"{', '.join(molecule_files.KINDS)}.")
   if p["kind"] != "embedded":
     if not p["path"]:
       return f"Molecule data kind {p['kind']!r} needs data.path."

@@ -27,7 +27,6 @@ import functools
 import itertools
 import json
 import pathlib
-import re
 
 import grain
 import jax
@@ -295,10 +294,10 @@ class TinyStoriesSource:
 
 def build(data) -> TinyStoriesSource:
   return TinyStoriesSource(
-      path=data.get("path"), format=data.get("format", "auto"),
-      test_path=data.get("test_path"), vocab_size=data.get("vocab_size", 8000),
-      context=data.get("context", 512), n_test=data.n_test, limit=data.get("limit"),
-      tokenizer_dir=data.get("tokenizer_dir"))
+      path=data.path, format=data.format,
+      test_path=data.test_path, vocab_size=data.vocab_size,
+      context=data.context, n_test=data.n_test, limit=data.limit,
+      tokenizer_dir=data.tokenizer_dir)
 
 
 RANGES = {
@@ -310,6 +309,6 @@ RANGES = {
 
 def check_config(config) -> str | None:
   d = config.data
-  if d.get("format", "auto") not in FORMATS:
+  if d.format not in FORMATS:
     return f"Unknown TinyStories format {d.format!r}; choose one of {', '.join(FORMATS)}."
   return validate.fields_problem(d, RANGES, "data.")

@@ -7,7 +7,9 @@ metrics (and metrics.jsonl). An evaluator may write artifacts (sample grids, sto
 under ``context.workdir``. The driver names no data source and no field: an evaluator reads
 what it needs from the context (the loop's model and source, the source's `RowSpec`).
 
-A type is a module exposing ``build(options, context) -> Evaluator`` and, optionally,
+A type is a module exposing ``OPTIONS`` (every option it reads, "type" included: a config
+states each one, none has a hidden default), ``build(options, context) -> Evaluator`` and,
+optionally,
 ``check_config(options, config, spec) -> str | None`` for the one validation pass and
 ``inapplicable(options, config, spec) -> str | None``: why it cannot apply to the source's
 rows (a sentence), e.g. 2-D point metrics on rows that an override made 1-D. Such an
@@ -85,9 +87,15 @@ def check_config(config, spec) -> str | None:
     if "type" not in opts:
       return f"config.evals.{name} needs a 'type' (one of {', '.join(names())})."
     try:
-      module(opts["type"])
+      options = module(opts["type"]).OPTIONS
     except ValueError as e:
       return str(e)
+    unknown, missing = sorted(set(opts) - set(options)), sorted(set(options) - set(opts))
+    if unknown or missing:
+      return (f"config.evals.{name} ({opts['type']}) "
+              + (f"has no option {', '.join(unknown)}" if unknown else
+                 f"lacks option {', '.join(missing)}")
+              + f"; it takes exactly {', '.join(options)}.")
   skip = dropped(config, spec)
   for name, why in skip.items():
     logging.warning("Dropping evaluator config.evals.%s: %s", name, why)

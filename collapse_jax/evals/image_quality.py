@@ -33,6 +33,8 @@ _K = 3  # Kynkaanniemi et al.'s k for precision and recall
 _GRID = 64  # images in a sample grid (8 x 8)
 
 
+# Every option, each stated in the config (presets.image_quality gives them all).
+OPTIONS = ("type", "num_samples", "inception_weights", "classifier_steps", "grid")
 RANGES = {
     "num_samples": validate.Range(2, integer=True),  # a covariance needs two samples
     "classifier_steps": validate.COUNT,
@@ -52,12 +54,10 @@ def check_config(options, config, spec) -> str | None:
   problem = inapplicable(options, config, spec)
   if problem:
     return problem
-  if "num_samples" not in options:
-    return "image_quality needs num_samples, the samples it scores per generation and seed."
   problem = validate.fields_problem(options, RANGES, "image_quality ")
   if problem:
     return problem
-  if options.get("grid", "display") not in ("display", "samples"):
+  if options["grid"] not in ("display", "samples"):
     return f"image_quality's grid must be 'display' or 'samples', not {options['grid']!r}."
   return None
 
@@ -85,7 +85,7 @@ class ImageQuality:
     self._field = field
     display = getattr(loop.model, "display_sample", None)
     self._draw_grid = None
-    if options.get("grid", "display") == "display" and display is not None:
+    if options["grid"] == "display" and display is not None:
       # One seed's grid of what a reader should judge, from its own key stream: the metrics'
       # draws stay as they are.
       self._draw_grid = jax.jit(lambda state, task, root, g: display(
@@ -98,12 +98,12 @@ class ImageQuality:
     if labels is not None:
       fn, accuracy = classifier.load_or_train(
           self.workdir / "feature_classifier.npz", train, labels, self._seed,
-          self._options.get("classifier_steps", 1500))
+          self._options["classifier_steps"])
       logging.info("Feature classifier: training accuracy %.3f.", accuracy)
       self._add_space("classifier", fn, self._features(fn, real))
     else:
       logging.warning("The dataset has no labels: no classifier feature space.")
-    fid = inception.FidFeatureExtractor.from_env(self._options.get("inception_weights"))
+    fid = inception.FidFeatureExtractor.from_env(self._options["inception_weights"])
     if fid.available:
       self._add_space("inception", fid, fid(real))
     else:

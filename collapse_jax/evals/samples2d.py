@@ -14,10 +14,9 @@ stream "samples2d") and compared with the replicate's held-out real points
                                           at least ``min_mode_fraction`` of their share of
                                           the samples within 3 std; samples farther than
                                           3 std from every mode
-  ode_test_nll                            with ``nll: True``: -mean log p(test) of the model
-                                          through its ``log_likelihood(state, x) -> [n]``
-                                          (the probability-flow ODE of diffusion / flow
-                                          families)
+
+A family's own likelihood of the test points is the family's metric, not this evaluator's
+(``test_nll``: KDE and Gaussian always, diffusion and flow families with model.exact_nll).
 
 Artifacts: ``<workdir>/samples2d/generation_XXX.npz`` (``samples [seeds, n, 2]``, ``test
 [seeds, n_test, 2]``, the metrics, the mixture when known) and ``<workdir>/plots/
@@ -39,7 +38,7 @@ from collapse_jax.metrics import sample_distances as sd
 from collapse_jax.parallel import distributed
 
 OPTIONS = ("type", "num_samples", "num_projections", "projection_seed", "min_mode_fraction",
-           "nll", "plot_every")
+           "plot_every")
 RANGES = {
     "num_samples": validate.Range(2, integer=True),  # a distance needs two points
     "num_projections": validate.COUNT,
@@ -50,17 +49,13 @@ RANGES = {
 
 
 def samples2d_eval(num_samples: int = 1000, *, num_projections: int = 64,
-                   min_mode_fraction: float = 0.2, nll: bool = False, plot_every: int = 5
+                   min_mode_fraction: float = 0.2, plot_every: int = 5
                    ) -> ml_collections.ConfigDict:
   """The ``config.evals.samples2d`` entry: ``c.evals.samples2d = samples2d_eval(1000)``."""
   return ml_collections.ConfigDict({
       "type": "samples2d", "num_samples": num_samples, "num_projections": num_projections,
-      "projection_seed": 0, "min_mode_fraction": min_mode_fraction, "nll": nll,
+      "projection_seed": 0, "min_mode_fraction": min_mode_fraction,
       "plot_every": plot_every})
-
-
-def _option(options, name, default):
-  return options.get(name, default) if hasattr(options, "get") else default
 
 
 def mixture_of(config) -> tuple[np.ndarray, float] | None:
@@ -69,18 +64,6 @@ def mixture_of(config) -> tuple[np.ndarray, float] | None:
   if data.get("source") == "toy2d" and data.get("name") in toy2d.MODES:
     return toy2d.MODES[data.name]
   return None
-
-
-def _has_log_likelihood(config, spec) -> bool | None:
-  """Whether ``config``'s model has ``log_likelihood``; None when it cannot be built (its
-  own check_config then reports why)."""
-  from collapse_jax.models import base as model_base
-  try:
-    layout = validate.policy_of(config).layout(config.num_generations, multiple_of=1)
-    model = model_base.family(config.model.name).build(config, layout, spec)
-  except Exception:  # noqa: BLE001 -- any failure here is reported by the model's own check
-    return None
-  return hasattr(model, "log_likelihood")
 
 
 def inapplicable(options, config, spec) -> str | None:
@@ -95,18 +78,8 @@ def inapplicable(options, config, spec) -> str | None:
 
 def check_config(options, config, spec) -> str | None:
   """One sentence on what is wrong with ``options`` for ``config``'s rows, or None."""
-  unknown = sorted(set(options) - set(OPTIONS))
-  if unknown:
-    return (f"Unknown samples2d option(s) {', '.join(unknown)}; known: "
-            f"{', '.join(OPTIONS)}.")
-  problem = (inapplicable(options, config, spec)
-             or validate.fields_problem(options, RANGES, "samples2d "))
-  if problem:
-    return problem
-  if _option(options, "nll", False) and _has_log_likelihood(config, spec) is False:
-    return (f"samples2d nll needs a model with log_likelihood(state, x), which the "
-            f"{config.model.name!r} model does not have; set nll to False.")
-  return None
+  return (inapplicable(options, config, spec)
+          or validate.fields_problem(options, RANGES, "samples2d "))
 
 
 class Samples2D:
@@ -114,19 +87,16 @@ class Samples2D:
 
   def __init__(self, options, context):
     self.workdir = pathlib.Path(context.workdir)
-    self.num_samples = int(_option(options, "num_samples", 1000))
-    self.min_mode_fraction = float(_option(options, "min_mode_fraction", 0.2))
-    self.plot_every = int(_option(options, "plot_every", 5))
+    self.num_samples = int(options["num_samples"])
+    self.min_mode_fraction = float(options["min_mode_fraction"])
+    self.plot_every = int(options["plot_every"])
     self.last_generation = int(context.config.num_generations) - 1
-    self.directions = sd.random_directions(int(_option(options, "num_projections", 64)), 2,
-                                           int(_option(options, "projection_seed", 0)))
+    self.directions = sd.random_directions(int(options["num_projections"]), 2,
+                                           int(options["projection_seed"]))
     self.mixture = mixture_of(context.config)
     model, source = context.loop.model, context.loop.source
     self.field = field = source.row_spec.data
     n = self.num_samples
-    if _option(options, "nll", False) and not hasattr(model, "log_likelihood"):
-      raise ValueError(f"samples2d nll needs a model with log_likelihood(state, x); "
-                       f"{type(model).__name__} has none.")
 
     def draw(state, task, root, g):
       return model.sample(state, task, rng.stream_key(root, "samples2d", g), n)[field]
@@ -139,10 +109,6 @@ class Samples2D:
     self._draw = jax.jit(jax.vmap(draw, in_axes=(0, 0, 0, None)))
     self._real = jax.jit(jax.vmap(real, in_axes=(None, 0, 0)))
     self._consts = context.consts
-    self._nll = None
-    if _option(options, "nll", False):
-      self._nll = jax.jit(jax.vmap(lambda state, task: -model.log_likelihood(
-          state, task.test[field]).mean()))
     self._floor = None  # per-seed floors: the tasks and keys are fixed, so computed once
 
   def _distances(self, x: np.ndarray, test: np.ndarray) -> tuple[float, float]:
@@ -169,8 +135,6 @@ class Samples2D:
       out["modes_covered"] = np.array([s.covered for s in stats], np.float64)
       out["off_mode_fraction"] = np.array([s.far_fraction for s in stats], np.float64)
       extra = {"mode_centres": centres, "mode_std": np.float64(std)}
-    if self._nll is not None:
-      out["ode_test_nll"] = np.asarray(self._nll(states, tasks), np.float64)
     out = {k: np.asarray(v, np.float64) for k, v in out.items()}
     self._save(generation, samples, test, out, extra)
     return out

@@ -115,10 +115,11 @@ def build(options, context: Context) -> TextEval:
   _save_tokenizer(tokenizer, pathlib.Path(context.workdir))
   return TextEval(model=context.loop.model, tokenizer=tokenizer,
                   workdir=pathlib.Path(context.workdir),
-                  num_samples=int(options.get("num_samples", 200)),
-                  stories_to_write=int(options.get("stories_to_write", 10)))
+                  num_samples=int(options["num_samples"]),
+                  stories_to_write=int(options["stories_to_write"]))
 
 
+OPTIONS = ("type", "num_samples", "stories_to_write")
 RANGES = {"num_samples": validate.COUNT, "stories_to_write": validate.Range(0, integer=True)}
 
 

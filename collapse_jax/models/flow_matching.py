@@ -6,8 +6,8 @@ import dataclasses
 import jax
 
 from collapse_jax import validate
-from collapse_jax.diffusion import family
-from collapse_jax.diffusion.processes import FlowMatching
+from collapse_jax.generative import family
+from collapse_jax.generative.processes import FlowMatching
 
 
 def build(config, layout, spec) -> family.Family:

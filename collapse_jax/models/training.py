@@ -68,13 +68,9 @@ class Budget:
 
   @classmethod
   def from_config(cls, model) -> "Budget":
-    return cls(batch_size=model.batch_size, steps=model.get("steps", 0),
-               epochs=model.get("epochs", 0.0), learning_rate=model.learning_rate,
-               ema_decay=model.ema_decay, grad_clip=model.get("grad_clip", 1.0),
-               optimizer_name=model.get("optimizer", "adam"), b1=model.get("b1", 0.9),
-               b2=model.get("b2", 0.999), weight_decay=model.get("weight_decay", 0.0),
-               schedule=model.get("lr_schedule", "constant"),
-               warmup_steps=model.get("warmup_steps", 0), dtype=model.get("dtype", "float32"))
+    """The budget config.model states (every field: `check_budget` refuses a missing one)."""
+    return cls(**{f.name: model[_CONFIG_NAMES.get(f.name, f.name)]
+                  for f in dataclasses.fields(cls)})
 
   def learning_rate_at(self, step: jax.Array, total: jax.Array) -> jax.Array:
     """The learning rate at ``step`` (counted within the generation) of ``total`` steps."""
@@ -198,6 +194,22 @@ def train_generation(state: dict, view: TrainView, key: jax.Array, loss_fn: Loss
   return jax.lax.cond(view.generation == 0, run(initial_budget), run(budget), state)
 
 
+# config.model's names of the `Budget` fields that differ from the dataclass's.
+_CONFIG_NAMES = {"optimizer_name": "optimizer", "schedule": "lr_schedule"}
+
+
+def budget_fields(**fields) -> dict:
+  """config.model's training fields: every `Budget` field under its config name, at the
+  dataclass's default unless given in ``fields`` (``batch_size`` has none): the one place
+  these defaults live, so that every config states them all."""
+  out = {_CONFIG_NAMES.get(f.name, f.name): f.default for f in dataclasses.fields(Budget)
+         if f.default is not dataclasses.MISSING}
+  unknown = set(fields) - set(out) - {"batch_size"}
+  if unknown:
+    raise TypeError(f"Not training fields: {', '.join(sorted(unknown))}.")
+  return out | fields
+
+
 # The `Budget` fields of config.model.
 RANGES = {
     "batch_size": validate.COUNT,
@@ -216,16 +228,21 @@ RANGES = {
 
 def check_budget(model) -> str | None:
   """One sentence if ``model``'s training budget is unusable, else None."""
+  missing = [_CONFIG_NAMES.get(f.name, f.name) for f in dataclasses.fields(Budget)
+             if _CONFIG_NAMES.get(f.name, f.name) not in model]
+  if missing:
+    return (f"config.model has no training field {', '.join(missing)}; a config states "
+            "them all (collapse_jax.presets.training gives each its default).")
   problem = validate.fields_problem(model, RANGES, "model.")
   if problem:
     return problem
-  if bool(model.get("steps", 0)) == bool(model.get("epochs", 0.0)):
+  if bool(model.steps) == bool(model.epochs):
     return "Give the training budget as exactly one of model.steps or model.epochs (> 0)."
-  if model.get("optimizer", "adam") not in OPTIMIZERS:
+  if model.optimizer not in OPTIMIZERS:
     return f"Unknown optimizer {model.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}."
-  if model.get("lr_schedule", "constant") not in SCHEDULES:
+  if model.lr_schedule not in SCHEDULES:
     return (f"Unknown learning-rate schedule {model.lr_schedule!r}; choose one of "
             f"{', '.join(SCHEDULES)}.")
-  if model.get("dtype", "float32") not in DTYPES:
+  if model.dtype not in DTYPES:
     return f"Unknown model.dtype {model.dtype!r}; choose one of {', '.join(DTYPES)}."
   return None

@@ -195,8 +195,8 @@ class TransformerLM:
 
 def net_config(config) -> tfm.TransformerConfig:
   m = config.model
-  return tfm.TransformerConfig.preset(m.preset, config.data.get("vocab_size", 8000),
-                                      dtype=DTYPES[m.get("dtype", "float32")])
+  return tfm.TransformerConfig.preset(m.preset, config.data.vocab_size,
+                                      dtype=DTYPES[m.dtype])
 
 
 def build(config, layout=None, spec: RowSpec | None = None) -> TransformerLM:
@@ -204,11 +204,11 @@ def build(config, layout=None, spec: RowSpec | None = None) -> TransformerLM:
   m = config.model
   field = spec.data if spec is not None else "tokens"
   return TransformerLM(
-      net_config=net_config(config), field=field, context=config.data.get("context", 512),
-      budget=training.Budget.from_config(m), temperature=float(m.get("temperature", 1.0)),
-      top_k=int(m.get("top_k", 0)), top_p=float(m.get("top_p", 1.0)),
-      prompt=m.get("prompt", "bos"), sample_batch_size=m.get("sample_batch_size", 64),
-      eval_batch_size=m.get("eval_batch_size", 64))
+      net_config=net_config(config), field=field, context=config.data.context,
+      budget=training.Budget.from_config(m), temperature=float(m.temperature),
+      top_k=int(m.top_k), top_p=float(m.top_p),
+      prompt=m.prompt, sample_batch_size=m.sample_batch_size,
+      eval_batch_size=m.eval_batch_size)
 
 
 RANGES = {
@@ -225,19 +225,19 @@ def check_config(config, spec: RowSpec | None = None) -> str | None:
   m = config.model
   if spec is not None and len(spec.shape) != 1:
     return f"The transformer_lm model needs rows of token ids [context], not {spec.shape}."
-  if m.get("preset") not in tfm.PRESETS:
+  if m.preset not in tfm.PRESETS:
     return (f"Unknown transformer preset {m.get('preset')!r}; choose one of "
             f"{', '.join(tfm.PRESETS)}.")
   max_len = tfm.PRESETS[m.preset][-1]
-  context = config.data.get("context", 512)
+  context = config.data.context
   if context > max_len:
     return (f"data.context {context} is above the maximum length {max_len} of model preset "
             f"{m.preset!r}.")
   problem = validate.fields_problem(m, RANGES, "model.")
   if problem:
     return problem
-  if m.get("prompt", "bos") not in PROMPTS:
+  if m.prompt not in PROMPTS:
     return f"Unknown prompt strategy {m.prompt!r}; choose one of {', '.join(PROMPTS)}."
-  if m.get("dtype", "float32") not in DTYPES:
+  if m.dtype not in DTYPES:
     return f"Unknown model.dtype {m.dtype!r}; choose one of {', '.join(DTYPES)}."
   return training.check_budget(m)

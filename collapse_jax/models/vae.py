@@ -21,10 +21,10 @@ import optax
 
 from collapse_jax import validate
 from collapse_jax.data.source import RowSpec, Task
-from collapse_jax.diffusion.rows import map_chunks
+from collapse_jax.generative.rows import map_chunks
 from collapse_jax.loop.pool import TrainView
 from collapse_jax.models import training
-from collapse_jax.nets.vae import Decoder, Encoder
+from collapse_jax.nets.conv_vae import Decoder, Encoder
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 DECODES = ("mean", "sample")
@@ -107,7 +107,7 @@ def build(config, layout, spec: RowSpec) -> VAE:
   m = config.model
   return VAE(field=spec.data, image_shape=spec.shape, latent_dim=m.latent_dim,
              channels=tuple(m.channels), likelihood=m.likelihood, temperature=m.temperature,
-             decode=m.get("decode", "mean"),
+             decode=m.decode,
              budget=training.Budget.from_config(m), conv_impl=m.conv_impl)
 
 
@@ -127,6 +127,6 @@ def check_config(config, spec: RowSpec) -> str | None:
     return problem
   if config.model.likelihood not in LIKELIHOODS:
     return f"Unknown VAE likelihood {config.model.likelihood!r}; choose one of {LIKELIHOODS}."
-  if config.model.get("decode", "mean") not in DECODES:
+  if config.model.decode not in DECODES:
     return f"Unknown VAE decode {config.model.decode!r}; choose one of {DECODES}."
   return training.check_budget(config.model)

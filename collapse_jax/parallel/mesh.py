@@ -47,7 +47,7 @@ def make_mesh(num_data: int = -1, num_fsdp: int = 1) -> Mesh:
 
 
 def from_config(mesh_config) -> Mesh:
-  return make_mesh(mesh_config.data, mesh_config.get("fsdp", 1))
+  return make_mesh(mesh_config.data, mesh_config.fsdp)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -17,9 +17,9 @@ from collapse_jax import checkpoint, inference, validate
 def generations(workdir: pathlib.Path, asked: list[str] | None) -> list[int]:
   """The checkpointed generations of ``workdir`` among ``asked`` (None: all)."""
   config = json.loads((workdir / "config.json").read_text())
-  if config["model"]["name"] != "conformer_diffusion":
+  if config["model"]["name"] != "geodiff":
     raise validate.ConfigError(f"{workdir} is a {config['model']['name']} run; the loss by "
-                               "noise scale is drawn for molecule (conformer_diffusion) runs.")
+                               "noise scale is drawn for molecule (geodiff) runs.")
   ckpts = checkpoint.RunCheckpoints(workdir)
   done = ckpts.model_generations()
   ckpts.close()

@@ -5,6 +5,9 @@ import numpy as np
 from collapse_jax import rng
 
 
+OPTIONS = ("type", "num_samples")
+
+
 class MeanNorm:
 
   def __init__(self, options, context):

@@ -1,6 +1,7 @@
-"""COV / MAT of generated conformers against reference ensembles (GeoDiff's protocol).
+"""Evaluator ``conformer_quality``: COV / MAT of generated conformers against reference
+ensembles (GeoDiff's protocol), for the geodiff family on molecule rows.
 
-``config.evals.<name> = {"type": "conformers", "num_molecules": 0, "max_refs": 0,
+``config.evals.<name> = {"type": "conformer_quality", "num_molecules": 0, "max_refs": 0,
 "ratio": 2}``. Each generation, every seed's fitted model samples ``ratio`` conformers per
 reference conformer for the first ``num_molecules`` test molecules (0: all; ``max_refs`` > 0
 keeps each molecule's lowest-energy references only), with the model's own ``sample`` (its
@@ -28,9 +29,9 @@ import jax
 import numpy as np
 
 from collapse_jax import rng, validate
-from collapse_jax.data import conformers as conf_lib
-from collapse_jax.data.source import Task
+from collapse_jax.data.molecule_chemistry import mol_from_smiles
 from collapse_jax.data.molecules import graphs_of
+from collapse_jax.data.source import Task
 from collapse_jax.evals.base import Context
 
 THRESHOLDS = {"": 1.25, "_075": 0.75}
@@ -41,7 +42,7 @@ def _mol_with_conformers(smiles: str, positions: np.ndarray):
   the stored order) as conformers 0..c-1; hydrogens, if stored, are dropped."""
   from rdkit import Chem
   from rdkit.Geometry import Point3D
-  mol = Chem.Mol(conf_lib.mol_from_smiles(smiles))
+  mol = Chem.Mol(mol_from_smiles(smiles))
   for x in positions:
     conf = Chem.Conformer(mol.GetNumAtoms())
     for i, p in enumerate(np.asarray(x, np.float64)):
@@ -95,7 +96,9 @@ def sanitizes(smiles: str, pos: np.ndarray) -> bool:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
-class ConformerEval:
+class ConformerQuality:
+  """COV / MAT and ``sanitize_frac`` of each seed's samples for the test molecules (see the
+  module docstring)."""
   context: Context
   molecules: list                      # test Molecules evaluated
   refs: list[np.ndarray]               # per molecule [R, n, 3]
@@ -132,22 +135,23 @@ class ConformerEval:
         "sanitize_frac": float(np.mean(ok))}
 
 
-def build(options, context: Context) -> ConformerEval:
+def build(options, context: Context) -> ConformerQuality:
   loop = context.loop
   data = loop.source.dataset
-  mols = data.splits["test"][:options.get("num_molecules", 0) or None]
-  max_refs = options.get("max_refs", 0) or None
+  mols = data.splits["test"][:options["num_molecules"] or None]
+  max_refs = options["max_refs"] or None
   refs = [m.positions[:max_refs] for m in mols]
-  ratio = options.get("ratio", 2)
+  ratio = options["ratio"]
   owner = np.concatenate([np.full(ratio * len(r), i, np.int32) for i, r in enumerate(refs)])
   table = graphs_of(mols, loop.source.max_atoms)  # mol_id = index among these molecules
   graphs = {k: jax.numpy.asarray(v[owner]) for k, v in table.items()}
   model, num = loop.model, len(owner)
-  return ConformerEval(context=context, molecules=mols, refs=refs, graphs=graphs,
-                       generate=jax.jit(lambda state, task, key: model.sample(state, task, key,
-                                                                             num)))
+  generate = jax.jit(lambda state, task, key: model.sample(state, task, key, num))
+  return ConformerQuality(context=context, molecules=mols, refs=refs, graphs=graphs,
+                          generate=generate)
 
 
+OPTIONS = ("type", "num_molecules", "max_refs", "ratio")
 RANGES = {
     "ratio": validate.COUNT,
     "num_molecules": validate.Range(0, integer=True, note="0: every test molecule"),
@@ -156,7 +160,7 @@ RANGES = {
 
 
 def check_config(options, config, spec) -> str | None:
-  if "edge_type" not in spec.fields or config.model.get("name") != "conformer_diffusion":
-    return ("The conformers evaluator needs molecule rows (data.source = 'molecules') and "
-            "model.name = 'conformer_diffusion'.")
-  return validate.fields_problem(options, RANGES, "conformers ")
+  if "edge_type" not in spec.fields or config.model.name != "geodiff":
+    return ("The conformer_quality evaluator needs molecule rows (data.source = 'molecules') "
+            "and model.name = 'geodiff'.")
+  return validate.fields_problem(options, RANGES, "conformer_quality ")

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtri
 
-from collapse_jax.diffusion.family import Solver
-from collapse_jax.diffusion.rows import expand, map_chunks, masked_mean, normal_like
+from collapse_jax.generative.family import Solver
+from collapse_jax.generative.rows import expand, map_chunks, masked_mean, normal_like
 
 EVAL_QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
 TIME_SCALE = 1000.0  # flow matching's network sees 1000 t

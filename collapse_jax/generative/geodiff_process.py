@@ -1,10 +1,9 @@
-"""GeoDiff (Xu et al., ICLR 2022): diffusion over 3-D conformers given the molecular graph,
-built on the diffusion core (collapse_jax/diffusion): a `GeoDiffProcess` around the dual
-encoder (`GeoDiffNet`, nets/geodiff.py) in a `family.Family`.
-
-Rows are padded molecules (data/molecules.py): ``pos [A, 3]`` is generated, ``atom_mask [A]``
-marks real atoms; ``atom_type``, ``edge_type`` and ``mol_id`` condition the network (the
-core's ``cond``) and are copied into samples. Padding gets no noise, loss or weight.
+"""GeoDiff's process (Xu et al., ICLR 2022): its objective, test losses and Langevin sampler
+over 3-D conformers, a core `family.Process` beside processes.py's DDPM, EDM and flow
+matching, for models/geodiff.py's family. Inputs ``x [n, A, 3]`` are padded molecules'
+positions with ``mask [n, A]`` marking real atoms; ``cond`` holds their graphs (``atom_type``,
+``edge_type``, ``atom_mask``), which the network (nets/dual_encoder.py) reads. Padding gets
+no noise, loss or weight.
 
 Process (GeoDiff's ``type: diffusion``): the core's DDPM schedule with ``num_timesteps``
 (1000) sigmoid betas ``beta_start .. beta_end`` (1e-7 .. 9e-3, Gerstgrasser et al.'s fork),
@@ -20,13 +19,13 @@ scores, on the same edges, and
 
 Training minimises (local + global) averaged over the batch's real atoms (GeoDiff's node
 mean, as a (sum, weight) pair), at time steps drawn antithetically (t and T-1-t, as
-GeoDiff). ``evaluate`` gives ``test_loss`` (the local term, the one Gerstgrasser et al.
-plot) and ``test_loss_global``, per real atom of the held-out conformers (``task.test``), at
-time steps uniform over all T with noise from the family's fixed key (``eval_repeats`` draws
-per conformer): every generation is scored on the same noisy inputs. Also the local loss in
-three noise bands, ``test_loss_{small,mid,large}_noise`` (sigma_t below 0.1 A, 0.1-1 A,
-above 1 A; one more fixed draw per band): collapse shows first in the small band, where a
-conformer's exact bond lengths and angles decide the target (BUILD_NOTES, "Molecules").
+GeoDiff). The test losses: ``test_loss`` (the local term, the one Gerstgrasser et al. plot)
+and ``test_loss_global``, per real atom, at time steps uniform over all T with noise from a
+fixed key (``eval_repeats`` draws per conformer), so every generation is scored on the same
+noisy inputs. Also the local loss in three noise bands, ``test_loss_{small,mid,large}_noise``
+(sigma_t below 0.1 A, 0.1-1 A, above 1 A; one more fixed draw per band): collapse shows
+first in the small band, where a conformer's exact bond lengths and angles decide the
+target (BUILD_NOTES, "Molecules").
 
 Sampler: GeoDiff's Langevin dynamics (``sampling_type = 'ld'``): from sigma_T z, for each
 time step i from T-1 down to 0, step = step_lr (sigma_i / 0.01)^2, x += step eps / sigma_i +
@@ -41,9 +40,7 @@ can (at GeoDiff's step_lr, 0.01 sigma_i clip). Why: the global vectors switch on
 ``global_start_sigma``, on conformers that the local vectors alone have left compact, and
 predict repulsions of norm up to ~1e4 there; GeoDiff's steps apply them gradually, but a
 stride-20 step at clip 1000 threw atoms ~100 A out of half the conformers (BUILD_NOTES,
-"Molecules"). ``sampler_steps = T`` is GeoDiff's sampler exactly. ``sample`` draws
-conformers for the training molecules (``task.aux["graphs"]``), each ``n / M`` times (the
-remainder by a key permutation).
+"Molecules"). ``sampler_steps = T`` is GeoDiff's sampler exactly.
 """
 from __future__ import annotations
 
@@ -53,16 +50,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from collapse_jax import validate
-from collapse_jax.data.source import RowSpec, Task
-from collapse_jax.diffusion import family
-from collapse_jax.diffusion.processes import DDPM
-from collapse_jax.diffusion.rows import Rows, map_chunks, normal_like
-from collapse_jax.models import training
-from collapse_jax.nets.geodiff import DualEncoder, distances, edge_sets, eq_transform, pair_mask
+from collapse_jax.generative.processes import DDPM
+from collapse_jax.generative.rows import map_chunks, normal_like
+from collapse_jax.nets.dual_encoder import distances, edge_sets, eq_transform, pair_mask
 
 LOCAL_WEIGHT, GLOBAL_WEIGHT = 5.0, 2.0  # GeoDiff's loss weights
-GRAPH_FIELDS = ("atom_type", "edge_type", "mol_id")
 # Noise bands of the local test loss, by sigma_t in Angstrom: below 0.1 (bond lengths and
 # angles decide the target), 0.1-1 (local structure), above 1 (the global fold).
 NOISE_BANDS, BAND_EDGES = ("small", "mid", "large"), (0.1, 1.0)
@@ -82,29 +74,10 @@ def _clip_norm(v: jax.Array, limit: float) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GeoDiffNet:
-  """The dual encoder as a core `family.Network`: ``apply(params, x [n, A, 3], t, cond,
-  key) -> [n, A, 3, 2]`` (local, global) per-atom vectors. Like GeoDiff's network it ignores
-  ``t``: the noisy distances carry the noise level."""
-  module: DualEncoder
-
-  def _call(self, params, x, cond, method=None):
-    return self.module.apply({"params": params}, x, cond["atom_type"], cond["edge_type"],
-                             cond["atom_mask"], method=method)
-
-  def init(self, key, x, cond):
-    return self.module.init(key, x, cond["atom_type"], cond["edge_type"],
-                            cond["atom_mask"])["params"]
-
-  def apply(self, params, x, t, cond, key):
-    del t, key
-    return jnp.stack(self._call(params, x, cond, DualEncoder.vectors), -1)
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
 class GeoDiffProcess:
   """GeoDiff's objective and Langevin sampler on the core's sigmoid DDPM schedule (a core
-  `family.Process`; see the module docstring)."""
+  `family.Process`; see the module docstring). ``net(x [n, A, 3], t [n], cond, key)`` gives
+  the (local, global) vectors ``[n, A, 3, 2]``."""
   schedule: DDPM
   cutoff: float = 10.0
   sampler_steps: int = 1000
@@ -216,93 +189,3 @@ class GeoDiffProcess:
 
   def probability_flow(self, net):
     raise NotImplementedError("GeoDiff's Langevin sampler has no probability-flow ODE.")
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ConformerDiffusion(family.Family):
-  """The core's Family, sampling for the training molecules and reporting both loss terms."""
-
-  def conditions(self, task: Task, key: jax.Array, n: int) -> dict:
-    """Graphs of the training molecules (``task.aux["graphs"]``), each n / M times."""
-    graphs = task.aux["graphs"]
-    m = graphs[self.rows.mask].shape[0]
-    pick = jax.random.permutation(jax.random.fold_in(key, 7), m)[jnp.arange(n) % m]
-    return {k: graphs[k][pick] for k in self.rows.aux + (self.rows.mask,)}
-
-  def evaluate(self, state, task: Task, key):
-    del key  # common random numbers: every generation is scored on the same noise
-    x, mask, cond = self.rows.split(task.test)
-    return self.process.test_losses(self.net(state["ema"]), x, mask, cond,
-                                    jax.random.PRNGKey(self.eval_seed), self.inference_batch_size)
-
-  def loss_by_noise(self, params, task: Task, ts) -> jax.Array:
-    """``[len(ts)]`` local test loss at each time step of ``ts``, on fixed noise from
-    `evaluate`'s key, of the network with ``params`` (``None``: of predicting no vectors,
-    the floor)."""
-    x, mask, cond = self.rows.split(task.test)
-    net = (self.net(params) if params is not None
-           else lambda x_t, t, c, k: jnp.zeros(x_t.shape + (2,), x_t.dtype))
-    return self.process.local_loss_by_step(net, x, mask, cond, ts,
-                                           jax.random.PRNGKey(self.eval_seed),
-                                           self.inference_batch_size)
-
-
-NO_CLIP = "no clipping"
-RANGES = {
-    **family.SCHEDULE_RANGES,
-    "hidden_dim": validate.Range(2, integer=True),
-    "num_convs": validate.Range(0, integer=True),
-    "num_convs_local": validate.Range(0, integer=True),
-    "cutoff": validate.POSITIVE,
-    "step_lr": validate.POSITIVE,
-    "w_global": validate.NON_NEGATIVE,
-    "global_start_sigma": validate.Range(0, inf="global vectors from the first step"),
-    "clip": validate.Range(0, low_open=True, inf=NO_CLIP),
-    "clip_local": validate.Range(0, low_open=True, inf=NO_CLIP),
-    "eval_repeats": validate.COUNT,
-}
-PROCESS_FIELDS = ("sampler_steps", "step_lr", "w_global", "global_start_sigma", "clip",
-                  "clip_local", "eval_repeats")
-
-
-def build(config, layout, spec: RowSpec) -> ConformerDiffusion:
-  del layout
-  m = config.model
-  schedule = DDPM(num_timesteps=m.get("num_timesteps", 1000), beta_schedule="sigmoid",
-                  beta_start=m.get("beta_start", 1e-7), beta_end=m.get("beta_end", 9e-3))
-  process = GeoDiffProcess(schedule=schedule, cutoff=m.cutoff,
-                           **{f: m[f] for f in PROCESS_FIELDS if f in m})
-  net = GeoDiffNet(module=DualEncoder(hidden=m.hidden_dim, num_convs=m.num_convs,
-                                      num_convs_local=m.num_convs_local, cutoff=m.cutoff,
-                                      smooth=m.get("smooth_conv", True)))
-  budget = training.Budget.from_config(m)
-  return ConformerDiffusion(
-      process=process, network=net, rows=Rows.of(spec), budget=budget,
-      initial_budget=(dataclasses.replace(budget, steps=m.initial_steps, epochs=0.0)
-                      if m.get("initial_steps", 0) else None),
-      inference_batch_size=m.inference_batch_size,
-      eval_seed=m.get("eval_seed", family.EVAL_SEED))
-
-
-def check_config(config, spec: RowSpec) -> str | None:
-  m = config.model
-  if spec.mask is None or spec.shape[-1:] != (3,) or not set(GRAPH_FIELDS) <= set(spec.fields):
-    return ("The conformer_diffusion model needs molecule rows (data.source = 'molecules': "
-            "positions [A, 3], an atom mask, atom_type, edge_type and mol_id).")
-  missing = [f for f in ("hidden_dim", "num_convs", "num_convs_local", "cutoff") if f not in m]
-  if missing:
-    return f"The conformer_diffusion model needs model.{', model.'.join(missing)}."
-  problem = validate.fields_problem(m, RANGES, "model.")
-  if problem:
-    return problem
-  if not 1 <= m.get("sampler_steps", 0) <= m.get("num_timesteps", 1000):
-    return "model.sampler_steps must be in [1, model.num_timesteps]."
-  if m.get("num_timesteps", 1000) > 100 * m.sampler_steps:
-    # Each strided Langevin step moves 0.01 * stride of the way to the denoised guess.
-    return ("model.sampler_steps must be at least num_timesteps / 100: longer strides "
-            "overshoot the Langevin step.")
-  if not 0 < m.get("beta_start", 1e-7) < m.get("beta_end", 9e-3) < 1:
-    return "model.beta_start and model.beta_end must satisfy 0 < start < end < 1."
-  if m.get("exact_nll", False):
-    return "model.exact_nll is not available for conformer_diffusion (no probability flow)."
-  return family.check_config(config, spec)

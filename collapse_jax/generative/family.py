@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from collapse_jax import validate
 from collapse_jax.data.source import RowSpec, Task
-from collapse_jax.diffusion.rows import Rows, map_chunks, normal_like, where_valid
+from collapse_jax.generative.rows import Rows, map_chunks, normal_like, where_valid
 from collapse_jax.loop.pool import TrainView
 from collapse_jax.models import training
 from collapse_jax.nets.mlp import TimeMLP
@@ -226,19 +226,19 @@ def from_config(config, spec: RowSpec, process: Process, **fields) -> Family:
   budget = training.Budget.from_config(m)
   net = NETWORKS[m.network](**{k: tuple(v) if isinstance(v, (list, tuple)) else v
                                for k, v in m[m.network].to_dict().items()})
-  initial = m.get("initial_steps", 0)
+  initial = m.initial_steps
   return Family(
       process=process, network=FlaxNet(module=net), rows=Rows.of(spec), budget=budget,
       initial_budget=dataclasses.replace(budget, steps=initial, epochs=0.0) if initial else None,
       temperature=m.temperature, inference_batch_size=m.inference_batch_size,
       clip=1.0 if m.network == "unet" else None,  # the images source's range
-      eval_seed=m.get("eval_seed", EVAL_SEED), exact_nll=m.get("exact_nll", False),
+      eval_seed=m.eval_seed, exact_nll=m.exact_nll,
       solver=Solver.from_config(m), **fields)
 
 
 def check_network(m, spec: RowSpec) -> str | None:
   """One sentence if ``model.network`` cannot run on the source's rows."""
-  if m.get("network") not in NETWORKS:
+  if m.network not in NETWORKS:
     return f"Unknown network {m.get('network')!r}; choose model.network in {tuple(NETWORKS)}."
   if len(spec.shape) != NETWORK_RANKS[m.network]:
     fits = [k for k, r in NETWORK_RANKS.items() if r == len(spec.shape)]
@@ -261,10 +261,10 @@ def check_config(config, spec: RowSpec) -> str | None:
   problem = validate.fields_problem(m, RANGES, "model.")
   if problem:
     return problem
-  if m.get("initial_steps", 0) and config.train_from != "previous":
+  if m.initial_steps and config.train_from != "previous":
     return ("model.initial_steps (a longer generation 0 that later generations fine-tune) "
             "needs train_from = 'previous'.")
-  if m.get("exact_nll", False) and math.prod(spec.shape) > MAX_EXACT_NLL_DIMS:
+  if m.exact_nll and math.prod(spec.shape) > MAX_EXACT_NLL_DIMS:
     return (f"model.exact_nll computes an exact Jacobian trace (a network pass per number "
             f"in a row); use it on small rows such as 2-D toys, not {spec.shape}.")
   if m.get("solver", Solver.name) not in SOLVERS:

@@ -1,9 +1,0 @@
-"""Linear regression (fixed design, OLS), policy accumulate_subsample.
-
-The same as configs/linreg.py:accumulate_subsample, kept under this name for existing scripts.
-Variants: ':smoke'."""
-from collapse_jax import presets
-
-
-def get_config(arg=None):
-  return presets.same_as(__file__, "linreg.py:accumulate_subsample", arg)
