@@ -5,6 +5,7 @@ tests/test_cli.py. Values that are legal but surprising, and evaluators that can
 to the rows, are one warning line each and the run goes on."""
 import logging
 import pathlib
+import re
 
 import ml_collections
 import numpy as np
@@ -223,6 +224,6 @@ def test_a_field_the_run_reads_is_never_defaulted(name, group, field, words, tmp
     for key in group.split("."):
       node = node[key]
     del node[field]
-  with pytest.raises(validate.ConfigError, match=words):
+  with pytest.raises(validate.ConfigError, match=re.escape(words)):
     experiment.train_and_evaluate(config, tmp_path / "run")
   assert not (tmp_path / "run").exists()

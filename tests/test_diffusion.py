@@ -197,20 +197,20 @@ def test_config_variants():
                                                                                  "accumulate")
 
 
-@pytest.mark.parametrize("field,value,problem", [
-    ("kind", "score", "Unknown diffusion kind"),
-    ("network", "transformer", "Unknown network 'transformer'"),
-    ("network", "unet",
+@pytest.mark.parametrize("process,field,value,problem", [
+    ("edm", "kind", "score", "Unknown diffusion kind"),
+    ("edm", "network", "transformer", "Unknown network 'transformer'"),
+    ("edm", "network", "unet",
      r"rank 3, but the data field 'x' has shape \(2,\); use model.network = 'mlp'"),
-    ("beta_schedule", "cosine", "Unknown beta schedule"),
-    ("eta", 2.0, "model.eta must be in"),
-    ("precond", "ve", "Unknown EDM precond"),
-    ("sampler_steps", 1, "at least 2"),
-    ("steps", 0, "exactly one of model.steps or model.epochs"),
-    ("initial_steps", 100, "needs train_from = 'previous'"),
+    ("ddpm", "beta_schedule", "cosine", "Unknown beta schedule"),
+    ("edm", "eta", 2.0, "model.eta must be in"),
+    ("edm", "precond", "ve", "Unknown EDM precond"),
+    ("edm", "sampler_steps", 1, "at least 2"),
+    ("edm", "steps", 0, "exactly one of model.steps or model.epochs"),
+    ("edm", "initial_steps", 100, "needs train_from = 'previous'"),
 ])
-def test_check_config_names_the_problem(field, value, problem):
-  config = load_config("toy_diffusion:accumulate", "process=edm,smoke")
+def test_check_config_names_the_problem(process, field, value, problem):
+  config = load_config("toy_diffusion:accumulate", f"process={process},smoke")
   assert diffusion.check_config(config, TOY_SPEC) is None
   config.model[field] = value
   with pytest.raises(validate.ConfigError, match=problem):
