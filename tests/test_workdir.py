@@ -161,7 +161,10 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_numbers(finished_run, t
 
 
 def test_ctrl_c_is_one_line_and_exit_130():
+  # Python's own Ctrl-C handler, also where the suite runs as a background job (which
+  # starts its children with SIGINT ignored).
   code = ("import os, signal, time; from collapse_jax import cli\n"
+          "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
           "def work():\n"
           "  os.kill(os.getpid(), signal.SIGINT); time.sleep(30)\n"
           "cli.run_or_exit(work)")

@@ -20,13 +20,9 @@ def markdown_table(runs: list[Run], metrics: list[str]) -> str:
   and last generation, and the change of the mean in percent."""
   lines = ["| run | metric | first generation | last generation | change |",
            "|---|---|---|---|---|"]
-  for metric in metrics:
-    for run in runs:
-      c = runs_lib.change(run, metric)
-      cell = lambda v: runs_lib.format_value(*v, run.num_seeds)
-      lines.append(f"| {run.label} | {metric} | g={c.first_generation}: {cell(c.first)} | "
-                   f"g={c.last_generation}: {cell(c.last)} | "
-                   f"{runs_lib.format_percent(c.percent)} |")
+  for metric, run, c, first, last in runs_lib.changes(runs, metrics):
+    lines.append(f"| {run.label} | {metric} | {first} | {last} | "
+                 f"{runs_lib.format_percent(c.percent)} |")
   return "\n".join(lines) + "\n"
 
 

@@ -175,15 +175,9 @@ def _charts(runs: list[Run], metrics: list[str]) -> str:
 
 
 def _table(runs: list[Run], metrics: list[str]) -> str:
-  rows = []
-  for m in metrics:
-    for r in runs:
-      c = runs_lib.change(r, m)
-      fmt = lambda v: runs_lib.format_value(*v, r.num_seeds)
-      rows.append(f"<tr><td>{html.escape(m)}</td><td>{html.escape(r.label)}</td>"
-                  f"<td class=\"num\">g={c.first_generation}: {fmt(c.first)}</td>"
-                  f"<td class=\"num\">g={c.last_generation}: {fmt(c.last)}</td>"
-                  f"{_change_cell(c, m)}</tr>")
+  rows = [f"<tr><td>{html.escape(m)}</td><td>{html.escape(r.label)}</td>"
+          f"<td class=\"num\">{first}</td><td class=\"num\">{last}</td>{_change_cell(c, m)}</tr>"
+          for m, r, c, first, last in runs_lib.changes(runs, metrics)]
   return ("<h2>First and last generation (mean ± std over seeds)</h2><table><tr><th>metric</th>"
           "<th>run</th><th>first</th><th>last</th><th>change</th></tr>"
           f"{''.join(rows)}</table>")

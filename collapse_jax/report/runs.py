@@ -132,6 +132,16 @@ def change(run: Run, metric: str) -> Change:
                 first=stat(values[0]), last=stat(values[-1]))
 
 
+def changes(runs: list[Run], metrics: list[str]):
+  """Per metric, then run: ``(metric, run, Change, first cell, last cell)``, a cell being
+  ``"g=<generation>: mean ± std"`` (the tables of compare.py and html.py)."""
+  for metric in metrics:
+    for run in runs:
+      c = change(run, metric)
+      cell = lambda g, v: f"g={g}: {format_value(*v, run.num_seeds)}"
+      yield metric, run, c, cell(c.first_generation, c.first), cell(c.last_generation, c.last)
+
+
 def format_value(mean: float, std: float, seeds: int) -> str:
   return f"{mean:.4g}" if seeds == 1 else f"{mean:.4g} ± {std:.2g}"
 
