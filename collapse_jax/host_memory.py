@@ -43,8 +43,8 @@ def reuse_host_temporaries() -> None:
 
   XLA:CPU allocates one block for a program's temporaries on every call. Over glibc's mmap
   ceiling (32 MiB) that block is mmapped afresh each time and every 4 KiB page faults on
-  first touch: a `:cpu` GeoDiff training step on rows of 45 atoms took 13,900 page faults
-  and 70 ms of CPU, 43 ms without them (BUILD_NOTES, "Molecules"). With mmap off and the
+  first touch (a `:cpu` GeoDiff training step spent a third of its CPU time in page
+  faults). With mmap off and the
   trim threshold at `KEEP_FREE_BYTES` the pages are reused; `release_freed_host_memory`
   still hands them back at chunk and generation boundaries. Changes no number, only where
   memory lives.

@@ -14,8 +14,8 @@ def configure_jax() -> None:
   """The JAX settings every run uses; results depend on them, so launchers, the library's
   entry points and the tests all call this (not an import side effect).
 
-  Partitionable threefry makes XLA:CPU take ~4 s to compile each vmapped random draw (0.3 s
-  without); a run draws in a dozen places. Our keys never depend on array shapes or
+  Partitionable threefry makes XLA:CPU compile each vmapped random draw about 10x slower; a
+  run draws in a dozen places. Our keys never depend on array shapes or
   shardings, so the classic counter layout loses nothing.
   """
   jax.config.update("jax_threefry_partitionable", False)

@@ -27,7 +27,7 @@ if _SHARED_MNIST.exists():
 # (they read these variables when they import JAX).
 JAX_CACHE = ROOT / ".pytest_cache" / "jax"
 os.environ["JAX_COMPILATION_CACHE_DIR"] = str(JAX_CACHE)
-os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 
 
 def load_config(spec: str, arg: str | None = "smoke"):

@@ -13,10 +13,9 @@ initialisers and only changes how the same function is computed, selected by `im
   (through YNNPACK), but inside a while loop, which is where training runs
   (`training.train` is a `fori_loop`), its convolution gradients are not: XLA:CPU brings
   convolutions into the canonical form its fast kernels take only in the entry
-  computation, so the gradient convs of a loop body run as naive loops (measured: a 3x3
-  32->64 kernel gradient 200 ms in a loop vs 5 ms outside; a digits VAE generation 38 s
-  with "xla" vs 1.6 s with im2col). `resolve_conv_impl` is the one place for that policy.
-  benchmarks/conv_vs_torch.py times both against PyTorch (figures in BUILD_NOTES.md).
+  computation, so the gradient convs of a loop body run as naive loops (a kernel gradient
+  ~40x slower than outside one). `resolve_conv_impl` is the one place for that policy.
+  benchmarks/conv_vs_torch.py times both against PyTorch (figures in its README).
 
 All tensors are NHWC; padding is always 'SAME' (XLA's convention: for stride 2 the extra
 padding row/column goes at the end).

@@ -6,8 +6,8 @@ its matmuls are fast. Each formulation below gives the same maths as
 
 Where a formulation's autodiff gradient ends in a sum of shifted or padded slices, the VJP
 is written by hand: XLA:CPU fuses such elementwise sums into every consumer and recomputes
-them there (e.g. inside transposing copies for later weight gradients), which cost a UNet
-step ~200 ms. Gradients that end in a matmul are written once.
+them there (e.g. inside transposing copies for later weight gradients). Gradients that end
+in a matmul are written once.
 """
 
 import jax
@@ -17,8 +17,8 @@ from jax import lax
 from collapse_jax.ops.winograd import conv3x3_winograd
 
 # Below this many input or output channels, Winograd's transforms cost more than the 4x
-# fewer multiply-adds save (measured on 2 CPU cores: a 1->32 conv step 51 ms vs 15 ms
-# with im2col; 64->32 at 28x28 79 ms vs 118 ms).
+# fewer multiply-adds save (a 1->32 conv is 3x slower by Winograd than by im2col; a 64->32
+# conv 1.5x faster).
 WINOGRAD_MIN_CHANNELS = 32
 
 
@@ -127,8 +127,8 @@ def _conv3x3_shifted(x: jax.Array, kernel: jax.Array) -> jax.Array:
   with one block of o columns per tap, summed in one fused loop. Which axes' taps go where
   is chosen to move the least data per pixel: all 9 in patches (9c + o: a 1- or 3-channel
   input layer), 3 horizontal in patches and 3 vertical on the output (3c + 3o), or all 9
-  on the output (c + 9o: a 1- or 3-channel output layer). Measured on 2 CPU cores, fwd +
-  bwd at batch 128, 28x28: 1->32 8 ms vs 25 ms with the row split; 32->1 11 ms vs 44 ms.
+  on the output (c + 9o: a 1- or 3-channel output layer); for such layers this is 3-4x
+  faster than the row split.
   """
   b, h, w, c = x.shape
   o = kernel.shape[-1]

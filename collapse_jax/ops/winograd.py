@@ -12,12 +12,12 @@ Upsample + conv: each output parity (row parity a, column parity b) of a 3x3 con
 nearest-upsampled image is a 2x2 conv of the low-resolution image whose taps are sums of the
 3x3 taps. So the four parities are one 2x2 conv with 4x the output channels, run by
 Winograd on the low-resolution input: the upsampled image (4x the input) is never written,
-and the input transform reads a quarter of the data (measured: a 14->28, 64->32 step at
-batch 128, 170 ms as upsample + F(4x4, 3x3), 80-110 ms fused).
+and the input transform reads a quarter of the data (about twice as fast as upsampling
+first: benchmarks/conv_vs_torch.py).
 
 The VJPs are written by hand. Autodiff of the forward would transpose its strided tile
-slices into interior pads that XLA:CPU splits into ~100 small fusions (measured: a 3x3
-64->32 conv step at batch 128, 28x28 took 169 ms that way, 79 ms by hand). Instead each
+slices into interior pads that XLA:CPU splits into ~100 small fusions (twice the time of
+the hand-written VJP). Instead each
 input gradient is itself a Winograd correlation of the output gradient with the flipped,
 transposed kernel; the kernel gradient contracts the saved transformed input with the
 transformed output gradient.
@@ -118,7 +118,7 @@ def _output_transform(mm: jax.Array, tf: _Transforms, th: int, tw: int) -> jax.A
 
   One matmul with kron(A^T, A^T): as a dot, XLA writes the result once. Written
   elementwise it was fused into (and recomputed by) each consumer, e.g. into transposing
-  copies for later weight gradients (~60 ms per UNet step for one of them).
+  copies for later weight gradients.
   """
   m, o = tf.m, mm.shape[-1]
   y = jnp.dot(tf.at_kron, mm.reshape(mm.shape[0], -1))         # [(m row, m col), b*th*tw*o]
