@@ -12,6 +12,8 @@ import importlib
 import pkgutil
 import types
 
+from collapse_jax.errors import UserError
+
 
 def names(package: str) -> list[str]:
   """Plug-in names in ``collapse_jax.<package>``, sorted."""
@@ -21,7 +23,8 @@ def names(package: str) -> list[str]:
 
 
 def lookup(package: str, name: str, what: str) -> types.ModuleType:
-  """The plug-in module ``name``; a ValueError in one sentence when there is none.
+  """The plug-in module ``name``; a `UserError` (a ValueError) in one sentence when there is
+  none, so every launcher answers it with exit 2.
 
   ``what`` names the kind for the message ("model", "data source", "evaluator").
   """
@@ -29,11 +32,11 @@ def lookup(package: str, name: str, what: str) -> types.ModuleType:
     try:
       module = importlib.import_module(name)
     except ImportError as e:
-      raise ValueError(f"Cannot import the {what} module {name!r} ({e}).") from None
+      raise UserError(f"Cannot import the {what} module {name!r} ({e}).") from None
     if not hasattr(module, "build"):
-      raise ValueError(f"The {what} module {name!r} has no build function.")
+      raise UserError(f"The {what} module {name!r} has no build function.")
     return module
   known = names(package)
   if name not in known:
-    raise ValueError(f"Unknown {what} {name!r}; choose one of {', '.join(known)}.")
+    raise UserError(f"Unknown {what} {name!r}; choose one of {', '.join(known)}.")
   return importlib.import_module(f"collapse_jax.{package}.{name}")

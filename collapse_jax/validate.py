@@ -148,12 +148,13 @@ def fields_read():
 
 
 def _first_problem(config) -> str | None:
-  pol = config.policy
-  if pol.name not in policies.NAMES:
-    return f"Unknown policy {pol.name!r}; choose one of {', '.join(policies.NAMES)}."
   problem = fields_problem(config, RANGES)
   if problem:
     return problem
+  try:
+    policy_of(config)
+  except ValueError as e:  # an unknown name, or a plug-in that cannot be imported
+    return str(e)
   if config.train_from not in ("scratch", "previous"):
     return f"train_from must be 'scratch' or 'previous', got {config.train_from!r}."
   problem = mesh_lib.check(config.mesh.data, config.mesh.fsdp)

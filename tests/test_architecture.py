@@ -1,6 +1,6 @@
-"""The architecture's extension points: a family, a source and an evaluator written outside
-collapse_jax (tests/plugins/, a few lines each) run through every policy; the training loop
-takes token-weighted losses and a configured optimizer."""
+"""The architecture's extension points: a family, a source, an evaluator and a policy written
+outside collapse_jax (tests/plugins/, a few lines each) run with every policy and family;
+the training loop takes token-weighted losses and a configured optimizer."""
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -13,7 +13,9 @@ from collapse_jax.loop import policies
 from collapse_jax.loop.pool import DataPool, PoolLayout, TrainView
 from collapse_jax.models import training
 
-from conftest import read_metrics
+from conftest import load_config, read_metrics
+
+RECENT = "plugins.recent_policy"  # the real set plus the two newest synthetic generations
 
 
 def _plugin_config(policy: str) -> ml_collections.ConfigDict:
@@ -27,7 +29,7 @@ def _plugin_config(policy: str) -> ml_collections.ConfigDict:
   return c
 
 
-@pytest.mark.parametrize("policy", policies.NAMES)
+@pytest.mark.parametrize("policy", policies.NAMES + (RECENT,))
 def test_outside_family_source_and_evaluator_run_every_policy(policy, tmp_path):
   rows = experiment.train_and_evaluate(_plugin_config(policy), tmp_path)
   assert rows == read_metrics(tmp_path)
@@ -41,6 +43,35 @@ def test_outside_family_source_and_evaluator_run_every_policy(policy, tmp_path):
     assert rows[-1]["train_frac_synthetic"] == 1.0
 
 
+def test_outside_policy_is_accumulate_until_its_window_slides(tmp_path):
+  """Linear regression, 4 seeds, generations 0..3: the window of two synthetic generations
+  holds everything accumulate holds up to generation 2, then drops generation 1."""
+  runs = {}
+  for policy in ("accumulate", RECENT):
+    config = load_config(f"linreg:{policy}" if "." not in policy else "linreg")
+    config.policy.name, config.num_generations = policy, 4
+    runs[policy] = experiment.train_and_evaluate(config, tmp_path / policy.replace(".", "_"))
+  # (accumulate's rows also carry its closed-form theory_* columns)
+  acc = [{k: v for k, v in r.items() if not k.startswith("theory_")} for r in runs["accumulate"]]
+  recent = runs[RECENT]
+  seeds = len(acc) // 4
+  assert recent[:3 * seeds] == acc[:3 * seeds]
+  last = lambda rows: [r["test_error"] for r in rows[3 * seeds:]]
+  assert last(recent) != last(acc)
+  assert all(r["train_examples"] == 300 for r in recent[3 * seeds:])  # 100 real + 2 x 100
+
+
+@pytest.mark.parametrize("name", ["gaussian:accumulate", "kde_moons:accumulate",
+                                  "toy_diffusion:accumulate", "toy_flow:accumulate",
+                                  "tinystories:accumulate"])
+def test_outside_policy_runs_with_the_package_families(name, tmp_path):
+  config = load_config(name)
+  config.policy.name = RECENT
+  rows = experiment.train_and_evaluate(config, tmp_path)
+  assert len(rows) == config.num_generations * config.num_seeds
+  assert all(np.isfinite(v) for r in rows for v in r.values())
+
+
 def test_outside_plugin_errors_are_one_sentence():
   c = _plugin_config("replace")
   c.model.scale = -1.0
@@ -49,6 +80,9 @@ def test_outside_plugin_errors_are_one_sentence():
   c = _plugin_config("replace")
   c.evals.norm.type = "plugins.nowhere"
   with pytest.raises(validate.ConfigError, match="Cannot import the evaluator type module"):
+    validate.check(c)
+  c = _plugin_config("my_lab.nowhere")
+  with pytest.raises(validate.ConfigError, match="Cannot import the policy module 'my_lab"):
     validate.check(c)
   c = _plugin_config("replace")
   c.evals.norm.type = "bogus"

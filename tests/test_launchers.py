@@ -129,3 +129,17 @@ def test_a_platform_the_machine_lacks_is_one_sentence(tmp_path):
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith("error: JAX cannot start the platform nosuchplatform")
   assert "Traceback" not in result.stderr and not (tmp_path / "w").exists()
+
+
+def test_a_run_of_a_plugin_that_cannot_be_imported_is_one_sentence(linreg_run, tmp_path,
+                                                                    capsys):
+  """sample.py / load_generation on a run whose family module is not on PYTHONPATH."""
+  import json
+  import shutil
+  workdir = tmp_path / "run"
+  shutil.copytree(linreg_run, workdir)
+  config = json.loads((workdir / "config.json").read_text())
+  config["model"]["name"] = "my_lab.gone"
+  (workdir / "config.json").write_text(json.dumps(config))
+  line = _exit_sentence(capsys, inference.load_generation, workdir, 0)
+  assert line.startswith("error: Cannot import the model module 'my_lab.gone'"), line

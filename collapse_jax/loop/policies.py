@@ -13,6 +13,19 @@ papers' protocols):
                         name ``fully_synthetic``, trains on the latest samples only
   fresh_real            n_real fresh real rows (never reused) plus the newest synthetic
                         block (Alemohammad et al.'s fresh data loop)
+
+A policy outside the package is a module named by its dotted path
+(``--config.policy.name=my_lab.recent``) exposing ``build(*, n_real, n_synth, mix_lambda)
+-> Policy`` (tests/plugins/recent_policy.py is one). The loop's guarantees hold if its
+``counts``:
+  - is a pure function of the pool's tags (``pool.generation``, ``pool.real``), ``g`` and
+    ``key``: never of row values, so every family and source can run it;
+  - selects rows of generations <= g only, with generation 0 training on the real set;
+  - does not depend on ``pool.layout.capacity`` (the pool is padded to a multiple of the
+    device count and, for a longer run, grown): a row's slot is its identity, so the same
+    rows must be chosen whatever the padding, else replace and accumulate, or a run and
+    its continuation, fit different models from the same data;
+  - sets ``whole_blocks=False`` unless it selects whole generation blocks.
 """
 from __future__ import annotations
 
@@ -23,6 +36,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from collapse_jax import registry
 from collapse_jax.loop.pool import DataPool, PoolLayout
 
 NAMES = ("replace", "accumulate", "accumulate_subsample", "mix", "fully_synthetic",
@@ -96,11 +110,15 @@ def _subsample(n: int) -> CountsFn:
 
 
 def make_policy(name: str, *, n_real: int, n_synth: int, mix_lambda: float = 1.0) -> Policy:
-  """The policy ``name`` for a real set of ``n_real`` rows.
+  """The policy ``name`` (built in, or a plug-in's dotted module path) for a real set of
+  ``n_real`` rows.
 
   ``n_synth`` is the number of synthetic rows per generation for replace, accumulate,
   accumulate_subsample and fresh_real; mix derives it from ``mix_lambda``.
   """
+  if "." in name:
+    module = registry.lookup("loop", name, "policy")
+    return module.build(n_real=n_real, n_synth=n_synth, mix_lambda=mix_lambda)
   common = dict(name=name, n_real=n_real)
   if name == "replace":
     return Policy(**common, n_synth=n_synth, n_fresh=0, keeps_all=False, counts=_latest)
@@ -116,4 +134,5 @@ def make_policy(name: str, *, n_real: int, n_synth: int, mix_lambda: float = 1.0
                   counts=_real_plus_latest_synthetic)
   if name == "fresh_real":
     return Policy(**common, n_synth=n_synth, n_fresh=n_real, keeps_all=False, counts=_latest)
-  raise ValueError(f"Unknown policy {name!r}; choose one of {', '.join(NAMES)}.")
+  raise ValueError(f"Unknown policy {name!r}; choose one of {', '.join(NAMES)}, or give a "
+                   "plug-in's dotted module path.")
