@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from collapse_jax import experiment, presets, validate
+from collapse_jax import experiment, presets, testing, validate
 from collapse_jax.loop import policies
 from collapse_jax.loop.pool import DataPool, PoolLayout, TrainView
 from collapse_jax.models import training
@@ -70,6 +70,15 @@ def test_outside_policy_runs_with_the_package_families(name, tmp_path):
   rows = experiment.train_and_evaluate(config, tmp_path)
   assert len(rows) == config.num_generations * config.num_seeds
   assert all(np.isfinite(v) for r in rows for v in r.values())
+
+
+def test_check_family_passes_good_families_and_names_the_rule_a_bad_one_breaks():
+  testing.check_family(_plugin_config("accumulate"))
+  testing.check_family(load_config("linreg:accumulate"))
+  bad = _plugin_config("accumulate")
+  bad.model.name = "plugins.capacity_family"
+  with pytest.raises(AssertionError, match="Rule 2 broken"):
+    testing.check_family(bad)
 
 
 def test_outside_plugin_errors_are_one_sentence():

@@ -143,3 +143,23 @@ def test_a_run_of_a_plugin_that_cannot_be_imported_is_one_sentence(linreg_run, t
   (workdir / "config.json").write_text(json.dumps(config))
   line = _exit_sentence(capsys, inference.load_generation, workdir, 0)
   assert line.startswith("error: Cannot import the model module 'my_lab.gone'"), line
+
+
+def test_a_config_of_plugins_runs_from_the_command_line_with_overrides(tmp_path):
+  """The README's plug-in example: tests/plugins/ring_config.py with a plug-in field set on
+  the command line; without the plug-ins on PYTHONPATH, one sentence."""
+  import json
+  import os
+  from launcher_batch import run_many
+  args = ["launch/main.py", "--config=tests/plugins/ring_config.py:replace",
+          "--config.model.scale=0.3"]
+  bare = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  ok, missing = run_many([([*args, f"--workdir={tmp_path / 'ok'}"], ROOT)],
+                         env=dict(bare, PYTHONPATH=str(ROOT / "tests")))[0], subprocess.run(
+      [sys.executable, *args, f"--workdir={tmp_path / 'missing'}"], cwd=ROOT, env=bare,
+      capture_output=True, text=True, timeout=300)
+  assert ok.returncode == 0, ok.stderr[-2000:]
+  assert json.loads((tmp_path / "ok" / "config.json").read_text())["model"]["scale"] == 0.3
+  assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1] == (
+      "error: Cannot import the model module 'plugins.mean_family' (No module named "
+      "'plugins').")

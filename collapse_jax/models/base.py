@@ -23,6 +23,15 @@ class GenerativeModel(Protocol):
 
   ``task`` holds the replicate's fixed problem arrays (a fixed design, true parameters)
   and its real test set; they stay out of the state, which is checkpointed per generation.
+
+  The loop's guarantees (bitwise reruns and resumes, policies compared on equal footing)
+  hold if a family keeps these rules; `collapse_jax.testing.check_family` checks them:
+    - randomness only from the ``key`` arguments;
+    - the pool only through ``view`` (``view.reduce``, ``view.gather`` with the view's
+      counts): the pool is padded to the device count and sized by the policy, so reading
+      its slots directly makes replace and accumulate fit different generation-0 models;
+    - everything the next generation needs is in the returned state (it is checkpointed
+      and restored between generations and chunks).
   """
 
   def init(self, key: jax.Array, task: Task) -> State:
