@@ -203,7 +203,8 @@ def _fewest_training_rows(config) -> int:
   where a generation trains on its newest block alone (replace, fully_synthetic,
   fresh_real: n_fresh + n_synth rows) or on a subsample of n_synth rows."""
   policy = policy_of(config)
-  if config.num_generations == 1 or policy.name in ("accumulate", "mix"):
+  if config.num_generations == 1 or policy.name in ("accumulate", "mix", "real_only",
+                                                    "more_real"):
     return policy.n_real  # later views hold n_real rows or more (mix at inf: n_real samples)
   return min(policy.n_real, policy.n_fresh + policy.n_synth)
 

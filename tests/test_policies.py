@@ -177,3 +177,15 @@ def test_eight_bit_image_datasets_have_pixel_pools_and_digits_does_not():
   spec = lambda name: tuple({"name": name}.get(f) for f in images._SPEC_FIELDS)
   assert images.ImageSource(spec=spec("mnist"), n_test=10).pixels
   assert not images.ImageSource(spec=spec("digits"), n_test=10).pixels
+
+
+@pytest.mark.parametrize("policy,examples", [("real_only", lambda g: 100),
+                                             ("more_real", lambda g: 100 * (g + 1))])
+def test_control_arms_train_on_real_rows_only(policy, examples, tmp_path):
+  """real_only keeps the initial real set; more_real accumulates as many fresh real rows as
+  accumulate gets synthetic ones. Neither ever trains on a sample."""
+  from collapse_jax import experiment
+  from conftest import load_config
+  rows = experiment.train_and_evaluate(load_config(f"linreg:{policy}"), tmp_path)
+  assert all(r["train_frac_synthetic"] == 0.0 for r in rows)
+  assert [r["train_examples"] for r in rows] == [examples(r["generation"]) for r in rows]

@@ -14,6 +14,13 @@ papers' protocols):
   fresh_real            n_real fresh real rows (never reused) plus the newest synthetic
                         block (Alemohammad et al.'s fresh data loop)
 
+Control arms, to draw beside them (their samples are drawn and scored, never trained on):
+  real_only             the initial real set in every generation: the run-to-run noise floor
+  more_real             accumulate with each generation's n_synth synthetic rows replaced by
+                        as many fresh real rows: what accumulate would give were its new
+                        data real (with an equal-compute budget, it separates accumulate's
+                        data effect from its compute effect)
+
 A policy outside the package is a module named by its dotted path
 (``--config.policy.name=my_lab.recent``) exposing ``build(*, n_real, n_synth, mix_lambda)
 -> Policy`` (tests/plugins/recent_policy.py is one). The loop's guarantees hold if its
@@ -40,7 +47,7 @@ from collapse_jax import registry
 from collapse_jax.loop.pool import DataPool, PoolLayout
 
 NAMES = ("replace", "accumulate", "accumulate_subsample", "mix", "fully_synthetic",
-         "fresh_real")
+         "fresh_real", "real_only", "more_real")
 
 CountsFn = Callable[[DataPool, jax.Array, jax.Array], jax.Array]
 
@@ -75,6 +82,16 @@ def _real_plus_latest_synthetic(pool: DataPool, g: jax.Array, key: jax.Array) ->
   del key
   latest = (pool.generation == g) & ~pool.real
   return ((pool.generation == 0) | latest).astype(jnp.int32)
+
+
+def _initial_real(pool: DataPool, g: jax.Array, key: jax.Array) -> jax.Array:
+  del g, key
+  return (pool.generation == 0).astype(jnp.int32)
+
+
+def _all_real(pool: DataPool, g: jax.Array, key: jax.Array) -> jax.Array:
+  del key
+  return ((pool.generation >= 0) & (pool.generation <= g) & pool.real).astype(jnp.int32)
 
 
 def uniform_subset(key: jax.Array, m: jax.Array, n: int, capacity: int) -> jax.Array:
@@ -134,5 +151,10 @@ def make_policy(name: str, *, n_real: int, n_synth: int, mix_lambda: float = 1.0
                   counts=_real_plus_latest_synthetic)
   if name == "fresh_real":
     return Policy(**common, n_synth=n_synth, n_fresh=n_real, keeps_all=False, counts=_latest)
+  if name == "real_only":
+    return Policy(**common, n_synth=n_synth, n_fresh=0, keeps_all=False, counts=_initial_real)
+  if name == "more_real":
+    return Policy(**common, n_synth=n_synth, n_fresh=n_synth, keeps_all=True,
+                  counts=_all_real, whole_blocks=False)
   raise ValueError(f"Unknown policy {name!r}; choose one of {', '.join(NAMES)}, or give a "
                    "plug-in's dotted module path.")

@@ -5,6 +5,10 @@ rows and d columns, noise sigma2, isotropic test inputs. Model n = 1, 2, ... (ou
 g = n - 1) has expected test error E||w_hat_n - w*||^2 of
     replace:    sigma2 d / (T - d - 1) * n
     accumulate: sigma2 d / (T - d - 1) * sum_{i=1..n} 1 / i^2
+and for the control arms (fresh real labels on the same design: n independent noise draws
+of X's rows, so the OLS error is that of one draw over n):
+    real_only:  sigma2 d / (T - d - 1)
+    more_real:  sigma2 d / (T - d - 1) / n
 """
 from __future__ import annotations
 
@@ -20,6 +24,10 @@ def linreg_test_error(policy: str, generations: np.ndarray, *, sigma2: float, di
     return base * n
   if policy == "accumulate":
     return base * np.cumsum(1.0 / np.arange(1, n.max() + 1) ** 2)[n - 1]
+  if policy == "real_only":
+    return base * np.ones_like(n, dtype=float)
+  if policy == "more_real":
+    return base / n
   return None
 
 
