@@ -28,6 +28,9 @@ if _SHARED_MNIST.exists():
 JAX_CACHE = ROOT / ".pytest_cache" / "jax"
 os.environ["JAX_COMPILATION_CACHE_DIR"] = str(JAX_CACHE)
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+# The image evaluator's feature classifiers, shared the same way (a fresh clone starts cold;
+# a user's own cache is neither read nor written).
+os.environ["COLLAPSE_JAX_CLASSIFIERS"] = str(ROOT / ".pytest_cache" / "classifiers")
 
 
 def load_config(spec: str, arg: str | None = "smoke"):

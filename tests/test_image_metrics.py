@@ -196,3 +196,23 @@ def test_load_params_rejects_incomplete_weights(tmp_path):
 def test_convert_rejects_unknown_variables():
   with pytest.raises(ValueError, match="Unexpected variable"):
     inception.convert_state_dict({"Mixed_5b.branch1x1.linear.weight": np.zeros((1, 1))})
+
+
+def test_feature_classifier_is_trained_once_per_data_and_settings(tmp_path, monkeypatch):
+  """The second run's classifier comes from the shared cache, bitwise the first's; other
+  settings train their own."""
+  from collapse_jax.metrics import classifier
+  monkeypatch.setenv("COLLAPSE_JAX_CLASSIFIERS", str(tmp_path / "shared"))
+  rng = np.random.default_rng(0)
+  images = rng.uniform(-1, 1, (64, 8, 8, 1)).astype(np.float32)
+  labels = np.arange(64, dtype=np.int32) % 4
+  trained = []
+  monkeypatch.setattr(classifier, "train_classifier",
+                      lambda *a, _train=classifier.train_classifier, **k:
+                      trained.append(1) or _train(*a, **k))
+  first, _ = classifier.load_or_train(tmp_path / "a.npz", images, labels, 0, 3)
+  second, _ = classifier.load_or_train(tmp_path / "b.npz", images, labels, 0, 3)
+  assert len(trained) == 1 and (tmp_path / "b.npz").exists()
+  np.testing.assert_array_equal(first(images), second(images))
+  classifier.load_or_train(tmp_path / "c.npz", images, labels, 1, 3)  # another seed
+  assert len(trained) == 2

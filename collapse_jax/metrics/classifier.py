@@ -2,12 +2,16 @@
 
 Its penultimate layer (128-d) is the offline feature space for Frechet distance and
 precision/recall, for machines without Inception weights. It is trained deterministically
-from the run's seed and cached in the workdir, so every generation (and a resumed run) is
-measured in the same space.
+from the run's seed and kept in the workdir, so every generation (and a resumed run) is
+measured in the same space, and in a shared cache keyed by its data and settings
+(`shared_path`), so the runs of one comparison train it once.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import pathlib
+import shutil
 from typing import Callable
 
 import flax.linen as nn
@@ -60,10 +64,40 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, seed: int, *, steps
   return params, float(np.mean(predicted == labels))
 
 
+def shared_path(images: np.ndarray, labels: np.ndarray, seed: int, steps: int
+                ) -> pathlib.Path:
+  """Where the classifier of exactly these images, labels, seed and steps is kept across runs:
+  ``$COLLAPSE_JAX_CLASSIFIERS``, else ``~/.cache/collapse_jax/classifiers``. The key also
+  hashes this module's source and what training's last bits depend on (the jax and jaxlib
+  versions, the backend, XLA_FLAGS), so an entry is only read where training would give
+  it bitwise."""
+  key = hashlib.sha256(pathlib.Path(__file__).read_bytes())
+  for array in (images, labels):
+    key.update(np.ascontiguousarray(array).tobytes())
+  key.update(f"{images.shape},{images.dtype},{seed},{steps},{jax.__version__},"
+             f"{jax.lib.__version__},{jax.default_backend()},"
+             f"{os.environ.get('XLA_FLAGS', '')}".encode())
+  root = os.environ.get("COLLAPSE_JAX_CLASSIFIERS",
+                        str(pathlib.Path.home() / ".cache" / "collapse_jax" / "classifiers"))
+  return pathlib.Path(root) / f"{key.hexdigest()[:32]}.npz"
+
+
+def _copy(source: pathlib.Path, target: pathlib.Path) -> None:
+  """``source`` to ``target`` whole or not at all (a unique temporary name, renamed)."""
+  target.parent.mkdir(parents=True, exist_ok=True)
+  tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+  shutil.copyfile(source, tmp)
+  tmp.replace(target)
+
+
 def load_or_train(path: pathlib.Path, images: np.ndarray, labels: np.ndarray, seed: int,
                   steps: int) -> tuple[FeatureFn, float]:
-  """The classifier cached at ``path`` (.npz), training and saving it on first use."""
+  """The classifier kept at ``path`` (.npz): read from there, else copied from the shared
+  cache, else trained and saved to both (a shared cache that cannot be written is skipped)."""
   num_classes = int(labels.max()) + 1
+  shared = shared_path(images, labels, seed, steps)
+  if not path.exists() and shared.exists():
+    _copy(shared, path)
   if path.exists():
     stored = dict(np.load(path))
     accuracy = float(stored.pop("__accuracy__"))
@@ -74,5 +108,9 @@ def load_or_train(path: pathlib.Path, images: np.ndarray, labels: np.ndarray, se
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, __accuracy__=accuracy, **flat)
     tmp.replace(path)
+    try:
+      _copy(path, shared)
+    except OSError:  # a read-only or full home: the run keeps its own copy
+      pass
   model = Classifier(num_classes)
   return jax.jit(lambda x: model.apply({"params": params}, x)[0]), accuracy
