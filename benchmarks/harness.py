@@ -26,7 +26,6 @@ import argparse
 import collections
 import datetime
 import glob
-import importlib.metadata
 import json
 import os
 import pathlib
@@ -149,13 +148,6 @@ def set_up(args: argparse.Namespace, torch=None, env: dict[str, str] | None = No
 # Environment.
 
 
-def _version(package: str) -> str | None:
-  try:
-    return importlib.metadata.version(package)
-  except importlib.metadata.PackageNotFoundError:
-    return None
-
-
 def cpu_id() -> str:
   """``family F model M stepping S`` from /proc/cpuinfo: under a hypervisor the model name
   is often generic ("Intel(R) Xeon(R) Processor"); these numbers still name the generation."""
@@ -180,7 +172,7 @@ def describe(torch=None, packages: tuple[str, ...] = ()) -> dict:
   env["cpus_allowed"] = len(os.sched_getaffinity(0))
   env["load_average_1m"] = round(os.getloadavg()[0], 2)
   env["env"] = {k: os.environ[k] for k in CAPS if k in os.environ}
-  env["packages"] = {p: _version(p) for p in packages}
+  env["packages"] = {p: environment.package_version(p) for p in packages}
   if torch is not None:
     env["torch"] = torch.__version__
     env["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()

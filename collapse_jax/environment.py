@@ -22,7 +22,8 @@ _ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_
               "amx_tile", "amx_bf16", "asimd", "sve")
 
 
-def _version(package: str) -> str | None:
+def package_version(package: str) -> str | None:
+  """The installed version of ``package``, or None."""
   try:
     return importlib.metadata.version(package)
   except importlib.metadata.PackageNotFoundError:
@@ -51,7 +52,7 @@ def describe() -> dict:
   devices = jax.devices()
   return {
       "python": platform.python_version(),
-      **{p: _version(p) for p in PACKAGES},
+      **{p: package_version(p) for p in PACKAGES},
       "platform": devices[0].platform,
       "device_kind": devices[0].device_kind,
       "device_count": len(devices),
