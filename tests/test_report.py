@@ -3,6 +3,7 @@ report.html rendered by a real headless browser (Debian's chromium; .ci/run inst
 import html
 import json
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -100,7 +101,8 @@ def test_report_renders_in_a_headless_browser(comparison, tmp_path):
   for policy in POLICIES:
     last = [r["test_loss"] for r in read_metrics(out / policy) if r["generation"] == 1]
     assert re.search(rf"{policy}: test_loss [^\n]* → {np.mean(last):.4g}", text), policy
-  assert "fd_classifier" in text and "Wall time per run" in text
+  assert "fd_classifier" in text and "Wall time and training per run" in text
+  assert "3 steps per generation" in text  # the smoke VAE's budget, said per run
 
 
 def test_labels_say_what_they_are():
@@ -125,3 +127,13 @@ def test_config_differences_and_order(tmp_path):
   assert runs_lib.change(runs[0], "test_loss").percent == pytest.approx(100.0)
   seconds, how = runs_lib.wall_time(runs[0].workdir)
   assert seconds is not None and how == "from file times"
+
+
+def test_the_training_budget_is_said_per_run():
+  run = lambda model: runs_lib.Run(workdir=pathlib.Path("w"), label="x", config={"model": model},
+                                   rows=[])
+  assert runs_lib.training_budget(run({"name": "linreg"})) == "closed form"
+  assert runs_lib.training_budget(run({"steps": 0, "epochs": 20.0, "initial_steps": 0})) == (
+      "20 epochs of its pool per generation")
+  assert runs_lib.training_budget(run({"steps": 391, "epochs": 0.0, "initial_steps": 400000})
+                                  ) == "391 steps per generation (400000 steps at generation 0)"

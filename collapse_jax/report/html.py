@@ -202,9 +202,11 @@ def _timing_section(runs: list[Run]) -> str:
     shown = "unknown" if seconds is None else runs_lib.format_seconds(seconds)
     rows.append(f"<tr><td>{html.escape(r.label)}</td><td class=\"num\">{shown}</td>"
                 f"<td>{how}</td><td>{len(r.generations)} generations x {r.num_seeds} seeds</td>"
+                f"<td>{html.escape(runs_lib.training_budget(r))}</td>"
                 f"<td>{html.escape(str(r.workdir))}</td></tr>")
-  return ("<h2>Wall time per run</h2><table><tr><th>run</th><th>wall time</th><th>measured</th>"
-          f"<th>size</th><th>workdir</th></tr>{''.join(rows)}</table>")
+  return ("<h2>Wall time and training per run</h2><table><tr><th>run</th><th>wall time</th>"
+          "<th>measured</th><th>size</th><th>training budget</th><th>workdir</th></tr>"
+          f"{''.join(rows)}</table>")
 
 
 def _title(runs: list[Run]) -> str:

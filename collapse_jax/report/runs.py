@@ -142,6 +142,18 @@ def changes(runs: list[Run], metrics: list[str]):
       yield metric, run, c, cell(c.first_generation, c.first), cell(c.last_generation, c.last)
 
 
+def training_budget(run: Run) -> str:
+  """How much each generation trained: a fixed number of optimizer steps (compute matched
+  across policies) or epochs of its pool (the papers': compute grows with the pool), or a
+  closed-form fit."""
+  model = run.config.get("model", {})
+  steps, epochs, initial = (model.get(k) or 0 for k in ("steps", "epochs", "initial_steps"))
+  if not steps and not epochs:
+    return "closed form"
+  per = f"{steps} steps" if steps else f"{epochs:g} epochs of its pool"
+  return f"{per} per generation" + (f" ({initial} steps at generation 0)" if initial else "")
+
+
 def format_value(mean: float, std: float, seeds: int) -> str:
   return f"{mean:.4g}" if seeds == 1 else f"{mean:.4g} ± {std:.2g}"
 
