@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import difflib
 import errno
-import importlib.util
 import os
 import re
 import sys
@@ -274,11 +273,8 @@ def _override_problem(argv: Sequence[str], name: str) -> str | None:
 
 def _load_config(spec: str):
   """``get_config(variant)`` of ``spec = path[:variant]``, as config_flags calls it."""
-  path, *variant = spec.split(":", 1)
-  module_spec = importlib.util.spec_from_file_location("_cli_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(*variant)
+  path, _, variant = spec.partition(":")
+  return variants.load_config(path, variant)
 
 
 def _parses(field_type: type, value: str) -> bool:

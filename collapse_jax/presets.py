@@ -9,7 +9,6 @@ neural families' model fields.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import pathlib
 
@@ -52,11 +51,7 @@ def same_as(here: str, target: str, arg: str | None) -> ml_collections.ConfigDic
   is configs/ffhq.py:accumulate, and configs/toy_diffusion_8gaussians.py starts from
   configs/toy_diffusion.py."""
   name, _, fixed = target.partition(":")
-  path = pathlib.Path(here).with_name(name)
-  spec = importlib.util.spec_from_file_location(path.stem, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(",".join(a for a in (fixed, arg) if a) or None)
+  return variants.load_config(pathlib.Path(here).with_name(name), fixed, arg)
 
 
 def base(policy: str, mix_lambda: float | None = None) -> ml_collections.ConfigDict:

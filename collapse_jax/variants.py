@@ -9,6 +9,7 @@ and a word such as ``edm`` is refused with its ``key=`` spelling rather than gue
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import pathlib
 
@@ -86,6 +87,17 @@ def _bare_word_problem(token, flags, policies, choices, numbers) -> str:
     pass
   known = list(flags) + list(policies) + [f"{k}=..." for k in list(choices) + list(numbers)]
   return f"Unknown config variant {token!r}; known variants: {', '.join(known)}."
+
+
+def load_config(path: str | pathlib.Path, *args: str | None):
+  """``get_config(arg)`` of the config file ``path``, ``arg`` the comma-joined non-empty
+  ``args`` (None if none), as ml_collections' config flag calls it: the one loader of
+  config files (the CLI, configs built on others, the tests)."""
+  path = pathlib.Path(path)
+  spec = importlib.util.spec_from_file_location(path.stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(",".join(a for a in args if a) or None)
 
 
 def renamed_config(spec: str) -> str | None:

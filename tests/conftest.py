@@ -1,5 +1,4 @@
 """Shared test helpers: the real configs, shrunk, run in temporary workdirs."""
-import importlib.util
 import json
 import os
 import pathlib
@@ -37,11 +36,9 @@ def load_config(spec: str, arg: str | None = "smoke"):
   """``configs/<name>.py``'s config for ``spec = "<name>[:variants]"`` with ``arg``'s variants
   added (``load_config("linreg:replace")`` is ``--config=configs/linreg.py:replace,smoke``),
   exactly as launch/main.py loads it."""
+  from collapse_jax import variants
   name, _, fixed = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location(name, CONFIGS / f"{name}.py")
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(",".join(a for a in (fixed, arg) if a) or None)
+  return variants.load_config(CONFIGS / f"{name}.py", fixed, arg)
 
 
 def read_metrics(workdir) -> list[dict]:
