@@ -277,13 +277,21 @@ def _load_config(spec: str):
   return variants.load_config(path, variant)
 
 
-def _parses(field_type: type, value: str) -> bool:
+def parse_value(field_type: type, text: str):
+  """``text`` as a value of a config field of ``field_type`` (absl's parsers, as a
+  ``--config.x=`` override takes it; other types: the text); ValueError if it is none."""
   parser = {bool: flags.BooleanParser(), int: flags.IntegerParser(),
             float: flags.FloatParser()}.get(field_type)
-  if parser is None:
-    return True
   try:
-    parser.parse(value)
-    return True
+    return parser.parse(text) if parser else text
   except (TypeError, ValueError):
+    raise ValueError(f"{text!r} is not {_TYPE_WORDS.get(field_type, field_type.__name__)}."
+                     ) from None
+
+
+def _parses(field_type: type, value: str) -> bool:
+  try:
+    parse_value(field_type, value)
+    return True
+  except ValueError:
     return False

@@ -21,12 +21,12 @@ import pathlib
 from typing import Any
 
 import ml_collections
-from absl import flags, logging
+from absl import logging
 
+from collapse_jax import cli
 from collapse_jax.errors import UserError
 
 MAX_POINTS = 64  # above this, a sweep needs allow_large: one typo can mean hours of runs
-_PARSERS = {bool: flags.BooleanParser(), int: flags.IntegerParser(), float: flags.FloatParser()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,12 +63,11 @@ def parse_axes(config, specs: list[str], allow_large: bool = False) -> list[Axis
     current = _field(config, path)
     if isinstance(current, ml_collections.ConfigDict):
       raise UserError(f"--sweep={spec}: config.{path} is a group of fields; sweep one of them.")
-    parser = _PARSERS.get(type(current))
     try:
-      values = tuple(parser.parse(w) if parser else w for w in words)
-    except (TypeError, ValueError):
-      raise UserError(f"--sweep={spec}: config.{path} takes "
-                      f"{type(current).__name__} values.") from None
+      values = tuple(cli.parse_value(type(current), w) for w in words)
+    except ValueError as e:
+      raise UserError(f"--sweep={spec}: config.{path} takes {type(current).__name__} "
+                      f"values; {e}") from None
     if len(set(values)) < len(values):
       raise UserError(f"--sweep={spec}: a value is given twice.")
     if path in [a.field for a in axes]:

@@ -19,7 +19,7 @@ from conftest import ROOT, load_config, read_metrics
      "policy.mix_lambda?"),
     (["model.nothing=1,2"], "config.model has no field 'nothing'."),
     (["policy=0,1"], "config.policy is a group of fields"),
-    (["num_seeds=2,two"], "config.num_seeds takes int values."),
+    (["num_seeds=2,two"], "config.num_seeds takes int values; 'two' is not an integer."),
     (["policy.mix_lambda=0.5,0.5"], "a value is given twice"),
     (["seed=0,1", "seed=2"], "--sweep names config.seed twice"),
     (["seed=" + ",".join(map(str, range(9))), "num_seeds=" + ",".join(map(str, range(1, 9)))],
@@ -59,7 +59,7 @@ def test_the_launcher_answers_a_bad_axis_and_a_bad_slice_in_one_sentence(tmp_pat
       ([*base, "--sweep=seed=0,1", "--point=2", "--num_points=2"], ROOT)])
   for result, line in (
       (bad_axis, "error: --sweep=policy.mix_lambda=0,half: config.policy.mix_lambda takes "
-                 "float values."),
+                 "float values; 'half' is not a number."),
       (bad_slice, "error: --point must be in [0, 2), got 2.")):
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == line
   assert not list(tmp_path.iterdir())
