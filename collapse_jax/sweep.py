@@ -104,11 +104,12 @@ def run(config, axes: list[Axis], out_dir: pathlib.Path, *, overwrite: bool = Fa
   from collapse_jax import experiment, validate  # lazy: the driver imports the report
   if not 0 <= point < num_points:
     raise UserError(f"--point must be in [0, {num_points}), got {point}.")
-  todo = [p for i, p in enumerate(points(config, axes)) if i % num_points == point]
+  every = points(config, axes)
+  todo = [p for i, p in enumerate(every) if i % num_points == point]
   for _, point_config, _ in todo:
     validate.check(point_config)
   for i, (name, point_config, _) in enumerate(todo):
     logging.info("sweep point %s (%d of %d in this slice)", name, i + 1, len(todo))
     experiment.train_and_evaluate(point_config, out_dir / name, overwrite=overwrite)
   from collapse_jax.report import sweep as sweep_report
-  return sweep_report.write(out_dir, axes, points(config, axes))
+  return sweep_report.write(out_dir, axes, every)

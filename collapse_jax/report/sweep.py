@@ -73,21 +73,21 @@ def write(out_dir: pathlib.Path, axes, points) -> pathlib.Path:
   metrics = [m for m in runs_lib.HEADLINE if m in common][:MAX_PANELS]
   _figure(axes, done, metrics, out_dir / "sweep.png")
   header = ["point", "status"] + [f"{m} (last generation)" for m in metrics]
-  table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  table = []  # one list of cells per point, rendered as Markdown and as HTML
   for name, _, _ in points:
     if name in done:
       rows = done[name][1]
       last = max(r["generation"] for r in rows)
-      cells = [runs_lib.format_value(*_at(rows, m, last), len(rows) // (last + 1))
-               for m in metrics]
-      table.append(f"| {name} | done | " + " | ".join(cells) + " |")
+      table.append([name, "done"] + [
+          runs_lib.format_value(*_at(rows, m, last), len(rows) // (last + 1)) for m in metrics])
     else:
-      table.append(f"| {name} | not run yet |" + " |" * len(metrics))
-  (out_dir / "sweep.md").write_text("\n".join(table) + "\n")
+      table.append([name, "not run yet"] + [""] * len(metrics))
+  md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  md += ["| " + " | ".join(cells) + " |" for cells in table]
+  (out_dir / "sweep.md").write_text("\n".join(md) + "\n")
   png = base64.b64encode((out_dir / "sweep.png").read_bytes()).decode("ascii")
-  rows_html = "".join(
-      "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|"))
-      + "</tr>" for line in table[2:])
+  rows_html = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+                      for cells in table)
   page = (f"<!doctype html><meta charset='utf-8'><title>sweep</title>"
           f"<h1>Sweep over {html.escape(', '.join(a.field for a in axes))}</h1>"
           f"<p>{len(done)} of {len(points)} points done. Curves over generations of every "
