@@ -187,8 +187,10 @@ class RunCheckpoints:
 
   def restore_pool_block(self, block: int, abstract: Any, sharding: Any) -> Any:
     """The pool rows saved as ``block``, shaped like ``abstract``, on ``sharding``."""
-    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
-                          abstract)
+    # ``sharding``: one per subtree of ``abstract`` (a prefix of it, e.g. one for all rows).
+    place = lambda s, sub: jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), sub)
+    target = jax.tree.map(place, sharding, abstract)
     return self._read(block, lambda: self._pool.restore(
         block, args=ocp.args.StandardRestore(target)), self._pool_dir)
 
@@ -234,8 +236,10 @@ class RunCheckpoints:
     step = generation * TRAIN_ID + chunk
     self.verify("samples", step, "remove it (the chunk is then sampled again) or rerun with "
                 "--overwrite.")
-    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
-                          abstract)
+    # ``sharding``: one per subtree of ``abstract`` (a prefix of it, e.g. one for all rows).
+    place = lambda s, sub: jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), sub)
+    target = jax.tree.map(place, sharding, abstract)
     return self._read(step, lambda: self._samples.restore(
         step, args=ocp.args.StandardRestore(target)), self._samples_dir)
 
@@ -254,8 +258,10 @@ class RunCheckpoints:
 
   def restore_model(self, generation: int, abstract: Any, sharding: Any) -> Any:
     """Generation ``generation``'s model state, shaped like ``abstract``, on ``sharding``."""
-    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
-                          abstract)
+    # ``sharding``: one per subtree of ``abstract`` (a prefix of it, e.g. one for all rows).
+    place = lambda s, sub: jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), sub)
+    target = jax.tree.map(place, sharding, abstract)
     return self._read(generation, lambda: self._models.restore(
         generation, args=ocp.args.StandardRestore(target)), self._models_dir)
 

@@ -21,6 +21,7 @@ from collapse_jax import checkpoint, environment, errors, host_memory, progress,
 from collapse_jax import segments, validate
 from collapse_jax import workdir as workdir_lib
 from collapse_jax.data import source as source_lib
+from collapse_jax.loop import curation
 from collapse_jax.loop.generation import CompiledLoop, Loop, SegmentedLoop
 from collapse_jax.loop.pool import PoolLayout
 from collapse_jax.evals import base as evals_base
@@ -55,6 +56,8 @@ def check_same_run(config, workdir: pathlib.Path) -> None:
   if old is None:
     return
   new = _config_dict(config)
+  if new["curation"]["rule"] == "none":
+    old.setdefault("curation", new["curation"])  # a run from before curation existed
   differ = sorted(k for k in set(old) | set(new)
                   if k not in CONTINUABLE and old.get(k) != new.get(k))
   if differ:
@@ -66,8 +69,9 @@ def check_same_run(config, workdir: pathlib.Path) -> None:
 def build_loop(config, layout: PoolLayout) -> Loop:
   source = source_lib.source_module(config.data.source).build(config.data)
   model = model_base.family(config.model.name).build(config, layout, source.row_spec)
-  return Loop(model=model, source=source, policy=validate.policy_of(config), layout=layout,
+  loop = Loop(model=model, source=source, policy=validate.policy_of(config), layout=layout,
               train_from=config.train_from)
+  return dataclasses.replace(loop, curation=curation.build(config, loop))
 
 
 def _metric_rows(config, history: list[dict]) -> list[dict]:

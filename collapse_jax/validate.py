@@ -181,6 +181,15 @@ def _first_problem(config) -> str | None:
              or evals_base.check_config(config, spec))
   if problem:
     return problem
+  # (Imported here: curation and the loop read this module's ranges.)
+  from collapse_jax.loop import curation, generation  # pylint: disable=g-import-not-at-top
+  policy = policy_of(config)
+  layout = policy.layout(config.num_generations)
+  problem = curation.check_config(config, lambda: generation.Loop(
+      model=model.build(config, layout, spec), source=source, policy=policy, layout=layout,
+      train_from=config.train_from))
+  if problem:
+    return problem
   if num_train is not None:
     policy = policy_of(config)
     needed = policy.n_real + config.num_generations * policy.n_fresh

@@ -162,3 +162,26 @@ def test_the_sampled_chunks_are_the_synthetic_block_written_to_the_pool():
   written = np.asarray(carry.pool.data["image"][:, start:start + layout.n_synth])
   want = np.concatenate([np.asarray(carry.pool.encode(c)["image"]) for c in chunks], axis=1)
   np.testing.assert_array_equal(written, want)
+
+
+def test_a_curated_generation_resumes_inside_its_chunked_sampling_bitwise(tmp_path,
+                                                                          monkeypatch):
+  """Curation draws factor x each chunk's rows and keeps the best by the VAE's ELBO; a run
+  stopped after a chunk's checkpoint (its rows and curation metrics) ends as one that never
+  stopped."""
+  from collapse_jax import checkpoint
+  curated = lambda: _config(**{"curation.rule": "top", "curation.factor": 2,
+                               "checkpoint_every_steps": 1000})
+  whole = experiment.train_and_evaluate(curated(), tmp_path / "whole")
+  assert all(r["curation_score_kept"] > r["curation_score_drawn"] for r in whole)
+  save = checkpoint.RunCheckpoints.save_samples
+
+  def save_then_stop(self, generation, chunk, samples):
+    save(self, generation, chunk, samples)
+    if (generation, chunk) == (1, 1):
+      raise KeyboardInterrupt
+  monkeypatch.setattr(checkpoint.RunCheckpoints, "save_samples", save_then_stop)
+  with pytest.raises(KeyboardInterrupt):
+    experiment.train_and_evaluate(curated(), tmp_path / "cut")
+  monkeypatch.setattr(checkpoint.RunCheckpoints, "save_samples", save)
+  assert experiment.train_and_evaluate(curated(), tmp_path / "cut") == whole

@@ -6,12 +6,20 @@ eigenvalues s log-uniform in [1/condition, 1] * scale, so runs test anisotropic 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 
 from collapse_jax import validate
-from collapse_jax.data.source import RowSpec, Task
+from collapse_jax.data.source import Density, RowSpec, Task
+
+
+def gaussian_log_density(x: jax.Array, mu: jax.Array, chol: jax.Array) -> jax.Array:
+  """``[n]`` log N(x; mu, L L^T) for ``x [n, d]``."""
+  z = jax.scipy.linalg.solve_triangular(chol, (x - mu).T, lower=True)
+  log_det = 2 * jnp.sum(jnp.log(jnp.diag(chol)))
+  return -0.5 * (jnp.sum(z ** 2, 0) + log_det + mu.shape[0] * jnp.log(2 * jnp.pi))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -45,6 +53,13 @@ class GaussianSource:
   def real(self, consts, task: Task, key: jax.Array, block: jax.Array, n: int):
     del block
     return self._draw(task.aux, key, n)
+
+  def density(self) -> Density:
+    # The peak, -(d log 2 pi + log det Sigma) / 2, is largest at the smallest eigenvalues
+    # `task` can draw (1 / condition each).
+    peak = 0.5 * self.dim * (math.log(self.condition) - math.log(2 * math.pi))
+    return Density(lambda task, rows: gaussian_log_density(rows["x"], task.aux["mu"],
+                                                           task.aux["chol"]), peak)
 
 
 def build(data) -> GaussianSource:

@@ -95,6 +95,17 @@ class Task(NamedTuple):
   aux: dict[str, jax.Array]
 
 
+class Density(NamedTuple):
+  """A source's true density in closed form, for oracle curation scores.
+
+  Attributes:
+    log_density: ``(task, rows) -> [n]`` log density of a batch of rows.
+    upper_bound: a value no row's log density exceeds, over every replicate's task.
+  """
+  log_density: Any
+  upper_bound: float
+
+
 class Source(Protocol):
   """Real data for a run. ``consts`` are host arrays (a dataset) shared by all replicates."""
 
@@ -120,6 +131,8 @@ class Source(Protocol):
 
   def real(self, consts: Any, task: Task, key: jax.Array, block: jax.Array, n: int) -> Batch:
     """``n`` real training rows; distinct ``block`` indices never share rows."""
+
+  # Optionally, ``density() -> Density | None``: the true density where it has a closed form.
 
 
 def source_names() -> list[str]:

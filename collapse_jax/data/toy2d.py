@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from collapse_jax import validate
-from collapse_jax.data.source import RowSpec, Task
+from collapse_jax.data.source import Density, RowSpec, Task
 
 
 def moons(key, n):
@@ -89,6 +89,20 @@ class Toy2DSource:
   def real(self, consts, task: Task, key: jax.Array, block: jax.Array, n: int):
     del block
     return {"x": SAMPLERS[self.name](key, n)}
+
+  def density(self) -> Density | None:
+    """The mode toys' mixture density (`MODES`); None for the others."""
+    if self.name not in MODES:
+      return None
+    centres, std = MODES[self.name]
+
+    def log_density(task, rows):
+      sq = jnp.sum((rows["x"][:, None, :] - centres[None]) ** 2, -1)  # [n, modes]
+      return (jax.scipy.special.logsumexp(-sq / (2 * std ** 2), axis=1)
+              - np.log(len(centres)) - np.log(2 * np.pi * std ** 2))
+
+    # A mixture's density is at most its components' peak, 1 / (2 pi std^2).
+    return Density(log_density, float(-np.log(2 * np.pi * std ** 2)))
 
 
 def build(data) -> Toy2DSource:

@@ -207,16 +207,17 @@ class Family:
     out = {"test_loss": self.process.test_loss(net, x, mask, cond, fixed_key,
                                                self.inference_batch_size)}
     if self.exact_nll:
-      out["test_nll"] = -jnp.mean(self.log_likelihood(state, x, cond))
+      out["test_nll"] = -jnp.mean(self.log_likelihood(state, task, task.test))
     return out
 
-  def log_likelihood(self, state, x: jax.Array, cond: dict | None = None) -> jax.Array:
-    """``[n]`` log density in nats of rows ``x [n, ...]`` (``cond``: their aux fields and
-    mask, if any) under the sampler's probability-flow ODE, its prior scaled by temperature."""
+  def log_likelihood(self, state, task: Task, rows, key=None) -> jax.Array:
+    """``[n]`` log density in nats of ``rows`` (a batch: data, aux fields, mask) under the
+    sampler's probability-flow ODE, its prior scaled by temperature."""
+    del task, key
     field, t_data, t_noise, std = self.process.probability_flow(self.net(state["ema"]))
-    rows, std = self.rows.split({self.rows.data: x, **(cond or {})}), self.temperature * std
+    n, std = rows[self.rows.data].shape[0], self.temperature * std
     return map_chunks(lambda _, r: self.solver.log_likelihood(field, *r, t_data, t_noise, std),
-                      rows, x.shape[0], self.inference_batch_size)
+                      self.rows.split(rows), n, self.inference_batch_size)
 
 
 def from_config(config, spec: RowSpec, process: Process, **fields) -> Family:

@@ -6,7 +6,7 @@ Generation g (0-based) of one replicate:
     state  = fit(init or previous state, view)   train_from = scratch | previous
     metrics = evaluate(state, real test data) | view stats
     pool   = pool with block g+1 written: fresh real rows (fresh_real) and
-             n_synth samples of model g
+             n_synth samples of model g (curated, if config.curation says so)
 Every key is derived from the replicate's root key by stream name and generation.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from collapse_jax import rng
 from collapse_jax.data.source import Source, Task
+from collapse_jax.loop.curation import Curation
 from collapse_jax.loop.policies import Policy
 from collapse_jax.loop.pool import DataPool, PoolLayout, TrainView
 from collapse_jax.models import training
@@ -44,6 +45,7 @@ class Loop:
   policy: Policy
   layout: PoolLayout
   train_from: str  # "scratch" or "previous"
+  curation: Curation | None = None  # None: the samples are written as drawn
   mesh: Mesh | None = None  # set by CompiledLoop: training batches are split over it
 
   def init(self, consts, root: jax.Array) -> Carry:
@@ -68,15 +70,21 @@ class Loop:
       return self.model.init(rng.stream_key(carry.root, "init", g), carry.task)
     return carry.state
 
-  def sample_chunk(self, carry: Carry, state, g: jax.Array, chunk: jax.Array, rows: int):
-    """Chunk ``chunk`` (``rows`` samples) of generation ``g``'s synthetic set, for sets
-    sampled in chunks (`SegmentedLoop`); its key folds in the chunk index."""
-    key = jax.random.fold_in(rng.stream_key(carry.root, "sample", g), chunk)
-    return self.model.sample(state, carry.task, key, rows)
+  def synthetic(self, carry: Carry, state, g: jax.Array, n: int, *chunk: jax.Array):
+    """``(rows, curation metrics)``: ``n`` samples of model ``g`` for the pool, curated if
+    the loop curates. For sets sampled in chunks (`SegmentedLoop`), ``chunk`` is the chunk's
+    index, which every key folds in."""
+    fold = lambda key: jax.random.fold_in(key, chunk[0]) if chunk else key
+    key = fold(rng.stream_key(carry.root, "sample", g))
+    if self.curation is None:
+      return self.model.sample(state, carry.task, key, n), {}
+    sample = lambda k, m: self.model.sample(state, carry.task, k, m)
+    return self.curation.draw(sample, state, carry.task, key,
+                              fold(rng.stream_key(carry.root, "curate", g)), n)
 
   def finish(self, consts, carry: Carry, view: TrainView, state, g: jax.Array, synth=None):
-    """After generation ``g``'s fit: its metrics, and the pool with its samples (``synth``
-    when sampled in chunks, else drawn here) written."""
+    """After generation ``g``'s fit: its metrics, and the pool with its samples (``synth``:
+    ``(rows, curation metrics)`` when sampled in chunks, else drawn here) written."""
     pool, task, root = carry.pool, carry.task, carry.root
     metrics = self.model.evaluate(state, task, rng.stream_key(root, "eval", g)) | view.stats()
     fresh = None
@@ -84,8 +92,10 @@ class Loop:
       fresh = self.source.real(consts, task, rng.stream_key(root, "real", g + 1), g + 1,
                                self.layout.n_fresh)
     if self.layout.n_synth and synth is None:
-      synth = self.model.sample(state, task, rng.stream_key(root, "sample", g),
-                                 self.layout.n_synth)
+      synth = self.synthetic(carry, state, g, self.layout.n_synth)
+    if synth is not None:
+      synth, curation_metrics = synth
+      metrics |= curation_metrics
     pool = pool.write_block(g + 1, fresh, synth)
     return Carry(state, pool, task, root), (metrics, state)
 
@@ -193,6 +203,7 @@ class SegmentedLoop:
       state = start(consts, carry, g)                     fresh or previous state
       state, losses = segment(carry, state, g, first_step, stop)   repeated
       samples = sample_chunk(carry, state, g, i)          i < num_chunks, if chunked
+                                                          (with curation metrics if curated)
       carry, (metrics, state) = finish(consts, carry, state, g, chunks)
 
   Leaves carry a leading seed axis, as in `CompiledLoop`; ``first_step`` ``[S]`` is the
@@ -227,12 +238,17 @@ class SegmentedLoop:
           self._budget(initial), first_step, stop, segment_steps)
 
     def sample_chunk(carry, state, g, chunk):
-      return loop.sample_chunk(carry, state, g, chunk, self.chunk_rows)
+      rows, metrics = loop.synthetic(carry, state, g, self.chunk_rows, chunk)
+      # Uncurated chunks stay bare rows: the checkpoints of runs without curation keep
+      # their structure.
+      return (rows, metrics) if loop.curation else rows
 
     def finish(consts, carry, state, g, chunks):
       synth = None
       if chunks is not None:
-        synth = jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n_synth], *chunks)
+        rows, metrics = chunks if loop.curation else (chunks, [{}])
+        synth = (jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n_synth], *rows),
+                 jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *metrics))
       return loop.finish(consts, carry, loop.view(carry, g), state, g, synth)
 
     seeds = lambda f, axes: jax.vmap(f, in_axes=axes)
@@ -243,11 +259,13 @@ class SegmentedLoop:
                          in_shardings=(shard, state_shard, rep, rep, rep),
                          out_shardings=(state_shard, rep), donate_argnums=(1,))
         for initial in (False, True)}
-    rows = self.chunk_sharding = mesh_lib.rows(mesh)
+    rows = mesh_lib.rows(mesh)
+    # A curated chunk is (rows, its curation metrics [S]).
+    chunk = self.chunk_sharding = (rows, rep) if loop.curation else rows
     self._sample_chunk = jax.jit(seeds(sample_chunk, (0, 0, None, None)),
-                                 in_shardings=(shard, state_shard, rep, rep), out_shardings=rows)
+                                 in_shardings=(shard, state_shard, rep, rep), out_shardings=chunk)
     self._finish = jax.jit(seeds(finish, (None, 0, 0, None, 0)),
-                           in_shardings=(consts_shard, shard, state_shard, rep, rows),
+                           in_shardings=(consts_shard, shard, state_shard, rep, chunk),
                            out_shardings=(shard, rep), donate_argnums=(1,))
 
   def _budget(self, initial: bool) -> training.Budget:
@@ -268,6 +286,8 @@ class SegmentedLoop:
 
   def finish(self, consts, carry: Carry, state, g: int, chunks: list | None = None):
     """Metrics and the written pool; ``chunks``: the `sample_chunk` outputs, if chunked."""
+    if chunks is not None and self.loop.curation:
+      chunks = tuple(map(list, zip(*chunks)))  # ([rows], [metrics]): `chunk_sharding`'s shape
     return self._finish(consts, carry, state, jnp.int32(g), chunks)
 
 

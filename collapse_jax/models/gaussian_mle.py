@@ -10,15 +10,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from collapse_jax.data.gaussian import gaussian_log_density
 from collapse_jax.data.source import RowSpec, Task
 from collapse_jax.loop.pool import TrainView
-
-
-def gaussian_log_density(x: jax.Array, mu: jax.Array, chol: jax.Array) -> jax.Array:
-  """``[n]`` log N(x; mu, L L^T) for ``x [n, d]``."""
-  z = jax.scipy.linalg.solve_triangular(chol, (x - mu).T, lower=True)
-  log_det = 2 * jnp.sum(jnp.log(jnp.diag(chol)))
-  return -0.5 * (jnp.sum(z ** 2, 0) + log_det + mu.shape[0] * jnp.log(2 * jnp.pi))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -45,10 +39,15 @@ class GaussianMLE:
     z = jax.random.normal(key, (n, self.dim))
     return {self.field: state["mu"] + z @ jnp.linalg.cholesky(state["cov"]).T}
 
+  def log_likelihood(self, state, task: Task, rows, key=None) -> jax.Array:
+    """``[n]`` log density of ``rows`` under the fitted Gaussian."""
+    del task, key
+    return gaussian_log_density(rows[self.field], state["mu"], jnp.linalg.cholesky(state["cov"]))
+
   def evaluate(self, state, task: Task, key):
     del key
     mu, cov = state["mu"], state["cov"]
-    nll = -gaussian_log_density(task.test[self.field], mu, jnp.linalg.cholesky(cov)).mean()
+    nll = -self.log_likelihood(state, task, task.test).mean()
     if "cov" not in task.aux:  # a source without a true Gaussian (a 2-D toy): NLL only
       return {"test_nll": nll}
     true_cov = task.aux["cov"]

@@ -56,6 +56,11 @@ class KernelDensity:
     noise = state["bandwidth"] * jax.random.normal(k_noise, (n, self.dim))
     return {self.field: state["points"][rows] + noise}
 
+  def log_likelihood(self, state, task: Task, rows, key=None) -> jax.Array:
+    """``[m]`` log p(x) of ``rows``' points ``[m, d]``."""
+    del task, key
+    return self.log_density(state, rows[self.field])
+
   def log_density(self, state, x: jax.Array, block: int = 1024) -> jax.Array:
     """``[m]`` log p(x) for ``x [m, d]``.
 
@@ -84,7 +89,7 @@ class KernelDensity:
 
   def evaluate(self, state, task: Task, key):
     del key
-    return {"test_nll": -jnp.mean(self.log_density(state, task.test[self.field])),
+    return {"test_nll": -jnp.mean(self.log_likelihood(state, task, task.test)),
             "bandwidth": state["bandwidth"]}
 
 

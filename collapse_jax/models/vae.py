@@ -17,6 +17,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from collapse_jax import validate
@@ -76,6 +77,11 @@ class VAE:
 
   def fit(self, state, view: TrainView, task: Task, key):
     return training.train(state, view, key, self.loss, self.budget)
+
+  def log_likelihood(self, state, task: Task, rows, key) -> jax.Array:
+    """``[n]`` one-sample ELBO of ``rows`` in nats: a lower bound on log p(x)."""
+    del task
+    return -self.loss(state["ema"], rows, key) * np.prod(self.image_shape)
 
   def sample(self, state, task: Task, key, n: int):
     k_z, k_x = jax.random.split(key)
