@@ -70,7 +70,9 @@ def build_loop(config, layout: PoolLayout) -> Loop:
   source = source_lib.source_module(config.data.source).build(config.data)
   model = model_base.family(config.model.name).build(config, layout, source.row_spec)
   loop = Loop(model=model, source=source, policy=validate.policy_of(config), layout=layout,
-              train_from=config.train_from)
+              train_from=config.train_from,
+              train_rows=max(evals_base.training_rows(config, source.row_spec).values(),
+                             default=0))
   return dataclasses.replace(loop, curation=curation.build(config, loop))
 
 
@@ -161,6 +163,7 @@ def _run(config, workdir: pathlib.Path, loop: Loop, mesh, consts, resume_from_in
 
   evaluators = evals_base.build_all(
       config, evals_base.Context(config=config, workdir=workdir, loop=loop, consts=consts))
+  see_training = evals_base.training_rows(config, loop.source.row_spec)
   reporter = progress.Reporter(workdir, config.num_generations)
 
   # The generation loop: one compiled scan per chunk, or one generation in segments.
@@ -174,18 +177,19 @@ def _run(config, workdir: pathlib.Path, loop: Loop, mesh, consts, resume_from_in
       while done < total:
         gens = np.arange(done, min(done + chunk, total))
         if seg:
-          carry, (metrics, states), curves[str(done)] = segments.run_generation(
+          carry, outputs, curves[str(done)] = segments.run_generation(
               config, workdir, done, seg, ckpts, consts, carry, reporter, stop,
               compiled.abstract_carry.state, compiled.carry_shardings.state)
         else:
-          carry, (metrics, states) = compiled.run(consts, carry, gens)
+          carry, outputs = compiled.run(consts, carry, gens)
         # To host once: slicing device arrays per generation would compile a program per leaf.
-        metrics, states = distributed.to_host((metrics, states))
+        metrics, states, training = distributed.to_host(outputs)
         for i, g in enumerate(gens):
           values = {k: np.asarray(v[:, i], np.float64) for k, v in metrics.items()}
-          state = jax.tree.map(lambda x: x[:, i], states)
-          for evaluator in evaluators.values():
-            values |= evaluator(state, carry.task, carry.root, int(g))
+          state, rows = jax.tree.map(lambda x: x[:, i], (states, training))
+          for name, evaluator in evaluators.items():
+            extra = {"training": rows} if name in see_training else {}
+            values |= evaluator(state, carry.task, carry.root, int(g), **extra)
           bad = [k for k, v in values.items() if not np.all(np.isfinite(v))]
           if bad:
             _write_metrics(config, workdir, history)

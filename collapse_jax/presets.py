@@ -78,10 +78,11 @@ def base(policy: str, mix_lambda: float | None = None) -> ml_collections.ConfigD
       {"name": policy, "mix_lambda": 1.0 if mix_lambda is None else mix_lambda})
   # Curation of each generation's samples before they reach the pool (loop/curation.py):
   # rule none | top | luce | threshold, of factor x the rows, by a score (collapse_jax/
-  # scores/); temperature: luce's; accuracy: the noisy_oracle score's.
+  # scores/); temperature: luce's; accuracy: the noisy_oracle score's; steps: the
+  # classifier's and the discriminator's training; label: the classifier's class (-1: any).
   c.curation = ml_collections.ConfigDict(
       {"rule": "none", "factor": 4, "score": "model_likelihood", "temperature": 1.0,
-       "threshold": 0.0, "accuracy": 1.0})
+       "threshold": 0.0, "accuracy": 1.0, "steps": 300, "label": -1})
   # Devices on the data axis (-1: all not on fsdp) and on the fsdp axis, over which model
   # parameters, optimizer state and EMA are sharded (parallel/mesh.py).
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})

@@ -46,7 +46,8 @@ def run_generation(config, workdir, g: int, seg: SegmentedLoop, ckpts, consts, c
                           reporter: progress.Reporter, stop: progress.StopRequest,
                           abstract_state, state_shardings):
   """Generation ``g`` in training segments with a checkpoint after each; resumes from the
-  newest one. Returns ``(carry, (metrics, states) with a generation axis of 1, curve)``."""
+  newest one. Returns ``(carry, (metrics, states, training rows) with a generation axis of 1,
+  curve)``."""
   local = ckpts.latest_train(g)
   if local is None:
     state, total = seg.start(consts, carry, g)
@@ -83,8 +84,8 @@ def run_generation(config, workdir, g: int, seg: SegmentedLoop, ckpts, consts, c
           f"Stopped on SIGTERM in generation {g} at step {local} of {total}, checkpointed "
           f"in {workdir}; rerun the same command to continue.")
   chunks = _sample_in_chunks(workdir, g, seg, ckpts, carry, state, stop)
-  carry, (metrics, state) = seg.finish(consts, carry, state, g, chunks)
-  return carry, jax.tree.map(lambda x: x[:, None], (metrics, state)), curve
+  carry, outputs = seg.finish(consts, carry, state, g, chunks)
+  return carry, jax.tree.map(lambda x: x[:, None], outputs), curve
 
 
 def _sample_in_chunks(workdir, g: int, seg: SegmentedLoop, ckpts, carry, state,

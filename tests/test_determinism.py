@@ -66,9 +66,9 @@ def test_vmapped_seeds_equal_single_runs(name):
     carry = loop.init(consts, roots)
     return jax.device_get(loop.run(consts, carry, np.arange(config.num_generations))[1])
 
-  metrics, states = run(0, 3)
+  metrics, states, _ = run(0, 3)
   for s in range(3):
-    single_metrics, single_states = run(s, 1)
+    single_metrics, single_states, _ = run(s, 1)
     for a, b in zip(jax.tree.leaves(single_states), jax.tree.leaves(states)):
       a, b = (np.asarray(x, np.float64).reshape(x.shape[0], -1) for x in (a[0], b[s]))
       norm = np.linalg.norm(b, axis=1)

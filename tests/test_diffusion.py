@@ -141,7 +141,7 @@ def test_toy_sampling_and_training(kind, factor):
 
   before = jax.jit(model.evaluate)(state, task, jax.random.PRNGKey(0))
   assert set(before) == {"test_loss"} and before["test_loss"].shape == ()
-  _, (metrics, _) = jax.jit(lambda c: loop.step(consts, c, jnp.int32(0)))(carry)
+  _, (metrics, _, _) = jax.jit(lambda c: loop.step(consts, c, jnp.int32(0)))(carry)
   assert np.isfinite(before["test_loss"])
   assert metrics["test_loss"] < factor * before["test_loss"], (before, metrics)
 

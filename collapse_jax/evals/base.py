@@ -15,6 +15,12 @@ optionally,
 rows (a sentence), e.g. 2-D point metrics on rows that an override made 1-D. Such an
 evaluator is dropped with a one-line warning, not refused: the config declared it for the
 rows it usually runs on, and the override decides.
+
+An evaluator that compares samples with what the model was trained on (memorization, n-gram
+overlap) declares ``training_rows(options) -> int``: it is then called with
+``training={"rows": batch, "valid": [seeds, m]}``, a uniform subset of at most that many of
+the generation's training rows (every row of a smaller set; ``valid`` marks the filled
+slots), drawn inside the compiled loop (`Loop.train_rows`) before the pool moves on.
 """
 from __future__ import annotations
 
@@ -66,6 +72,14 @@ def build_all(config, context: Context) -> dict[str, Evaluator]:
   skip = dropped(config, context.loop.source.row_spec)
   return {name: module(opts["type"]).build(opts, context) for name, opts in evals.items()
           if name not in skip}
+
+
+def training_rows(config, spec) -> dict[str, int]:
+  """The evaluators (not `dropped`) that see training rows: name -> how many they want."""
+  skip = dropped(config, spec)
+  wants = {name: getattr(module(opts["type"]), "training_rows", lambda o: 0)(opts)
+           for name, opts in (config.get("evals") or {}).items() if name not in skip}
+  return {name: n for name, n in wants.items() if n}
 
 
 def dropped(config, spec) -> dict[str, str]:

@@ -96,9 +96,10 @@ class ImageQuality:
     self.spaces = {}
     train, labels = self._labelled()
     if labels is not None:
-      fn, accuracy = classifier.load_or_train(
+      apply, accuracy = classifier.load_or_train(
           self.workdir / "feature_classifier.npz", train, labels, self._seed,
           self._options["classifier_steps"])
+      fn = jax.jit(lambda x: apply(x)[0])
       logging.info("Feature classifier: training accuracy %.3f.", accuracy)
       self._add_space("classifier", fn, self._features(fn, real))
     else:

@@ -14,8 +14,8 @@ With ``config.curation.rule`` other than ``none``, generation g draws ``factor``
              passed) says how many did. A threshold that no row can pass (above a score's
              known maximum) is refused before the run.
 
-The score is a module in ``collapse_jax/scores/`` (or a plug-in's dotted path) exposing
-``build(config, loop) -> Score``. A policy and a curation rule combine freely: the policy
+The score is a module in ``collapse_jax/scores/`` (or a plug-in's dotted path, see
+scores/__init__.py). A policy and a curation rule combine freely: the policy
 says how many synthetic rows a generation writes and which rows it trains on, curation
 which samples those are. ``rule=none`` draws exactly as the loop always has (same keys,
 same rows), so every uncurated result stays bitwise as it was.
@@ -42,18 +42,18 @@ RANGES = {
     "temperature": validate.POSITIVE,
     "threshold": validate.Range(),
     "accuracy": validate.Range(0, 1),
+    "steps": validate.COUNT,
+    "label": validate.Range(-1, integer=True, note="-1: any class"),
 }
 
 
 class Score(Protocol):
-  """A curation score: higher is better.
+  """A curation score: higher is better."""
 
-  ``upper_bound``: a value no row can exceed (None: unknown), so that a threshold nothing
-  can pass is refused before the run."""
-  upper_bound: float | None
-
-  def __call__(self, state: Any, task: Any, rows: Any, key: jax.Array) -> jax.Array:
-    """``[n]`` float32 scores of ``rows`` (a batch of n rows) under model ``state``."""
+  def __call__(self, state: Any, task: Any, rows: Any, key: jax.Array, pool: Any
+               ) -> jax.Array:
+    """``[n]`` float32 scores of ``rows`` (a batch of n rows) of model ``state``; ``pool``:
+    the replicate's `DataPool` (its first ``layout.n_real`` rows are the real set)."""
 
 
 def score_module(name: str):
@@ -68,13 +68,13 @@ class Curation:
   threshold: float
   score: Score
 
-  def draw(self, sample: Callable[[jax.Array, int], Any], state, task, key: jax.Array,
+  def draw(self, sample: Callable[[jax.Array, int], Any], state, task, pool, key: jax.Array,
            select_key: jax.Array, n: int) -> tuple[Any, dict[str, jax.Array]]:
     """``n`` curated rows out of ``factor * n`` drawn by ``sample(key, m)``, and the
     curation metrics."""
     candidates = sample(key, self.factor * n)
     k_score, k_select = jax.random.split(select_key)
-    scores = jnp.asarray(self.score(state, task, candidates, k_score), jnp.float32)
+    scores = jnp.asarray(self.score(state, task, candidates, k_score, pool), jnp.float32)
     # A NaN score (a diverged likelihood) ranks below every number.
     scores = jnp.where(jnp.isnan(scores), -jnp.inf, scores)
     keep, stats = select(self.rule, scores, n, k_select, self.temperature, self.threshold)
@@ -137,7 +137,7 @@ def check_config(config, make_loop: Callable[[], Any]) -> str | None:
   problem = getattr(module, "check", lambda *_: None)(config, loop)
   if problem:
     return problem
-  bound = module.build(config, loop).upper_bound
+  bound = getattr(module, "upper_bound", lambda *_: None)(config, loop)
   if c.rule == "threshold" and bound is not None and not c.threshold < bound:
     return (f"No row can pass curation.threshold={c.threshold}: the {c.score} score is at "
             f"most {bound:.6g}.")

@@ -46,6 +46,9 @@ class Loop:
   layout: PoolLayout
   train_from: str  # "scratch" or "previous"
   curation: Curation | None = None  # None: the samples are written as drawn
+  # Each generation also outputs a uniform subset of this many of its training rows, for
+  # evaluators that compare samples with them (`evals.base`); 0: none.
+  train_rows: int = 0
   mesh: Mesh | None = None  # set by CompiledLoop: training batches are split over it
 
   def init(self, consts, root: jax.Array) -> Carry:
@@ -79,7 +82,7 @@ class Loop:
     if self.curation is None:
       return self.model.sample(state, carry.task, key, n), {}
     sample = lambda k, m: self.model.sample(state, carry.task, k, m)
-    return self.curation.draw(sample, state, carry.task, key,
+    return self.curation.draw(sample, state, carry.task, carry.pool, key,
                               fold(rng.stream_key(carry.root, "curate", g)), n)
 
   def finish(self, consts, carry: Carry, view: TrainView, state, g: jax.Array, synth=None):
@@ -96,11 +99,17 @@ class Loop:
     if synth is not None:
       synth, curation_metrics = synth
       metrics |= curation_metrics
+    training = {}
+    if self.train_rows:
+      rows, valid = view.subset(rng.stream_key(root, "train_rows", g), self.train_rows)
+      training = {"rows": view.gather(rows), "valid": valid}
     pool = pool.write_block(g + 1, fresh, synth)
-    return Carry(state, pool, task, root), (metrics, state)
+    return Carry(state, pool, task, root), (metrics, state, training)
 
   def step(self, consts, carry: Carry, g: jax.Array):
-    """Generation ``g``: returns the next carry and ``(metrics, fitted state)``."""
+    """Generation ``g``: returns the next carry and ``(metrics, fitted state, training
+    rows)``; the training rows (``{"rows": batch [m], "valid": [m]}``) are empty unless
+    ``train_rows``."""
     view = self.view(carry, g)
     state = self.model.fit(self.start_state(carry, g), view, carry.task,
                            rng.stream_key(carry.root, "fit", g))
@@ -126,7 +135,7 @@ class CompiledLoop:
 
   ``init(consts, roots [S, 2])`` and ``run(consts, carry, generations [L])`` take and return
   carries whose leaves have a leading seed axis ``[S, ...]``; ``run`` also returns the
-  per-generation metrics and fitted states, ``[S, L, ...]``.
+  per-generation metrics, fitted states and training rows (`Loop.step`), ``[S, L, ...]``.
   """
 
   def __init__(self, loop: Loop, mesh: Mesh, consts, roots: jax.Array):
@@ -204,7 +213,7 @@ class SegmentedLoop:
       state, losses = segment(carry, state, g, first_step, stop)   repeated
       samples = sample_chunk(carry, state, g, i)          i < num_chunks, if chunked
                                                           (with curation metrics if curated)
-      carry, (metrics, state) = finish(consts, carry, state, g, chunks)
+      carry, (metrics, state, training) = finish(consts, carry, state, g, chunks)
 
   Leaves carry a leading seed axis, as in `CompiledLoop`; ``first_step`` ``[S]`` is the
   state's step when the generation began, ``stop`` the generation-local step to run to.

@@ -212,6 +212,17 @@ class TrainView:
     """``[n]`` int32 row indices drawn uniformly, with replacement, from the training set."""
     return draw_rows(self.counts, key, n)
 
+  def subset(self, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+    """A uniform subset, without replacement, of the training rows: ``(rows [m] int32,
+    valid [m] bool)``, m = min(n, capacity); every training row when there are at most m
+    (the rest invalid). Each slot's priority comes from its own key, so the subset does not
+    depend on the pool's capacity."""
+    slots = jnp.arange(self.counts.shape[0])
+    priority = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i)))(slots)
+    priority, rows = jax.lax.top_k(jnp.where(self.counts > 0, priority, -1.0),
+                                   min(n, slots.shape[0]))
+    return rows.astype(jnp.int32), priority >= 0
+
   def gather(self, rows: jax.Array) -> Batch:
     """The examples at ``rows`` (``[n]``): a batch with leaves ``[n, ...]``."""
     batch = self.pool.decode(jax.tree.map(lambda x: x[rows], self.pool.data))

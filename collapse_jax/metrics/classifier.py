@@ -24,7 +24,8 @@ from flax import traverse_util
 from collapse_jax.nets.layers import Conv
 
 FEATURE_DIM = 128
-FeatureFn = Callable[[jax.Array], jax.Array]  # images [n, h, w, c] -> features [n, 128]
+# images [n, h, w, c] -> (features [n, 128], logits [n, classes])
+ClassifierFn = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
 
 
 class Classifier(nn.Module):
@@ -90,12 +91,14 @@ def _copy(source: pathlib.Path, target: pathlib.Path) -> None:
   tmp.replace(target)
 
 
-def load_or_train(path: pathlib.Path, images: np.ndarray, labels: np.ndarray, seed: int,
-                  steps: int) -> tuple[FeatureFn, float]:
+def load_or_train(path: pathlib.Path | None, images: np.ndarray, labels: np.ndarray, seed: int,
+                  steps: int) -> tuple[ClassifierFn, float]:
   """The classifier kept at ``path`` (.npz): read from there, else copied from the shared
-  cache, else trained and saved to both (a shared cache that cannot be written is skipped)."""
+  cache, else trained and saved to both (a shared cache that cannot be written is skipped);
+  ``path=None``: the shared cache alone."""
   num_classes = int(labels.max()) + 1
   shared = shared_path(images, labels, seed, steps)
+  path = path or shared
   if not path.exists() and shared.exists():
     _copy(shared, path)
   if path.exists():
@@ -109,8 +112,9 @@ def load_or_train(path: pathlib.Path, images: np.ndarray, labels: np.ndarray, se
     np.savez(tmp, __accuracy__=accuracy, **flat)
     tmp.replace(path)
     try:
-      _copy(path, shared)
+      if path != shared:
+        _copy(path, shared)
     except OSError:  # a read-only or full home: the run keeps its own copy
       pass
   model = Classifier(num_classes)
-  return jax.jit(lambda x: model.apply({"params": params}, x)[0]), accuracy
+  return (lambda x: model.apply({"params": params}, x)), accuracy

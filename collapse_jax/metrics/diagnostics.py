@@ -18,7 +18,7 @@ classifier features, 2-D toys as they are); token rows are ``[n, T]`` ints.
 Distances come from ``[row_batch, col_batch]`` tiles, scanned over column tiles and
 mapped over row tiles, so 10k x 10k rows of 2048-d features hold one 32 MiB tile, never
 an ``[n, m, d]`` difference tensor. Up to 16-d (the toys) a tile is summed from
-coordinate differences, exact in float32. Wider rows use one matmul per tile,
+coordinate differences, which do not cancel. Wider rows use one matmul per tile,
 ``|a|^2 - 2 a.b + |b|^2``, which cancels (an exact copy comes out at
 ``sqrt(float32 eps) * |a|``, not 0; rows are centred on the support's mean first to keep
 ``|a|`` small), so there it only ranks the candidates: the k winners' distances are
@@ -42,7 +42,7 @@ from scipy import special
 # backends whose default matmul precision is lower (TPU's bfloat16 passes).
 _PRECISION = jax.lax.Precision.HIGHEST
 # Up to this width a tile's squared distances are summed from coordinate differences
-# (exact in float32) instead of the matmul form, whose cancellation error,
+# (no cancellation) instead of the matmul form, whose cancellation error,
 # ~sqrt(float32 eps) * |row| ~ 3e-4 for unit-scale rows, exceeds the nearest-neighbour
 # distance of dense low-d sets (~6e-5 for 20k 1-D normal rows) and ranks the wrong
 # neighbours: kl_entropy of 20k 1-D normal rows came out 0.36 nats (25%) high that way.
@@ -81,8 +81,9 @@ def _knn(queries: jax.Array, support: jax.Array, query_ids: jax.Array, *, k: int
     def merge_tile(best, tile):
       best_sq, best_ids = best
       col, sq_norms, ids = tile
-      if direct:  # one [rows, cols] difference per coordinate, exact in float32
-        sq = sum(jnp.square(rows_c[:, j, None] - col[None, :, j]) for j in range(col.shape[1]))
+      if direct:  # one [rows, cols] difference per coordinate: nothing cancels
+        sq = sum(jnp.square(rows_c[:, j, None] - col[None, :, j])
+                 for j in range(col.shape[1]))
       else:
         sq = (rows_sq[:, None] - 2.0 * jnp.matmul(rows_c, col.T, precision=_PRECISION)
               + sq_norms[None, :])
@@ -96,7 +97,8 @@ def _knn(queries: jax.Array, support: jax.Array, query_ids: jax.Array, *, k: int
       merged_ids = jnp.concatenate([best_ids, jnp.broadcast_to(ids, sq.shape)], axis=1)
       neg_sq, where = jax.lax.top_k(-merged_sq, k)
       # The direct path's values are final: leave its indices out (XLA drops the gather).
-      return (-neg_sq, best_ids if direct else jnp.take_along_axis(merged_ids, where, 1)), None
+      ids = best_ids if direct else jnp.take_along_axis(merged_ids, where, axis=1)
+      return (-neg_sq, ids), None
 
     start = (jnp.full((rows.shape[0], k), jnp.inf), jnp.full((rows.shape[0], k), -1))
     (best_sq, best_ids), _ = jax.lax.scan(merge_tile, start, (cols, col_sq, col_ids))
@@ -121,7 +123,8 @@ def _as_rows(x: npt.ArrayLike, name: str) -> np.ndarray:
 
 def _check_width(a: np.ndarray, b: np.ndarray, names: str) -> None:
   if a.shape[1] != b.shape[1]:
-    raise ValueError(f"{names} must have the same width d, got {a.shape[1]} and {b.shape[1]}")
+    raise ValueError(f"{names} must have the same width d,"
+                     f" got {a.shape[1]} and {b.shape[1]}")
 
 
 def _knn_distances(queries: np.ndarray, support: np.ndarray, k: int,

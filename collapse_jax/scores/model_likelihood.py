@@ -11,9 +11,9 @@ from typing import Any
 @dataclasses.dataclass(frozen=True)
 class ModelLikelihood:
   model: Any
-  upper_bound = None
 
-  def __call__(self, state, task, rows, key):
+  def __call__(self, state, task, rows, key, pool):
+    del pool
     return self.model.log_likelihood(state, task, rows, key)
 
 

@@ -17,10 +17,9 @@ from collapse_jax.scores import real_density
 class NoisyOracle:
   log_density: Any
   accuracy: float
-  upper_bound: float
 
-  def __call__(self, state, task, rows, key):
-    del state
+  def __call__(self, state, task, rows, key, pool):
+    del state, pool
     true = self.log_density(task, rows)
     k_right, k_other = jax.random.split(key)
     right = jax.random.bernoulli(k_right, self.accuracy, true.shape)
@@ -29,8 +28,8 @@ class NoisyOracle:
 
 
 def build(config, loop) -> NoisyOracle:
-  d = real_density.density(loop)
-  return NoisyOracle(d.log_density, float(config.curation.accuracy), d.upper_bound)
+  return NoisyOracle(real_density.density(loop).log_density, float(config.curation.accuracy))
 
 
+upper_bound = real_density.upper_bound
 check = real_density.check

@@ -10,10 +10,9 @@ from typing import Any
 @dataclasses.dataclass(frozen=True)
 class RealDensity:
   log_density: Any   # (task, rows) -> [n]
-  upper_bound: float
 
-  def __call__(self, state, task, rows, key):
-    del state, key
+  def __call__(self, state, task, rows, key, pool):
+    del state, key, pool
     return self.log_density(task, rows)
 
 
@@ -24,8 +23,12 @@ def density(loop):
 
 def build(config, loop) -> RealDensity:
   del config
-  d = density(loop)
-  return RealDensity(d.log_density, d.upper_bound)
+  return RealDensity(density(loop).log_density)
+
+
+def upper_bound(config, loop) -> float:
+  del config
+  return density(loop).upper_bound
 
 
 def check(config, loop) -> str | None:
