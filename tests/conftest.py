@@ -90,6 +90,8 @@ def pytest_configure(config):
 # and molecule smoke runs before their resume tests.
 SLOW = {
     "test_segments.py::uninterrupted": 180,
+    "test_accelerator_check.py::test_tiny_check_runs_every_section_and_records_finite_figures": 60,
+    "test_segments.py::test_a_curated_generation_resumes_inside_its_chunked_sampling_bitwise": 50,
     "test_multihost.py::test_two_processes_with_their_shards_of_mnist_match_one": 170,
     "test_fsdp.py::test_fsdp_matches_one_device": 140,
     "test_configs.py::test_smoke_variant_runs_end_to_end[digits_vae:accumulate]": 105,

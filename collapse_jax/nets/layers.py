@@ -93,6 +93,9 @@ class Conv(nn.Module):
                        f"{self.kernel_size}/{self.strides}")
     k = self.kernel_size
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
+    # The kernel's dtype is the compute dtype (a bf16 run casts the parameters): XLA's conv
+    # refuses mixed operands, and the matmul path would silently compute in float32.
+    x = x.astype(kernel.dtype)
     conv = conv_matmul if resolve_conv_impl(self.impl) == "matmul" else conv_xla
     if upsample_to is None:
       y = conv(x, kernel, self.strides)
