@@ -46,6 +46,20 @@ class StopRequest:
     self.requested = True
 
 
+def _summary_writer():
+  """tensorboardX's SummaryWriter, imported without torch where torch is not loaded yet:
+  tensorboardX imports it (1 s or more) only to accept torch tensors, and we log floats."""
+  if "torch" in sys.modules or "tensorboardX" in sys.modules:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX allows
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
+
+
 class Reporter:
   """Progress bar and TensorBoard writer of one run."""
 
@@ -55,8 +69,7 @@ class Reporter:
     self._tty = self._lead and sys.stderr.isatty()
     self._writer = None
     if self._lead:
-      from tensorboardX import SummaryWriter
-      self._writer = SummaryWriter(str(workdir / "tensorboard"), flush_secs=30)
+      self._writer = _summary_writer()(str(workdir / "tensorboard"), flush_secs=30)
     self._bar = None
 
   def start_generation(self, generation: int, total_steps: int, done_steps: int) -> None:
