@@ -40,6 +40,7 @@ BAD_CONFIGS = [
     ("--config.num_generations=0", "num_generations must be at least 1"),
     ("--config.data.num_rows=11", "num_rows T > dim d + 1"),
     ("--config.data.max_dim=4", "data.max_dim (4) must be at least data.dim (10)"),
+    ("--config.curation.rule=top", "linreg model has no log-likelihood"),
 ]
 MISTAKES = [
     (["--config=configs/linreg.py:smoke", "--config.seed=abc"],
@@ -73,11 +74,13 @@ MISTAKES = [
     (["--config=configs/linreg.py:smoke", "extra"], "unexpected argument extra;"),
     (["--config=configs/linreg.py:smoke", "--overwrit"],
      "Unknown flag --overwrit; did you mean --overwrite?"),
+    (["--config=configs/curation.py:smoke", "--config.curation.factor=1.5"],
+     "config.curation.factor takes an integer, not '1.5'."),
 ]
 MISTAKE_IDS = ["not_an_int", "wrong_type", "missing_config_file", "unknown_variant",
                "lambda_without_mix", "bare_choice", "bare_number", "number_not_a_number",
                "unknown_key", "unknown_choice", "two_policies", "old_name", "unknown_field", "mesh_too_big", "positional",
-               "unknown_flag"]
+               "unknown_flag", "curation_factor_not_an_int"]
 
 
 @pytest.fixture(scope="module")

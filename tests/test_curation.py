@@ -180,3 +180,41 @@ def test_bad_curation_is_one_sentence_before_anything_is_written(name, fields, w
   message = str(error.value)
   assert words in message and "\n" not in message and message.endswith("."), message
   assert not (tmp_path / "run").exists()
+
+
+def test_the_classifier_score_is_a_digit_classifiers_confidence():
+  from collapse_jax.data import images
+  from collapse_jax.scores import classifier
+  config = load_config("curation:data=digits")
+  config.curation.steps = 200
+  source = images.build(config.data)
+  loop = type("Loop", (), {"source": source})()
+  assert classifier.check(config, loop) is None
+  real, labels = source.labelled_train()
+  x = {"image": jnp.asarray(real[:256])}
+  noise = {"image": jax.random.uniform(KEY, x["image"].shape, minval=-1, maxval=1)}
+  score = classifier.build(config, loop)
+  confident, unsure = (np.asarray(score(None, None, rows, KEY, None)) for rows in (x, noise))
+  assert np.all((confident >= 0.1) & (confident <= 1)) and confident.mean() > 0.8
+  assert confident.mean() > unsure.mean() + 0.2  # real digits over uniform noise
+  config.curation.label = 3  # one class: high on threes, low on the rest
+  three = np.asarray(classifier.build(config, loop)(None, None, x, KEY, None))
+  assert three[labels[:256] == 3].mean() > 0.8 > 0.2 > three[labels[:256] != 3].mean()
+  config.curation.label = 10
+  assert "curation.label must be -1 (any class) or a class in [0, 9]" in classifier.check(
+      config, loop)
+
+
+def test_the_discriminator_scores_real_looking_candidates_higher():
+  """Trained in the loop on the pool's real rows N(0, 1) against the candidates, it tells
+  candidates drawn like the real rows from those drawn 4 standard deviations away."""
+  from collapse_jax.loop.pool import DataPool, PoolLayout
+  from collapse_jax.scores import discriminator
+  layout = PoolLayout(n_real=512, n_fresh=0, n_synth=512, num_blocks=1)
+  k_real, k_near, k_far = jax.random.split(KEY, 3)
+  pool = DataPool.create({"x": jax.random.normal(k_real, (512, 2))}, layout)
+  candidates = {"x": jnp.concatenate([jax.random.normal(k_near, (256, 2)),
+                                      4 + jax.random.normal(k_far, (256, 2))])}
+  score = discriminator.Discriminator(field="x", n_real=512, steps=300)
+  s = np.asarray(jax.jit(lambda c, p: score(None, None, c, KEY, p))(candidates, pool))
+  assert s[:256].mean() > s[256:].mean() + 3

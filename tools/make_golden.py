@@ -24,6 +24,7 @@ GOLDEN = ROOT / "tests" / "golden_metrics.json"
 # name: ``<config file>:<variants>`` as written after ``--config=configs/`` (``:smoke`` added).
 RUNS = (
     "cifar10:mix,process=ddpm", "cifar10:mix,process=edm", "cifar10:mix,process=otcfm",
+    "curation:replace",
     "digits_vae:accumulate", "ffhq:accumulate", "gaussian:accumulate",
     "gaussian:accumulate_subsample", "gaussian:replace", "kde_moons:accumulate",
     "kde_moons:accumulate_subsample", "kde_moons:replace", "linreg:accumulate",
