@@ -54,8 +54,12 @@ def get_config(arg=None):
       **presets.training(batch_size=32, epochs=1.0, learning_rate=5e-4, optimizer="adamw",
                          b1=0.9, b2=0.95, weight_decay=0.1, lr_schedule="cosine",
                          warmup_steps=1000, grad_clip=1.0, ema_decay=0.0)})
+  # Copying and diversity in token 4-grams: of the samples' 4-grams, the share seen in the
+  # generation's training rows (a uniform subset of 20,000), and distinct over all.
   c.evals = ml_collections.ConfigDict(
-      {"text": {"type": "text", "num_samples": 500, "stories_to_write": 10}})
+      {"text": {"type": "text", "num_samples": 500, "stories_to_write": 10},
+       "diagnostics": {"type": "diagnostics", "num_samples": 500, "training_rows": 20_000,
+                       "classifier_steps": 1, "ngram": 4}})
   if v["cpu"]:
     # The shared sample (1,092 stories): 92 held out, 1,000 to train on; a 2-layer GPT-2
     # that learns the sample's style within a few minutes per generation on 2 cores.
@@ -66,6 +70,7 @@ def get_config(arg=None):
                     "learning_rate": 2e-3, "warmup_steps": 30, "sample_batch_size": 250,
                     "eval_batch_size": 46})
     c.evals.text.update({"num_samples": 100, "stories_to_write": 5})
+    c.evals.diagnostics.num_samples = 100
   if v["smoke"]:
     c.data.update({"path": None, "vocab_size": 256, "context": 64, "n_test": 32})
     c.num_generations, c.n_real, c.n_synth = 2, 64, 64
@@ -73,6 +78,7 @@ def get_config(arg=None):
                     "warmup_steps": 2, "learning_rate": 3e-3, "sample_batch_size": 64,
                     "eval_batch_size": 32})
     c.evals.text.update({"num_samples": 8, "stories_to_write": 2})
+    c.evals.diagnostics.num_samples = 8
   if v["preset"]:
     c.model.preset = v["preset"]
   if v["prompt"]:
