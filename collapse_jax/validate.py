@@ -191,7 +191,6 @@ def _first_problem(config) -> str | None:
   if problem:
     return problem
   if num_train is not None:
-    policy = policy_of(config)
     needed = policy.n_real + config.num_generations * policy.n_fresh
     if needed > num_train:
       return (f"The policy needs {needed} real training rows but the dataset has "

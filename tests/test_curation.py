@@ -218,3 +218,13 @@ def test_the_discriminator_scores_real_looking_candidates_higher():
   score = discriminator.Discriminator(field="x", n_real=512, steps=300)
   s = np.asarray(jax.jit(lambda c, p: score(None, None, c, KEY, p))(candidates, pool))
   assert s[:256].mean() > s[256:].mean() + 3
+
+
+def test_a_flow_is_curated_by_its_exact_likelihood_inside_the_loop(tmp_path):
+  """model_likelihood of the flow and diffusion families is their probability-flow ODE's
+  exact log density: the kept candidates score above the drawn ones."""
+  config = load_config("toy_flow:replace")
+  config.num_generations, config.evals = 1, {}
+  config.curation.update({"rule": "top", "factor": 2, "score": "model_likelihood"})
+  (row, *_) = experiment.train_and_evaluate(config, tmp_path)
+  assert row["curation_score_kept"] > row["curation_score_drawn"]

@@ -329,3 +329,57 @@ def test_loss_by_noise_refuses_bad_input(smoke_run, tmp_path):
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 2 and "is a vae run" in out.stderr, out.stderr[-2000:]
   assert "Traceback" not in out.stderr and not (tmp_path / "c.png").exists()
+
+
+# ----------------------------------------------------------------------------------------
+# The QM9-sized variant (configs/molecules.py:size=qm9).
+
+
+def test_qm9_filter_keeps_small_cnof_molecules_with_hydrogens():
+  d = load_config("molecules:size=qm9", None).data
+  p = molecules.params_of(d)
+  assert (p["elements"], p["max_heavy_atoms"], p["hydrogens"]) == (("C", "N", "O", "F"), 9,
+                                                                   True)
+  cases = {"CC(C)(C)O": None,           # 5 heavy atoms, 15 with hydrogens
+           "CC(F)(F)C(N)=O": None,      # 7 heavy, 12
+           "CCCCCCCCC": None,           # nonane: 9 heavy, 29 (the largest row)
+           "CCCCCCCCCC": "size",        # decane: 10 heavy atoms
+           "OC(=O)c1ccccc1O": "size",   # salicylic acid: 10 heavy atoms
+           "CCO": "size",               # 9 atoms with hydrogens, below min_atoms
+           "CCS": "elements", "CCCl": "elements", "CC[O-].[Na+]": "fragments"}
+  got = {s: chem.passes_filter(Chem.MolFromSmiles(s), p["min_atoms"], p["max_atoms"],
+                               p["hydrogens"], p["elements"], p["max_heavy_atoms"])
+         for s in cases}
+  assert got == cases
+  # The drug-like configs' parameters (and so their cache folders) are as before.
+  drugs = molecules.params_of(load_config("molecules", "cpu").data)
+  assert "elements" not in drugs and "max_heavy_atoms" not in drugs
+
+
+def test_qm9_variant_spelling_and_refusals(tmp_path):
+  from collapse_jax import variants
+  with pytest.raises(variants.VariantError, match="write size=qm9"):
+    load_config("molecules:qm9", "smoke")
+  assert load_config("molecules:size=qm9", "cpu").data.max_atoms == 29
+  assert molecules.check_config(load_config("molecules:size=qm9", "smoke")) is None
+  for update, match in (({"elements": ("C", "Xx")}, "data.elements must be heavy elements"),
+                        ({"min_atoms": 30}, "leaves no molecule"),
+                        ({"kind": "geom_rdkit", "path": str(tmp_path)}, "embedded, smiles and sdf"),
+                        ({"max_heavy_atoms": -1}, "data.max_heavy_atoms must be")):
+    config = load_config("molecules:size=qm9", "smoke")
+    config.data.update(update)
+    assert match in molecules.check_config(config), update
+
+
+def test_qm9_smoke_builds_its_dataset_and_runs_a_generation(tmp_path):
+  config = load_config("molecules:size=qm9,replace", "smoke")
+  config.num_generations = 1
+  data = molecules.build(config.data).dataset
+  mols = [m for s in chem.SPLITS for m in data.splits[s]]
+  assert len(mols) == config.data.num_molecules
+  for m in mols:
+    assert set(m.atoms.tolist()) <= {1, 6, 7, 8, 9} and 1 in m.atoms
+    assert (m.atoms > 1).sum() <= 9 and 10 <= len(m.atoms) <= config.data.max_atoms
+  rows = experiment.train_and_evaluate(config, tmp_path / "run")
+  assert len(rows) == 1 and np.isfinite(rows[0]["test_loss"])
+  assert 0 <= rows[0]["sanitize_frac"] <= 1

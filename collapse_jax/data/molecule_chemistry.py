@@ -6,8 +6,10 @@ RDKit's ensembles. molecule_files.py reads datasets from files and caches them w
 A dataset is three splits (train / val / test, split by molecule) of `Molecule` records: a
 heavy-atom (or all-atom) graph in a fixed atom order and a conformer ensemble in that order.
 
-Filter (`passes_filter`): one fragment, elements in ``ELEMENTS``, ``min_atoms`` ..
-``max_atoms`` atoms in a row (heavy atoms; all atoms with ``hydrogens``). Ensembles
+Filter (`passes_filter`): one fragment, heavy elements in ``elements`` (default
+``HEAVY_ELEMENTS``; hydrogen always allowed), at most ``max_heavy_atoms`` heavy atoms (0: no
+cap; QM9's 9), ``min_atoms`` .. ``max_atoms`` atoms in a row (heavy atoms; all atoms with
+``hydrogens``). Ensembles
 (`embed_ensemble`): RDKit ETKDGv3 (seed per molecule, never 0: seed 0 returned identical
 conformers) + MMFF94, pruned at ``prune_rms`` A heavy-atom RMSD, sorted by MMFF energy
 (pruning is symmetry-aware, over the heavy-atom graph's automorphisms, like RDKit's
@@ -25,6 +27,8 @@ from collapse_jax.errors import DataError
 
 RECIPE = 2    # of how ensembles are made (2: symmetry-aware pruning); part of the cache key
 ELEMENTS = ("H", "C", "N", "O", "F", "P", "S", "Cl", "Br", "I")
+HEAVY_ELEMENTS = ELEMENTS[1:]    # the default of data.elements
+QM9_ELEMENTS = ("C", "N", "O", "F")
 SPLITS = ("train", "val", "test")
 
 # Pair codes of the graph: bonds 1-5, then GeoDiff's order-extended edges (2 and 3 bonds apart).
@@ -180,18 +184,33 @@ def _prune(positions: np.ndarray, matches: np.ndarray, threshold: float) -> list
   return kept
 
 
-def passes_filter(mol, min_atoms: int, max_atoms: int, hydrogens: bool = False) -> str | None:
-  """Why ``mol`` is left out ("fragments", "elements", "size"), or None to keep it. The size
-  is the atoms its rows hold: heavy atoms, plus its hydrogens with ``hydrogens``."""
+def passes_filter(mol, min_atoms: int, max_atoms: int, hydrogens: bool = False,
+                  elements: tuple[str, ...] = HEAVY_ELEMENTS, max_heavy_atoms: int = 0
+                  ) -> str | None:
+  """Why ``mol`` is left out ("fragments", "elements", "size"), or None to keep it. Its heavy
+  atoms must be of ``elements`` (hydrogen is always allowed) and at most ``max_heavy_atoms``
+  (0: no cap); the size is the atoms its rows hold: heavy atoms, plus its hydrogens with
+  ``hydrogens``."""
   Chem = rdkit_chem()
   if len(Chem.GetMolFrags(mol)) != 1:
     return "fragments"
-  if any(a.GetSymbol() not in ELEMENTS for a in mol.GetAtoms()):
+  allowed = set(elements) | {"H"}
+  if any(a.GetSymbol() not in allowed for a in mol.GetAtoms()):
     return "elements"
+  if max_heavy_atoms and mol.GetNumHeavyAtoms() > max_heavy_atoms:
+    return "size"
   n = Chem.AddHs(mol).GetNumAtoms() if hydrogens else mol.GetNumHeavyAtoms()
   if not min_atoms <= n <= max_atoms:
     return "size"
   return None
+
+
+def filter_text(p: dict) -> str:
+  """The filter of dataset parameters ``p`` in words."""
+  elements = p.get("elements") or HEAVY_ELEMENTS
+  heavy = f", at most {p['max_heavy_atoms']} heavy atoms" if p.get("max_heavy_atoms") else ""
+  return (f"one fragment of {', '.join(('H',) + tuple(elements))} with {p['min_atoms']}-"
+          f"{p['max_atoms']} {'' if p['hydrogens'] else 'heavy '}atoms{heavy}")
 
 
 def molecule_from_rdmol(mol, positions: list[np.ndarray], energies: list[float],
@@ -271,7 +290,9 @@ def make_ensembles(mols: list, p: dict, progress: bool = True) -> Dataset:
                              "embedding": 0}
   seen, kept = set(), []
   for mol in mols:
-    why = passes_filter(mol, p["min_atoms"], p["max_atoms"], p["hydrogens"])
+    why = passes_filter(mol, p["min_atoms"], p["max_atoms"], p["hydrogens"],
+                        tuple(p.get("elements") or HEAVY_ELEMENTS),
+                        p.get("max_heavy_atoms") or 0)
     key = Chem.MolToSmiles(mol) if why is None else None
     if why is None and key in seen:
       why = "duplicate"
@@ -282,8 +303,7 @@ def make_ensembles(mols: list, p: dict, progress: bool = True) -> Dataset:
     kept.append(mol)
   if not kept:
     raise DataError(
-        f"No molecule is left after filtering to one fragment of {', '.join(ELEMENTS)} with "
-        f"{p['min_atoms']}-{p['max_atoms']} {'' if p['hydrogens'] else 'heavy '}atoms "
+        f"No molecule is left after filtering to {filter_text(p)} "
         f"(skipped: {counts_text(skipped)}).")
   rng = np.random.default_rng(p["seed"])
   order = rng.permutation(len(kept))

@@ -33,6 +33,7 @@ import numpy as np
 
 from collapse_jax import validate
 from collapse_jax.data import molecule_files
+from collapse_jax.data import molecule_chemistry
 from collapse_jax.data.molecule_chemistry import Dataset, Molecule, extend_order
 from collapse_jax.data.source import RowSpec, Task
 
@@ -40,6 +41,9 @@ from collapse_jax.data.source import RowSpec, Task
 DEFAULTS = {"kind": "embedded", "path": None, "num_molecules": 1000, "num_confs": 30,
             "prune_rms": 0.5, "min_atoms": 15, "max_atoms": 40, "hydrogens": False,
             "split": (0.8, 0.1, 0.1), "seed": 0}
+# Filter parameters added later: in the parameters (and the cache key) only when they filter,
+# so the caches made before them keep their names.
+FILTER_DEFAULTS = {"elements": molecule_chemistry.HEAVY_ELEMENTS, "max_heavy_atoms": 0}
 GRAPH_FIELDS = ("atom_type", "edge_type", "atom_mask", "mol_id")
 
 
@@ -146,6 +150,13 @@ def params_of(data) -> dict:
   p["split"] = tuple(float(x) for x in p["split"])
   if p["path"] is not None:
     p["path"] = str(pathlib.Path(p["path"]).expanduser().resolve())
+  elements = tuple(data.get("elements", None) or FILTER_DEFAULTS["elements"])
+  if set(elements) != set(FILTER_DEFAULTS["elements"]):
+    # In ELEMENTS' order, so the same set is the same cache.
+    order = {e: i for i, e in enumerate(molecule_chemistry.ELEMENTS)}
+    p["elements"] = tuple(sorted(set(elements), key=lambda e: order.get(e, len(order))))
+  if data.get("max_heavy_atoms", 0):
+    p["max_heavy_atoms"] = int(data.max_heavy_atoms)
   return p
 
 
@@ -164,6 +175,7 @@ RANGES = {
     "max_atoms": validate.COUNT,
     "seed": validate.SEED,
     "train_conformers": validate.COUNT,
+    "max_heavy_atoms": validate.Range(0, integer=True, note="0: no cap"),
 }
 
 
@@ -182,6 +194,23 @@ def check_config(config) -> str | None:
       return f"Molecule data kind {p['kind']!r} needs data.path."
     if not pathlib.Path(p["path"]).exists():
       return f"Molecule data path {p['path']} does not exist."
+  heavy = p.get("max_heavy_atoms", 0)
+  elements = p.get("elements", FILTER_DEFAULTS["elements"])
+  unknown = [e for e in elements if e not in molecule_chemistry.HEAVY_ELEMENTS]
+  if unknown or not elements:
+    return (f"data.elements must be heavy elements of "
+            f"{', '.join(molecule_chemistry.HEAVY_ELEMENTS)}, got {tuple(elements)}.")
+  if p["kind"] in ("geom_pickles", "geom_rdkit") and ("elements" in p or heavy):
+    return ("data.elements and data.max_heavy_atoms filter the embedded, smiles and sdf "
+            f"kinds only, not {p['kind']} (keep the defaults, or filter GEOM yourself).")
+  # Most atoms a row of `heavy` heavy atoms can hold: 3 * heavy + 2 with hydrogens (an
+  # alkane) where no element binds more than 4 atoms.
+  most = (3 * heavy + 2 if p["hydrogens"] else heavy) if heavy else None
+  if most is not None and p["min_atoms"] > most and set(elements) <= {
+      "C", "N", "O", "F", "Cl", "Br", "I"}:
+    return (f"data.min_atoms={p['min_atoms']} leaves no molecule of at most "
+            f"data.max_heavy_atoms={heavy} heavy atoms, which have at most {most} "
+            f"{'atoms with hydrogens' if p['hydrogens'] else 'heavy atoms'}.")
   if p["min_atoms"] > p["max_atoms"]:
     return (f"data.min_atoms must be at most data.max_atoms, got {p['min_atoms']} and "
             f"{p['max_atoms']}.")

@@ -127,9 +127,9 @@ def check_config(config, make_loop: Callable[[], Any]) -> str | None:
   problem = validate.fields_problem(c, RANGES, "curation.")
   if problem or c.rule == "none":
     return problem
-  loop = make_loop()
   if c.rule == "luce" and c.factor < 2:
     return "curation.rule=luce chooses one of factor candidates: factor must be >= 2."
+  loop = make_loop()
   try:
     module = score_module(c.score)
   except ValueError as e:
