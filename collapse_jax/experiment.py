@@ -209,7 +209,7 @@ def _run(config, workdir: pathlib.Path, loop: Loop, mesh, consts, resume_from_in
           ckpts.drop_in_progress(done - 1)
         host_memory.release_freed_host_memory()
         _write_metrics(config, workdir, history)
-        if jax.process_index() == 0 and curves:
+        if jax.process_index() == 0 and curves and progress.figures_wanted():
           curve_plots.plot_training_curves(curves, workdir / "plots" / "train_loss.png")
         elapsed = time.time() - start
         eta = elapsed / (done - first) * (total - done)
@@ -227,7 +227,9 @@ def _run(config, workdir: pathlib.Path, loop: Loop, mesh, consts, resume_from_in
   _write_metrics(config, workdir, history)  # also rewrites a damaged file of a finished run
   rows = _metric_rows(config, history)
   if jax.process_index() == 0:
-    plots.plot_run(rows, workdir / "plots", title=f"{config.model.name}, {config.policy.name}")
+    if progress.figures_wanted():
+      plots.plot_run(rows, workdir / "plots",
+                     title=f"{config.model.name}, {config.policy.name}")
     _add_wall_time(workdir, time.time() - started)
   return rows
 

@@ -10,6 +10,7 @@ process 0 writes.
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
 import signal
 import sys
@@ -44,6 +45,13 @@ class StopRequest:
   def _handle(self, signum, frame):
     del signum, frame
     self.requested = True
+
+
+def figures_wanted() -> bool:
+  """Whether runs draw their figures (plots/*.png, the 2-D scatter rows): yes unless
+  $COLLAPSE_JAX_PLOTS is 0, e.g. for a sweep of many small runs whose report draws them
+  together, or a test suite. Metrics, sample files and grids are written either way."""
+  return os.environ.get("COLLAPSE_JAX_PLOTS", "1") != "0"
 
 
 def _summary_writer():

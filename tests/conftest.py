@@ -19,6 +19,9 @@ _SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              " --xla_backend_optimization_level=1").strip()
+# Runs skip their figures (collapse_jax.progress.figures_wanted): matplotlib's rendering
+# costs more than many a smoke run's compute. Tests of figures turn them back on.
+os.environ["COLLAPSE_JAX_PLOTS"] = "0"
 if _SHARED_MNIST.exists():
   os.environ.setdefault("COLLAPSE_JAX_MNIST", str(_SHARED_MNIST))
 # Many tests compile the same programs (a config run in several workdirs, in this process or

@@ -14,8 +14,9 @@ from launcher_batch import run_many
 MAIN = [sys.executable, str(ROOT / "launch" / "main.py")]
 
 
-def _main(*args, cwd=ROOT):
-  return subprocess.run(MAIN + list(args), cwd=cwd, capture_output=True, text=True, timeout=300)
+def _main(*args, cwd=ROOT, env=None):
+  return subprocess.run(MAIN + list(args), cwd=cwd, capture_output=True, text=True, timeout=300,
+                        env=env)
 
 
 def _tree_digest(path: pathlib.Path) -> str:
@@ -190,10 +191,13 @@ def test_unknown_toy_dataset_is_refused(refused):
 
 def test_workdir_of_another_config_is_refused_continuation_resumes_overwrite_restarts(tmp_path):
   workdir = tmp_path / "run"
-  first = _main("--config=configs/gaussian.py:replace,smoke", f"--workdir={workdir}")
+  first = _main("--config=configs/gaussian.py:replace,smoke", f"--workdir={workdir}",
+                env=dict(os.environ, COLLAPSE_JAX_PLOTS="1"))  # (the suite skips figures)
   assert first.returncode == 0, first.stderr[-3000:]
   assert "generation 2 done (3 of 3)" in first.stderr  # progress a person can follow
+  # Its figures: one per metric, and the 2-D samples' scatter row.
   assert (workdir / "plots" / "log_det_ratio.png").exists()
+  assert (workdir / "plots" / "samples2d.png").exists()
   before = _tree_digest(workdir)
 
   other = _main("--config=configs/gaussian.py:accumulate,smoke", f"--workdir={workdir}")

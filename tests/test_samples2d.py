@@ -96,8 +96,9 @@ class _Loop:
   source: object
 
 
-def test_evaluator_metrics_npz_and_figure(tmp_path):
+def test_evaluator_metrics_npz_and_figure(tmp_path, monkeypatch):
   """Direct call on a standard normal model: distances at the floor, artifacts."""
+  monkeypatch.setenv("COLLAPSE_JAX_PLOTS", "1")  # (the suite skips figures)
   import ml_collections
   config = ml_collections.ConfigDict({"num_generations": 2, "data": {"source": "gaussian"}})
   loop = _Loop(gaussian_mle.GaussianMLE(field="x", dim=2), _Source())
@@ -144,9 +145,11 @@ def test_check_config_refuses_bad_options(config_loader):
 
 
 @pytest.mark.parametrize("family", sorted(TOY_FAMILIES))
-def test_evaluator_runs_on_every_2d_family_smoke_config(family, config_loader, tmp_path):
+def test_evaluator_runs_on_every_2d_family_smoke_config(family, config_loader, tmp_path,
+                                                        monkeypatch):
   """The evaluator on each family's freshly initialised models (sampling an untrained model
   is enough to exercise it; compiling the training loop too would triple the cost)."""
+  monkeypatch.setenv("COLLAPSE_JAX_PLOTS", "1")  # (the suite skips figures)
   from collapse_jax import experiment
   config = config_loader(_existing(TOY_FAMILIES[family]))
   assert config.model.name == family

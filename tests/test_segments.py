@@ -54,7 +54,9 @@ def uninterrupted(tmp_path_factory):
 
 
 @pytest.mark.parametrize("every", [7])
-def test_any_segment_size_gives_the_unsegmented_result_bitwise(uninterrupted, every, tmp_path):
+def test_any_segment_size_gives_the_unsegmented_result_bitwise(uninterrupted, every, tmp_path,
+                                                               monkeypatch):
+  monkeypatch.setenv("COLLAPSE_JAX_PLOTS", "1")  # (the suite skips figures)
   rows = experiment.train_and_evaluate(_config(checkpoint_every_steps=every), tmp_path)
   assert rows == uninterrupted[0]
   for a, b in zip(*(jax_leaves(t) for t in (_model(tmp_path, 1), uninterrupted[1]))):
