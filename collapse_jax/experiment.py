@@ -190,6 +190,7 @@ def _run(config, workdir: pathlib.Path, loop: Loop, mesh, consts, resume_from_in
           for name, evaluator in evaluators.items():
             extra = {"training": rows} if name in see_training else {}
             values |= evaluator(state, carry.task, carry.root, int(g), **extra)
+          curation.warn_if_topped_up(config, int(g), values)
           bad = [k for k, v in values.items() if not np.all(np.isfinite(v))]
           if bad:
             _write_metrics(config, workdir, history)

@@ -4,6 +4,7 @@ chi-square test; each score; in the loop, the Gaussian's covariance shrinking by
 derived factor, determinism, and the bad values refused before anything is written. (rule
 none leaving every result bitwise as it was is the golden tests' job; a resume inside a
 curated generation is tests/test_segments.py's.)"""
+import logging
 import math
 
 import jax
@@ -228,3 +229,16 @@ def test_a_flow_is_curated_by_its_exact_likelihood_inside_the_loop(tmp_path):
   config.curation.update({"rule": "top", "factor": 2, "score": "model_likelihood"})
   (row, *_) = experiment.train_and_evaluate(config, tmp_path)
   assert row["curation_score_kept"] > row["curation_score_drawn"]
+
+
+def test_a_threshold_too_few_pass_tops_up_with_one_warning_line(tmp_path, caplog):
+  config = _gaussian(rule="threshold", factor=2, score="real_density", threshold=-1.2)
+  config.n_real = 2000
+  with caplog.at_level(logging.WARNING):
+    rows = experiment.train_and_evaluate(config, tmp_path)
+  passed = _metric(rows, "curation_passed", 0)
+  assert np.all(passed < 0.5)  # fewer than the n of 2n candidates passed
+  warnings = [r.getMessage() for r in caplog.records if "passed curation.threshold" in
+              r.getMessage()]
+  assert warnings and "topped the set up" in warnings[0] and "\n" not in warnings[0]
+  assert np.all(_metric(rows, "curation_score_kept", 0) > _metric(rows, "curation_score_drawn", 0))

@@ -32,6 +32,8 @@ from typing import Any, Callable, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from absl import logging
 
 from collapse_jax import registry, validate
 
@@ -107,6 +109,17 @@ def select(rule: str, scores: jax.Array, n: int, key: jax.Array, temperature: fl
     order = jnp.lexsort((jnp.where(passed, index, -scores), ~passed))
     return jnp.sort(order[:n]), {"curation_passed": jnp.mean(passed.astype(jnp.float32))}
   raise ValueError(f"Unknown curation rule {rule!r}.")
+
+
+def warn_if_topped_up(config, generation: int, metrics: dict) -> None:
+  """One warning line when fewer candidates passed ``threshold`` than the pool needed (the
+  best of the rest then topped the set up)."""
+  passed = metrics.get("curation_passed")
+  if passed is not None and np.min(passed) * config.curation.factor < 1:
+    logging.warning("Generation %d: only %.1f%% of the candidates passed curation.threshold="
+                    "%g (%.1f%% needed); the best-scoring of the rest topped the set up.",
+                    generation, 100 * np.min(passed), config.curation.threshold,
+                    100 / config.curation.factor)
 
 
 def build(config, loop) -> Curation | None:
