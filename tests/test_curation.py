@@ -242,3 +242,14 @@ def test_a_threshold_too_few_pass_tops_up_with_one_warning_line(tmp_path, caplog
               r.getMessage()]
   assert warnings and "topped the set up" in warnings[0] and "\n" not in warnings[0]
   assert np.all(_metric(rows, "curation_score_kept", 0) > _metric(rows, "curation_score_drawn", 0))
+
+
+def test_a_plug_in_score_from_outside_the_package_curates(tmp_path):
+  """Top 1 of 2 by the first coordinate keeps the upper half of x0's distribution, so the
+  next generation's mean moves up along x0 by 2 phi(0) = 0.80 of its standard deviation."""
+  config = _gaussian(rule="top", factor=2, score="plugins.first_coordinate_score")
+  config.num_generations = 2
+  rows = experiment.train_and_evaluate(config, tmp_path)
+  kept, drawn = _metric(rows, "curation_score_kept", 0), _metric(rows, "curation_score_drawn", 0)
+  assert np.all(kept > drawn)
+  assert np.all(_metric(rows, "mean_error", 1) > 100 * _metric(rows, "mean_error", 0))
