@@ -61,13 +61,12 @@ class Diagnostics:
     self.field, self.tokens = spec.data, _is_tokens(spec)
     self.ngram = int(options["ngram"])
     self.features = lambda x: x.reshape(x.shape[0], -1)
-    images, labels = getattr(context.loop.source, "labelled_train", lambda: (None, None))()
+    images, labels = classifier.labelled_train(context.loop.source)
     if len(spec.shape) == 3 and labels is not None:
       apply, _ = classifier.load_or_train(None, images, labels, context.config.seed,
                                           int(options["classifier_steps"]))
       embed = jax.jit(lambda x: apply(x)[0])
-      self.features = lambda x: np.concatenate(
-          [np.asarray(embed(x[i:i + 500])) for i in range(0, len(x), 500)])
+      self.features = lambda x: classifier.batched_features(embed, x)
     n = int(options["num_samples"])
     self._draw = jax.jit(jax.vmap(
         lambda state, task, key: self.model.sample(state, task, key, n)[self.field]))

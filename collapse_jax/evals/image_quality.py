@@ -73,7 +73,7 @@ class ImageQuality:
     self.workdir = context.workdir
     loop, field = context.loop, context.loop.source.row_spec.data
     self._options, self._seed = options, context.config.seed
-    self._labelled = getattr(loop.source, "labelled_train", lambda: (None, None))
+    self._source = loop.source
     # name -> (feature fn, real features, their (mean, covariance), their k-NN sq. radii)
     self.spaces = None
 
@@ -94,14 +94,14 @@ class ImageQuality:
   def _feature_spaces(self, real: np.ndarray) -> None:
     """The feature spaces and their real-side statistics, once (the first generation)."""
     self.spaces = {}
-    train, labels = self._labelled()
+    train, labels = classifier.labelled_train(self._source)
     if labels is not None:
       apply, accuracy = classifier.load_or_train(
           self.workdir / "feature_classifier.npz", train, labels, self._seed,
           self._options["classifier_steps"])
       fn = jax.jit(lambda x: apply(x)[0])
       logging.info("Feature classifier: training accuracy %.3f.", accuracy)
-      self._add_space("classifier", fn, self._features(fn, real))
+      self._add_space("classifier", fn, classifier.batched_features(fn, real))
     else:
       logging.warning("The dataset has no labels: no classifier feature space.")
     fid = inception.FidFeatureExtractor.from_env(self._options["inception_weights"])
@@ -115,13 +115,6 @@ class ImageQuality:
     self.spaces[name] = (fn, real_features, frechet.feature_statistics(real_features),
                          knn_sq_radii(real_features, k=_K))
 
-  @staticmethod
-  def _features(fn, images: np.ndarray, batch: int = 500) -> np.ndarray:
-    """Features of ``images`` in batches padded to one shape (one compiled program)."""
-    n = len(images)
-    padded = np.concatenate([images, np.zeros((-n % batch,) + images.shape[1:], images.dtype)])
-    return np.concatenate([np.asarray(fn(padded[i:i + batch]))
-                           for i in range(0, len(padded), batch)])[:n]
 
   def __call__(self, states, tasks, roots, generation: int) -> dict[str, np.ndarray]:
     """Per-seed metrics ``{name: [seeds]}`` of one generation; writes its sample grid."""
@@ -139,7 +132,7 @@ class ImageQuality:
     for name, (fn, real, stats_real, real_radii) in self.spaces.items():
       per_seed = []
       for s in range(samples.shape[0]):
-        fake = self._features(fn, samples[s])
+        fake = classifier.batched_features(fn, samples[s])
         pr = precision_recall(real, fake, k=_K, real_sq_radii=real_radii)
         per_seed.append((frechet.frechet_distance(*stats_real, *frechet.feature_statistics(fake)),
                          pr.precision, pr.recall))

@@ -118,3 +118,18 @@ def load_or_train(path: pathlib.Path | None, images: np.ndarray, labels: np.ndar
       pass
   model = Classifier(num_classes)
   return (lambda x: model.apply({"params": params}, x)), accuracy
+
+
+def labelled_train(source) -> tuple[np.ndarray | None, np.ndarray | None]:
+  """The source's real labelled training images and labels, or (None, None) for a source
+  without them (`labelled_train()` is optional in the Source contract)."""
+  return getattr(source, "labelled_train", lambda: (None, None))()
+
+
+def batched_features(fn, images: np.ndarray, batch: int = 500) -> np.ndarray:
+  """``fn`` of ``images`` in batches padded to one shape (one compiled program)."""
+  n = len(images)
+  padded = np.concatenate([images, np.zeros((-n % batch,) + images.shape[1:], images.dtype)])
+  return np.concatenate([np.asarray(fn(padded[i:i + batch]))
+                         for i in range(0, len(padded), batch)])[:n]
+

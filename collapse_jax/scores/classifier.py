@@ -26,12 +26,8 @@ class Confidence:
     return p.max(-1) if self.label < 0 else p[:, self.label]
 
 
-def _labelled(loop):
-  return getattr(loop.source, "labelled_train", lambda: (None, None))()
-
-
 def build(config, loop) -> Confidence:
-  images, labels = _labelled(loop)
+  images, labels = classifier.labelled_train(loop.source)
   apply, accuracy = classifier.load_or_train(None, images, labels, config.seed,
                                              config.curation.steps)
   logging.info("Curation classifier: training accuracy %.3f.", accuracy)
@@ -44,7 +40,7 @@ def upper_bound(config, loop) -> float:
 
 
 def check(config, loop) -> str | None:
-  _, labels = _labelled(loop)
+  _, labels = classifier.labelled_train(loop.source)
   if labels is None:
     return (f"The {config.data.source} source has no labelled training images, so "
             "curation.score=classifier has nothing to train on.")
