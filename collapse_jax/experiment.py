@@ -7,13 +7,16 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging as pylogging
 import pathlib
 import time
+from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 from absl import logging
 
@@ -66,8 +69,9 @@ def check_same_run(config, workdir: pathlib.Path) -> None:
         "use another --workdir, or pass --overwrite to delete that run.")
 
 
-def build_loop(config, layout: PoolLayout) -> Loop:
-  source = source_lib.source_module(config.data.source).build(config.data)
+def build_loop(config, layout: PoolLayout, source=None) -> Loop:
+  """The run's `Loop`; ``source``: an already built source of ``config.data``."""
+  source = source or source_lib.source_module(config.data.source).build(config.data)
   model = model_base.family(config.model.name).build(config, layout, source.row_spec)
   loop = Loop(model=model, source=source, policy=validate.policy_of(config), layout=layout,
               train_from=config.train_from,
@@ -98,6 +102,24 @@ def _write_metrics(config, workdir: pathlib.Path, history: list[dict]) -> None:
   tmp.replace(workdir / "metrics.jsonl")  # atomic: readers never see half a file
 
 
+@dataclasses.dataclass(eq=False)
+class _Run:
+  """One workdir's share of a compiled loop: replicates ``[lo, hi)`` of its carry, and what
+  the driver keeps for it between chunks."""
+  config: Any
+  workdir: pathlib.Path
+  loop: Loop           # built from this run's config (its evaluators read it)
+  lo: int
+  hi: int
+  ckpts: Any = None
+  history: list = dataclasses.field(default_factory=list)
+  curves: dict = dataclasses.field(default_factory=dict)
+  slices: list = dataclasses.field(default_factory=list)
+  evaluators: dict = dataclasses.field(default_factory=dict)
+  see_training: dict = dataclasses.field(default_factory=dict)
+  reporter: Any = None
+
+
 def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool = False,
                        resume_from_intact: bool = False) -> list[dict]:
   """Runs (or resumes) ``config`` in ``workdir``; returns the metrics rows.
@@ -106,133 +128,227 @@ def train_and_evaluate(config, workdir: str | pathlib.Path, *, overwrite: bool =
   intact one (the damaged ones are moved to checkpoints/damaged/); without it, a damaged
   checkpoint stops the run with one sentence.
   """
+  return train_and_evaluate_side_by_side([config], [workdir], (), overwrite=overwrite,
+                                         resume_from_intact=resume_from_intact)[0]
+
+
+def train_and_evaluate_side_by_side(configs: list, workdirs: list, inputs: tuple[str, ...], *,
+                                    overwrite: bool = False,
+                                    resume_from_intact: bool = False) -> list[list[dict]]:
+  """Runs configs that differ only in the scalar fields ``inputs`` as one compiled loop, each
+  in its own workdir (a normal run there), their seeds side by side; returns each one's
+  metrics rows. With one config and no inputs it is `train_and_evaluate`. Raises
+  `NotSideBySide` (before any workdir is touched) when a field of ``inputs`` cannot be a
+  traced input of the loop (it sets a shape or a Python branch), or a workdir already holds
+  a run: those configs run one after another.
+  """
   started = time.time()
   rng.configure_jax()
   host_memory.reuse_host_temporaries()
-  validate.check(config)
+  for config in configs:
+    validate.check(config)
+  config = configs[0]
 
-  # Mesh, data and the compiled loop, before the workdir is touched.
+  # Mesh, data and the compiled loop, before any workdir is touched.
   mesh = mesh_lib.from_config(config.mesh)
   layout = validate.policy_of(config).layout(config.num_generations, multiple_of=mesh.size)
   with validate.fields_read():
-    loop = build_loop(config, layout)
-  source = loop.source  # on the mesh: training rows split, each process loading its own
+    loops = [build_loop(c, layout) for c in configs]
+  source = loops[0].source  # on the mesh: training rows split, each process loading its own
   load = lambda rows: source.consts() if rows is None else source.consts(rows=rows)
   try:
     consts = mesh_lib.place_consts(load, source.num_train, mesh)
   except ValueError as e:  # validation does not decode every file (e.g. an image folder's)
     raise validate.ConfigError(str(e)) from e
-  workdir = workdir_lib.check_path(workdir)
+  seeds = config.num_seeds
+  roots = np.concatenate([rng.seed_keys(c.seed, seeds) for c in configs])
+  workdirs = [workdir_lib.check_path(w) for w in workdirs]
+  runs = [_Run(c, w, l, i * seeds, (i + 1) * seeds)
+          for i, (c, w, l) in enumerate(zip(configs, workdirs, loops))]
+  compiled = _compile(runs, inputs, mesh, consts, roots, overwrite)
   if overwrite:
-    workdir_lib.check_clearable(workdir)  # before the lock file lands in a folder it refuses
-  with workdir_lib.hold(workdir, jax.process_index()):
-    if not overwrite:
-      check_same_run(config, workdir)
-    elif jax.process_index() == 0:  # only now: every check has passed and no one else runs
-      workdir_lib.clear_run(workdir)
+    for w in workdirs:
+      workdir_lib.check_clearable(w)  # before the lock file lands in a folder it refuses
+  with contextlib.ExitStack() as held:
+    for run in runs:
+      held.enter_context(workdir_lib.hold(run.workdir, jax.process_index()))
+      if not overwrite:
+        check_same_run(run.config, run.workdir)
+      elif jax.process_index() == 0:  # only now: every check has passed and no one else runs
+        workdir_lib.clear_run(run.workdir)
     distributed.barrier("prepare_workdir")
-    return _run(config, workdir, loop, mesh, consts, resume_from_intact, started)
+    return _run(runs, compiled, mesh, consts, roots, resume_from_intact, started)
 
 
-def _run(config, workdir: pathlib.Path, loop: Loop, mesh, consts, resume_from_intact: bool,
-         started: float) -> list[dict]:
-  """`train_and_evaluate` in a workdir this process holds, checked and ready."""
-  roots = rng.seed_keys(config.seed, config.num_seeds)
-  compiled = CompiledLoop(loop, mesh, consts, roots)
-  seg_steps = segments.segment_steps(config, loop, compiled)
-  seg = None
-  if seg_steps:
-    seg = SegmentedLoop(compiled, seg_steps, config.sample_chunk_rows)
+class NotSideBySide(Exception):
+  """Configs given to `train_and_evaluate_side_by_side` that must run one after another;
+  the message says why."""
 
-  # Start or resume.
-  ckpts = checkpoint.RunCheckpoints(workdir)
-  compile_layout = lambda layout: CompiledLoop(build_loop(config, layout), mesh, consts, roots)
-  resumed = resume.restore(config, ckpts, compiled, compile_layout, mesh, consts, roots, workdir,
-                           resume_from_intact)
+
+def _compile(runs: list[_Run], inputs: tuple[str, ...], mesh, consts, roots,
+             overwrite: bool) -> CompiledLoop:
+  """The compiled loop of ``runs``: one run's, or several runs' side by side with their
+  ``inputs`` fields as per-replicate scalars (checked by tracing it here)."""
+  if len(runs) == 1 and not inputs:
+    return CompiledLoop(runs[0].loop, mesh, consts, roots)
+  from collapse_jax import sweep  # the fields' values as numbers
+  if not overwrite and any(workdir_lib.read_config(r.workdir) for r in runs):
+    raise NotSideBySide("a point's workdir already holds a run (it resumes on its own)")
+  if jax.process_count() > 1:
+    raise NotSideBySide("side-by-side points run in one process")
+  base, loop = runs[0].config, runs[0].loop
+  strip = lambda c: {k: v for k, v in sweep.flat(c).items() if k not in inputs}
+  if any(strip(r.config) != strip(base) for r in runs):
+    raise NotSideBySide(f"the configs differ in more than {', '.join(inputs)}")
+  seeds = runs[0].hi - runs[0].lo
+  # float32 and int32, the dtypes the configs' Python numbers take in the loop.
+  values = {f: np.repeat(np.asarray([sweep.number(sweep.flat(r.config)[f]) for r in runs]),
+                         seeds) for f in inputs}
+  values = {f: v.astype(np.float32 if v.dtype.kind == "f" else np.int32)
+            for f, v in values.items()}
+
+  def build(scalars: dict) -> Loop:
+    config = ml_collections.ConfigDict(base.to_dict(), type_safe=False)
+    for field, value in scalars.items():
+      sweep.put(config, field, value)
+    return build_loop(config, loop.layout, loop.source)
+  try:
+    compiled = CompiledLoop(runs[0].loop, mesh, consts, roots, inputs=(values, build))
+    if segments.segment_steps(base, compiled.loop, compiled):
+      raise NotSideBySide("its generations train in checkpointed segments")
+    compiled.trace_run(consts, np.arange(base.generations_per_chunk or base.num_generations))
+  except NotSideBySide:
+    raise
+  except Exception as e:  # a field the loop needs as a Python value  # noqa: BLE001
+    why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise NotSideBySide(f"{', '.join(inputs)} is not a traced input of this loop (it sets a "
+                        f"shape, a count or a branch: {why})") from e
+  logging.info("%d runs side by side in one compiled loop, differing in %s.", len(runs),
+               ", ".join(inputs))
+  return compiled
+
+
+def _run(runs: list[_Run], compiled: CompiledLoop, mesh, consts, roots,
+         resume_from_intact: bool, started: float) -> list[list[dict]]:
+  """`train_and_evaluate_side_by_side` in workdirs this process holds, checked and ready."""
+  config = runs[0].config
+  seg_steps = segments.segment_steps(config, compiled.loop, compiled)
+  seg = SegmentedLoop(compiled, seg_steps, config.sample_chunk_rows) if seg_steps else None
+
+  # Start or resume (only a run alone resumes: `_compile` gives a group fresh workdirs).
+  for run in runs:
+    run.ckpts = checkpoint.RunCheckpoints(run.workdir)
+  resumed = None
+  if len(runs) == 1:
+    run = runs[0]
+    compile_layout = lambda layout: CompiledLoop(build_loop(config, layout), mesh, consts,
+                                                 roots)
+    resumed = resume.restore(config, run.ckpts, compiled, compile_layout, mesh, consts, roots,
+                             run.workdir, resume_from_intact)
   if resumed is None:
-    done, carry, history, curves, slices = 0, compiled.init(consts, roots), [], {}, []
+    done, carry = 0, compiled.init(consts, roots)
   else:
-    done, carry, history, curves, slices = resumed
-    logging.info("Resuming %s after generation %d.", workdir, done - 1)
-  if jax.process_index() == 0:  # only now: a refused resume leaves the workdir as it was
-    (workdir / "config.json").write_text(
-        json.dumps(_config_dict(config), indent=2, sort_keys=True))
-    notice = environment.record(workdir, done)
-    if notice:
-      logging.warning(notice)
-
-  evaluators = evals_base.build_all(
-      config, evals_base.Context(config=config, workdir=workdir, loop=loop, consts=consts))
-  see_training = evals_base.training_rows(config, loop.source.row_spec)
-  reporter = progress.Reporter(workdir, config.num_generations)
+    done, carry, run.history, run.curves, run.slices = resumed
+    logging.info("Resuming %s after generation %d.", run.workdir, done - 1)
+  for run in runs:
+    if jax.process_index() == 0:  # only now: a refused resume leaves the workdir as it was
+      (run.workdir / "config.json").write_text(
+          json.dumps(_config_dict(run.config), indent=2, sort_keys=True))
+      notice = environment.record(run.workdir, done)
+      if notice:
+        logging.warning(notice)
+    run.evaluators = evals_base.build_all(run.config, evals_base.Context(
+        config=run.config, workdir=run.workdir, loop=run.loop, consts=consts))
+    run.see_training = evals_base.training_rows(run.config, run.loop.source.row_spec)
+    run.reporter = progress.Reporter(run.workdir, config.num_generations)
+  # A run's replicates of the carry (the carry itself for a run alone).
+  alone = len(runs) == 1
+  takes = [jax.jit(lambda t, lo=r.lo, hi=r.hi: jax.tree.map(lambda x: x[lo:hi], t))
+           for r in runs]
+  mine = lambda i, tree: tree if alone else takes[i](tree)
 
   # The generation loop: one compiled scan per chunk, or one generation in segments.
-  total = config.num_generations
-  chunk = 1 if seg else (config.generations_per_chunk or total)
+  chunk = 1 if seg else (config.generations_per_chunk or config.num_generations)
   start = time.time()
   first = done
   stop = progress.StopRequest()
   try:
     with stop.installed():
-      while done < total:
-        gens = np.arange(done, min(done + chunk, total))
+      while done < config.num_generations:
+        gens = np.arange(done, min(done + chunk, config.num_generations))
         if seg:
-          carry, outputs, curves[str(done)] = segments.run_generation(
-              config, workdir, done, seg, ckpts, consts, carry, reporter, stop,
+          run = runs[0]
+          carry, outputs, run.curves[str(done)] = segments.run_generation(
+              config, run.workdir, done, seg, run.ckpts, consts, carry, run.reporter, stop,
               compiled.abstract_carry.state, compiled.carry_shardings.state)
         else:
           carry, outputs = compiled.run(consts, carry, gens)
         # To host once: slicing device arrays per generation would compile a program per leaf.
         metrics, states, training = distributed.to_host(outputs)
-        for i, g in enumerate(gens):
-          values = {k: np.asarray(v[:, i], np.float64) for k, v in metrics.items()}
-          state, rows = jax.tree.map(lambda x: x[:, i], (states, training))
-          for name, evaluator in evaluators.items():
-            extra = {"training": rows} if name in see_training else {}
-            values |= evaluator(state, carry.task, carry.root, int(g), **extra)
-          curation.warn_if_topped_up(config, int(g), values)
-          bad = [k for k, v in values.items() if not np.all(np.isfinite(v))]
-          if bad:
-            _write_metrics(config, workdir, history)
-            raise errors.NonFiniteError(
-                f"Generation {g} produced non-finite {', '.join(bad)}; generations up to "
-                f"{g - 1} are checkpointed in {workdir}.")
-          ckpts.save_model(int(g), state)
-          history.append({k: v.tolist() for k, v in values.items()})
-          reporter.end_generation(int(g), values)
+        for i, run in enumerate(runs):
+          task, root = mine(i, (carry.task, carry.root))
+          for i, g in enumerate(gens):
+            _end_generation(run, int(g), task, root, *jax.tree.map(
+                lambda x: x[run.lo:run.hi, i], (metrics, states, training)))
         done = int(gens[-1]) + 1
-        meta = {"history": history, "curves": curves,
-                "layout": dataclasses.asdict(compiled.loop.layout)}
-        # The real set (block 0) with the first save, then the blocks this chunk wrote.
-        blocks = ([0] if not slices else []) + [int(g) + 1 for g in gens]
-        slices = resume.save(ckpts, compiled, done, carry, meta, slices, blocks)
-        if seg:
-          ckpts.drop_in_progress(done - 1)
+        for i, run in enumerate(runs):
+          meta = {"history": run.history, "curves": run.curves,
+                  "layout": dataclasses.asdict(compiled.loop.layout)}
+          # The real set (block 0) with the first save, then the blocks this chunk wrote.
+          blocks = ([0] if not run.slices else []) + [int(g) + 1 for g in gens]
+          run.slices = resume.save(run.ckpts, compiled, done, mine(i, carry), meta,
+                                   run.slices, blocks)
+          if seg:
+            run.ckpts.drop_in_progress(done - 1)
+          _write_metrics(run.config, run.workdir, run.history)
+          if jax.process_index() == 0 and run.curves and progress.figures_wanted():
+            curve_plots.plot_training_curves(run.curves, run.workdir / "plots" / "train_loss.png")
         host_memory.release_freed_host_memory()
-        _write_metrics(config, workdir, history)
-        if jax.process_index() == 0 and curves and progress.figures_wanted():
-          curve_plots.plot_training_curves(curves, workdir / "plots" / "train_loss.png")
         elapsed = time.time() - start
-        eta = elapsed / (done - first) * (total - done)
-        summary = ", ".join(f"{k}={np.mean(v):.4g}" for k, v in history[-1].items())
+        eta = elapsed / (done - first) * (config.num_generations - done)
+        summary = ", ".join(f"{k}={np.mean(v):.4g}" for k, v in runs[0].history[-1].items())
         # Generations count from 0 here as in metrics, reports and checkpoints.
         logging.info("generation %d done (%d of %d) | %.1fs elapsed | ETA %.1fs | %s",
-                     done - 1, done, total, elapsed, eta, summary)
-        if stop.requested and done < total:
+                     done - 1, done, config.num_generations, elapsed, eta, summary)
+        if stop.requested and done < config.num_generations:
           raise progress.Preempted(
-              f"Stopped on SIGTERM after generation {done - 1}, checkpointed in {workdir}; "
-              "rerun the same command to continue.")
+              f"Stopped on SIGTERM after generation {done - 1}, checkpointed in "
+              f"{', '.join(str(r.workdir) for r in runs)}; rerun the same command to continue.")
   finally:
-    reporter.close()
-    ckpts.close()
-  _write_metrics(config, workdir, history)  # also rewrites a damaged file of a finished run
-  rows = _metric_rows(config, history)
-  if jax.process_index() == 0:
-    if progress.figures_wanted():
-      plots.plot_run(rows, workdir / "plots",
-                     title=f"{config.model.name}, {config.policy.name}")
-    _add_wall_time(workdir, time.time() - started)
-  return rows
+    for run in runs:
+      if run.reporter:
+        run.reporter.close()
+      run.ckpts.close()
+  out = []
+  for run in runs:
+    _write_metrics(run.config, run.workdir, run.history)  # also rewrites a damaged file
+    rows = _metric_rows(run.config, run.history)
+    if jax.process_index() == 0:
+      if progress.figures_wanted():
+        plots.plot_run(rows, run.workdir / "plots",
+                       title=f"{run.config.model.name}, {run.config.policy.name}")
+      _add_wall_time(run.workdir, (time.time() - started) / len(runs))
+    out.append(rows)
+  return out
+
+
+def _end_generation(run: _Run, g: int, task, root, metrics: dict, state, training) -> None:
+  """Generation ``g`` of ``run`` (its replicates' outputs, on the host): the evaluators,
+  a finiteness check, the model checkpoint, history and progress."""
+  values = {k: np.asarray(v, np.float64) for k, v in metrics.items()}
+  for name, evaluator in run.evaluators.items():
+    extra = {"training": training} if name in run.see_training else {}
+    values |= evaluator(state, task, root, g, **extra)
+  curation.warn_if_topped_up(run.config, g, values)
+  bad = [k for k, v in values.items() if not np.all(np.isfinite(v))]
+  if bad:
+    _write_metrics(run.config, run.workdir, run.history)
+    raise errors.NonFiniteError(
+        f"Generation {g} produced non-finite {', '.join(bad)}; generations up to "
+        f"{g - 1} are checkpointed in {run.workdir}.")
+  run.ckpts.save_model(g, state)
+  run.history.append({k: v.tolist() for k, v in values.items()})
+  run.reporter.end_generation(g, values)
 
 
 def _add_wall_time(workdir: pathlib.Path, seconds: float) -> None:

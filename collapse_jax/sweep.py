@@ -6,8 +6,13 @@ lambda figure), beside ``report.html``'s curves over generations of every point.
     axes = parse_axes(config, ["policy.mix_lambda=0,0.5,inf"])
     run(config, axes, pathlib.Path("runs/lambda"))
 
-Points run one after another; one with the shapes of an earlier one reuses its compiled
-programs (the persistent compilation cache aside, within one process). ``point`` and
+Points that differ only in scalar fields of the model, policy or curation that the compiled
+loop can take as inputs (rates, temperatures, bandwidths, thresholds: `INPUT_GROUPS`) run
+side by side, as one compiled loop vmapped over points and seeds
+(`experiment.train_and_evaluate_side_by_side`). A field that sets a shape, a step count or a
+Python branch (batch sizes, widths, epochs, ``policy.mix_lambda``, which sets the synthetic
+rows' count) fails to trace, and its points run one after another, as do points whose
+workdirs already hold a run (they resume). ``point`` and
 ``num_points`` run a slice (``i % num_points == point``), so each slice can be a job of an
 existing scheduler; the report draws the points that are done and lists the others.
 """
@@ -27,6 +32,7 @@ from collapse_jax import cli
 from collapse_jax.errors import UserError
 
 MAX_POINTS = 64  # above this, a sweep needs allow_large: one typo can mean hours of runs
+INPUT_GROUPS = ("model.", "policy.", "curation.")  # where a traced scalar input may live
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,11 +94,7 @@ def points(config, axes: list[Axis]) -> list[tuple[str, Any, dict]]:
     point = config.copy_and_resolve_references()
     setting = dict(zip((a.field for a in axes), values))
     for path, value in setting.items():
-      *parents, key = path.split(".")
-      node = point
-      for p in parents:
-        node = node[p]
-      node[key] = value
+      put(point, path, value)
     out.append((",".join(f"{k}={v}" for k, v in setting.items()), point, setting))
   return out
 
@@ -108,8 +110,68 @@ def run(config, axes: list[Axis], out_dir: pathlib.Path, *, overwrite: bool = Fa
   todo = [p for i, p in enumerate(every) if i % num_points == point]
   for _, point_config, _ in todo:
     validate.check(point_config)
-  for i, (name, point_config, _) in enumerate(todo):
-    logging.info("sweep point %s (%d of %d in this slice)", name, i + 1, len(todo))
-    experiment.train_and_evaluate(point_config, out_dir / name, overwrite=overwrite)
+  inputs = tuple(a.field for a in axes if _may_be_input(a))
+  for group in _groups(todo, inputs):
+    names = ", ".join(name for name, _, _ in group)
+    if len(group) > 1:
+      try:
+        experiment.train_and_evaluate_side_by_side(
+            [c for _, c, _ in group], [out_dir / n for n, _, _ in group], inputs,
+            overwrite=overwrite)
+        continue
+      except experiment.NotSideBySide as e:
+        logging.info("sweep points %s run one after another: %s.", names, e)
+    for name, point_config, _ in group:
+      logging.info("sweep point %s", name)
+      experiment.train_and_evaluate(point_config, out_dir / name, overwrite=overwrite)
   from collapse_jax.report import sweep as sweep_report
   return sweep_report.write(out_dir, axes, every)
+
+
+def _may_be_input(axis: Axis) -> bool:
+  """Whether ``axis`` may be a traced scalar of the compiled loop: a field of the model,
+  policy or curation whose values are all numbers (tracing decides the rest)."""
+  if not axis.field.startswith(INPUT_GROUPS):
+    return False
+  try:
+    [number(v) for v in axis.values]
+  except (TypeError, ValueError):
+    return False
+  return True
+
+
+def _groups(todo: list, inputs: tuple[str, ...]) -> list[list]:
+  """``todo``'s points grouped by their values of the other axes, in order."""
+  groups: dict = {}
+  for name, point_config, setting in todo:
+    key = tuple((k, v) for k, v in setting.items() if k not in inputs)
+    groups.setdefault(key, []).append((name, point_config, setting))
+  return list(groups.values())
+
+
+def number(value) -> float | int:
+  """A swept value as the number a traced input takes: ints and floats as they are, a string
+  that spells a number (``model.bandwidth``'s "0.2") parsed; anything else raises."""
+  if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+    raise TypeError(f"{value!r} is not a number")
+  return float(value) if isinstance(value, str) else value
+
+
+def flat(config) -> dict[str, Any]:
+  """``config``'s leaves by dotted path."""
+  out = {}
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      out |= {f"{key}.{k}": v for k, v in flat(value).items()}
+    else:
+      out[key] = value
+  return out
+
+
+def put(config, path: str, value) -> None:
+  """Sets the field at dotted ``path`` of ``config``."""
+  *parents, key = path.split(".")
+  node = config
+  for p in parents:
+    node = node[p]
+  node[key] = value

@@ -63,3 +63,40 @@ def test_the_launcher_answers_a_bad_axis_and_a_bad_slice_in_one_sentence(tmp_pat
       (bad_slice, "error: --point must be in [0, 2), got 2.")):
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == line
   assert not list(tmp_path.iterdir())
+
+
+def test_scalar_points_run_side_by_side_equal_runs_alone_and_continue_alone(tmp_path,
+                                                                           monkeypatch):
+  """Bandwidths are inputs of one compiled loop: each point's metrics are its run alone,
+  bitwise, and its checkpoints (its replicates' slice of the loop's) continue alone."""
+  together = []
+  side_by_side = experiment.train_and_evaluate_side_by_side
+  monkeypatch.setattr(experiment, "train_and_evaluate_side_by_side",
+                      lambda configs, *a, **k: together.append(len(configs)) or
+                      side_by_side(configs, *a, **k))
+  config = load_config("kde_moons:replace")
+  axes = sweep.parse_axes(config, ["model.bandwidth=0.1,0.3"])
+  sweep.run(config, axes, tmp_path / "sweep")
+  assert [n for n in together if n > 1] == [2]
+  for name, point, _ in sweep.points(config, axes):
+    assert read_metrics(tmp_path / "sweep" / name) == experiment.train_and_evaluate(
+        point, tmp_path / "alone" / name)
+  point.num_generations += 1
+  assert experiment.train_and_evaluate(point, tmp_path / "sweep" / name) == (
+      experiment.train_and_evaluate(point, tmp_path / "longer"))
+  sweep.run(config, axes, tmp_path / "sweep")  # done points: each resumes alone, as a no-op
+  assert [n for n in together if n > 1] == [2, 2]
+
+
+def test_a_field_that_sets_a_shape_is_refused_side_by_side_before_any_write(tmp_path):
+  """mix_lambda sets the synthetic rows' count: its points must run one after another."""
+  configs = [load_config("gaussian:mix") for _ in range(2)]
+  configs[1].policy.mix_lambda = 0.5
+  with pytest.raises(experiment.NotSideBySide, match="policy.mix_lambda is not a traced input"):
+    experiment.train_and_evaluate_side_by_side(
+        configs, [tmp_path / "a", tmp_path / "b"], ("policy.mix_lambda",))
+  configs[1].seed = 7
+  with pytest.raises(experiment.NotSideBySide, match="differ in more than policy.mix_lambda"):
+    experiment.train_and_evaluate_side_by_side(
+        configs, [tmp_path / "a", tmp_path / "b"], ("policy.mix_lambda",))
+  assert not list(tmp_path.iterdir())

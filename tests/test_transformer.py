@@ -121,3 +121,15 @@ def test_sampling_stops_at_eos_and_pads_after():
       body = body[:end]
     assert tok.PAD not in body and tok.BOS not in body
   assert ended >= 5
+
+
+def test_a_traced_temperature_samples_as_the_same_number_does():
+  """A sweep's temperature reaches the sampler as a traced scalar: the same tokens as the
+  Python number, and argmax at 0."""
+  from collapse_jax.models.transformer_lm import sample_token
+  logits = jax.random.normal(jax.random.PRNGKey(0), (64, 50))
+  key = jax.random.PRNGKey(1)
+  traced = jax.jit(lambda t: sample_token(logits, key, t, top_k=20, top_p=0.9))
+  for t in (0.0, 0.7, 1.3):
+    assert (traced(jnp.float32(t)) == sample_token(logits, key, t, top_k=20, top_p=0.9)).all()
+  assert (traced(jnp.float32(0)) == jnp.argmax(logits, -1)).all()

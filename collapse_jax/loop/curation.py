@@ -127,8 +127,9 @@ def build(config, loop) -> Curation | None:
   c = config.curation
   if c.rule == "none":
     return None
-  return Curation(rule=c.rule, factor=int(c.factor), temperature=float(c.temperature),
-                  threshold=float(c.threshold), score=score_module(c.score).build(config, loop))
+  # The temperature and threshold stay as given: a sweep may set them to traced scalars.
+  return Curation(rule=c.rule, factor=int(c.factor), temperature=c.temperature,
+                  threshold=c.threshold, score=score_module(c.score).build(config, loop))
 
 
 def check_config(config, make_loop: Callable[[], Any]) -> str | None:

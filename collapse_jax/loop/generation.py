@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax._src.lax import lax as lax_internal  # weak types: no public spelling
 from jax.sharding import Mesh, NamedSharding
 
 from collapse_jax import rng
@@ -136,13 +137,25 @@ class CompiledLoop:
   ``init(consts, roots [S, 2])`` and ``run(consts, carry, generations [L])`` take and return
   carries whose leaves have a leading seed axis ``[S, ...]``; ``run`` also returns the
   per-generation metrics, fitted states and training rows (`Loop.step`), ``[S, L, ...]``.
+
+  ``inputs``: scalars that differ between replicates (a sweep's points run side by side):
+  ``(values, build)``, where ``values`` maps config fields to ``[S]`` arrays and
+  ``build(scalars)`` is the `Loop` with those fields set to one replicate's (traced) values.
+  A family that needs a field as a Python number (a shape, a branch) fails to trace;
+  `trace_inputs` says so before anything runs.
   """
 
-  def __init__(self, loop: Loop, mesh: Mesh, consts, roots: jax.Array):
+  def __init__(self, loop: Loop, mesh: Mesh, consts, roots: jax.Array,
+               inputs: tuple[dict, Callable[[dict], Loop]] | None = None):
     loop = dataclasses.replace(loop, mesh=mesh)
     self.loop, self.mesh = loop, mesh
-    init = jax.vmap(loop.init, in_axes=(None, 0))
-    self.abstract_carry = jax.eval_shape(init, consts, roots)
+    self.inputs, build = inputs or ({}, None)
+    # Each replicate's loop: the run's own, or the one built from its scalars. Scalars are
+    # weakly typed, as the Python numbers of a config are, so dtypes promote alike.
+    at = lambda v: (dataclasses.replace(build(jax.tree.map(_weak, v)), mesh=mesh) if v
+                    else loop)
+    init = jax.vmap(lambda c, r, v: at(v).init(c, r), in_axes=(None, 0, 0))
+    self.abstract_carry = jax.eval_shape(init, consts, roots, self.inputs)
     shard = carry_shardings(self.abstract_carry, mesh)
     rep = mesh_lib.replicated(mesh)
     # Consts placed on the mesh (`mesh_lib.place_consts`) keep their shardings; host arrays
@@ -159,16 +172,22 @@ class CompiledLoop:
                                     out_shardings=shard.pool)
     self._empty_pool = jax.jit(functools.partial(_empty_pool, self.abstract_carry.pool),
                                out_shardings=shard.pool)
-    self._run = jax.jit(jax.vmap(loop.run, in_axes=(None, 0, None)),
-                        in_shardings=(self.consts_shardings, shard, rep),
+    run = jax.vmap(lambda c, carry, g, v: at(v).run(c, carry, g), in_axes=(None, 0, None, 0))
+    self._run = jax.jit(run, in_shardings=(self.consts_shardings, shard, rep, rep),
                         out_shardings=(shard, rep), donate_argnums=(1,))
     self.carry_shardings = shard
 
   def init(self, consts, roots: jax.Array) -> Carry:
-    return self._init(consts, roots)
+    return self._init(consts, roots, self.inputs)
 
   def run(self, consts, carry: Carry, generations) -> tuple[Carry, Any]:
-    return self._run(consts, carry, jnp.asarray(generations, jnp.int32))
+    return self._run(consts, carry, jnp.asarray(generations, jnp.int32), self.inputs)
+
+  def trace_run(self, consts, generations) -> None:
+    """Traces `run` (nothing runs or compiles): raises where a replicate's `inputs` cannot
+    be traced; the call that follows reuses the trace."""
+    jax.eval_shape(self._run, consts, self.abstract_carry, jnp.asarray(generations, jnp.int32),
+                   self.inputs)
 
   def pool_rows(self, pool: DataPool, start: int, stop: int) -> dict:
     """Rows ``[start, stop)`` of ``pool`` (leaves ``[S, stop - start, ...]``, split over the
@@ -185,6 +204,11 @@ class CompiledLoop:
   def write_pool_rows(self, pool: DataPool, rows: dict, start: int) -> DataPool:
     """``pool`` (donated) with ``rows`` (a `pool_rows` result) written from row ``start``."""
     return self._write_pool_rows(pool, rows, start)
+
+
+def _weak(x: jax.Array) -> jax.Array:
+  """``x`` weakly typed, as a Python scalar in its place would be."""
+  return lax_internal._convert_element_type(x, weak_type=True)
 
 
 def _empty_pool(abstract: DataPool) -> DataPool:

@@ -53,9 +53,16 @@ def sample_token(logits: jax.Array, key: jax.Array, temperature: float, top_k: i
   ``jax.random.categorical``'s Gumbel-max, which draws a number per vocabulary entry: a
   fifth of a 9M model's CPU decoding step at vocab 8,000.
   """
-  if temperature == 0:
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  logits = logits / temperature
+  greedy = lambda: jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  traced = isinstance(temperature, jax.Array)  # a sweep's input (`CompiledLoop`'s inputs)
+  if not traced and temperature == 0:
+    return greedy()
+  token = _draw(logits / temperature, key, top_k, top_p)
+  return jnp.where(temperature == 0, greedy(), token) if traced else token
+
+
+def _draw(logits: jax.Array, key: jax.Array, top_k: int, top_p: float) -> jax.Array:
+  """`sample_token`'s draw from tempered ``logits [b, vocab]``."""
   if top_k:
     kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
     logits = jnp.where(logits < kth, -jnp.inf, logits)
@@ -205,7 +212,7 @@ def build(config, layout=None, spec: RowSpec | None = None) -> TransformerLM:
   field = spec.data if spec is not None else "tokens"
   return TransformerLM(
       net_config=net_config(config), field=field, context=config.data.context,
-      budget=training.Budget.from_config(m), temperature=float(m.temperature),
+      budget=training.Budget.from_config(m), temperature=m.temperature,
       top_k=int(m.top_k), top_p=float(m.top_p),
       prompt=m.prompt, sample_batch_size=m.sample_batch_size,
       eval_batch_size=m.eval_batch_size)
