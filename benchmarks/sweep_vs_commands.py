@@ -5,11 +5,16 @@ The workload: `configs/kde_moons.py:replace,smoke` over `model.bandwidth` (8 val
 sides start cold (no persistent compilation cache) and write real runs; paired rounds
 alternate the sides, as benchmarks/harness.py does for every benchmark. Both sides work in
 subprocesses, so read the wall-clock ratio (the harness's CPU ratio counts this process).
-Points run one after another in the sweep's process (none is vmapped yet): what it saves
-is the interpreter and import start of each command.
+The bandwidth is a scalar input of the compiled loop, so the sweep runs its 8 points side by
+side as one program (vmapped over points and seeds): one compile and one process start
+where the commands pay eight of each; the points' evaluators, the same program at every
+point, compile once through the sweep's compilation cache. Neither side draws per-run
+figures (a sweep's points do not by default; its report, which the sweep also writes, draws
+them all).
 
     python benchmarks/sweep_vs_commands.py [--rounds 2] [--json PATH]
 """
+import os
 import pathlib
 import subprocess
 import sys
@@ -24,7 +29,11 @@ TARGET = "one sweep command >= 3x faster than its 8 points as separate commands"
 
 
 def _run(args: list[str]) -> None:
-  out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
+  # The same work on both sides: the sweep's points skip their own figures (its report draws
+  # them all), so the commands skip theirs.
+  env = dict(os.environ, COLLAPSE_JAX_PLOTS="0")
+  out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                       env=env)
   if out.returncode:
     raise RuntimeError(out.stderr[-2000:])
 

@@ -54,6 +54,20 @@ def figures_wanted() -> bool:
   return os.environ.get("COLLAPSE_JAX_PLOTS", "1") != "0"
 
 
+@contextlib.contextmanager
+def figures(wanted: bool):
+  """Within the block, runs draw their figures or not (`figures_wanted`); as it was after."""
+  before = os.environ.get("COLLAPSE_JAX_PLOTS")
+  os.environ["COLLAPSE_JAX_PLOTS"] = "1" if wanted else "0"
+  try:
+    yield
+  finally:
+    if before is None:
+      del os.environ["COLLAPSE_JAX_PLOTS"]
+    else:
+      os.environ["COLLAPSE_JAX_PLOTS"] = before
+
+
 def _summary_writer():
   """tensorboardX's SummaryWriter, imported without torch where torch is not loaded yet:
   tensorboardX imports it (1 s or more) only to accept torch tensors, and we log floats."""

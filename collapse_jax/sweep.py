@@ -18,11 +18,14 @@ existing scheduler; the report draws the points that are done and lists the othe
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import difflib
 import itertools
 import math
 import pathlib
+import shutil
+import tempfile
 from typing import Any
 
 import ml_collections
@@ -100,17 +103,44 @@ def points(config, axes: list[Axis]) -> list[tuple[str, Any, dict]]:
 
 
 def run(config, axes: list[Axis], out_dir: pathlib.Path, *, overwrite: bool = False,
-        point: int = 0, num_points: int = 1) -> pathlib.Path:
+        point: int = 0, num_points: int = 1, point_figures: bool = False) -> pathlib.Path:
   """Runs the points of slice ``point`` of ``num_points`` in ``out_dir/<point>`` (each
-  checked before the first starts), then writes the sweep's report; returns sweep.html."""
-  from collapse_jax import experiment, validate  # lazy: the driver imports the report
+  checked before the first starts), then writes the sweep's report; returns sweep.html.
+  ``point_figures``: each point also draws its own run's figures (the report draws every
+  point's curves either way)."""
+  from collapse_jax import progress, validate  # lazy: the driver imports the report
   if not 0 <= point < num_points:
     raise UserError(f"--point must be in [0, {num_points}), got {point}.")
   every = points(config, axes)
   todo = [p for i, p in enumerate(every) if i % num_points == point]
   for _, point_config, _ in todo:
     validate.check(point_config)
-  inputs = tuple(a.field for a in axes if _may_be_input(a))
+  _share_compiled_programs()
+  with progress.figures(point_figures and progress.figures_wanted()):
+    _run_points(todo, tuple(a.field for a in axes if _may_be_input(a)), out_dir, overwrite)
+  from collapse_jax.report import sweep as sweep_report
+  return sweep_report.write(out_dir, axes, every)
+
+
+def _share_compiled_programs() -> None:
+  """Points rebuild their programs (evaluators, and the loop of each point run alone), most
+  of them the same program as another point's; JAX's compilation cache in a folder of
+  this process (unless the user set one) compiles each once. Not shared beyond the process:
+  an executable is compiled for this machine's CPU."""
+  import jax
+  if jax.config.jax_compilation_cache_dir:
+    return
+  folder = tempfile.mkdtemp(prefix="collapse_jax_sweep_cache_")
+  atexit.register(shutil.rmtree, folder, ignore_errors=True)
+  jax.config.update("jax_compilation_cache_dir", folder)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def _run_points(todo: list, inputs: tuple[str, ...], out_dir: pathlib.Path,
+                overwrite: bool) -> None:
+  """Runs ``todo``'s points: side by side where they differ only in ``inputs``, else one
+  after another."""
+  from collapse_jax import experiment
   for group in _groups(todo, inputs):
     names = ", ".join(name for name, _, _ in group)
     if len(group) > 1:
@@ -124,8 +154,6 @@ def run(config, axes: list[Axis], out_dir: pathlib.Path, *, overwrite: bool = Fa
     for name, point_config, _ in group:
       logging.info("sweep point %s", name)
       experiment.train_and_evaluate(point_config, out_dir / name, overwrite=overwrite)
-  from collapse_jax.report import sweep as sweep_report
-  return sweep_report.write(out_dir, axes, every)
 
 
 def _may_be_input(axis: Axis) -> bool:

@@ -7,6 +7,7 @@ Each point runs in <workdir>/<field=value,...> (resumable like any run); <workdi
 draws each headline metric against the swept value, report.html every point's curves.
 --point=I --num_points=N runs one slice (SLURM array jobs: taken from SLURM_ARRAY_TASK_ID
 and SLURM_ARRAY_TASK_COUNT when not given); the report shows whatever points are done.
+Points draw their own plots/*.png only with --point_figures.
 """
 import os
 import pathlib
@@ -23,6 +24,8 @@ _POINT = flags.DEFINE_integer("point", None, "The slice of points this process r
 _NUM_POINTS = flags.DEFINE_integer("num_points", None, "Slices in all.")
 _ALLOW_LARGE = flags.DEFINE_bool("allow_large", False, "Allow more than 64 points.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete the points' runs already there.")
+_POINT_FIGURES = flags.DEFINE_bool("point_figures", False, "Each point also draws its own "
+                                   "plots/*.png (the sweep's report draws every point).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -35,7 +38,7 @@ def main(argv):
   num_points = _NUM_POINTS.value or int(os.environ.get("SLURM_ARRAY_TASK_COUNT", 1))
   axes = sweep.parse_axes(_CONFIG.value, _SWEEP.value, _ALLOW_LARGE.value)
   page = sweep.run(_CONFIG.value, axes, pathlib.Path(_WORKDIR.value), overwrite=_OVERWRITE.value,
-                   point=point, num_points=num_points)
+                   point=point, num_points=num_points, point_figures=_POINT_FIGURES.value)
   print(f"Wrote {page} (report.html, sweep.png and sweep.md beside it).")
 
 
