@@ -20,7 +20,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from collapse_jax import checkpoint, environment, errors, host_memory, progress, resume, rng
+from collapse_jax import checkpoint, environment, errors, host_memory, presets, progress
+from collapse_jax import resume, rng
 from collapse_jax import segments, validate
 from collapse_jax import workdir as workdir_lib
 from collapse_jax.data import source as source_lib
@@ -59,8 +60,7 @@ def check_same_run(config, workdir: pathlib.Path) -> None:
   if old is None:
     return
   new = _config_dict(config)
-  if new["curation"]["rule"] == "none":
-    old.setdefault("curation", new["curation"])  # a run from before curation existed
+  old = presets.fill_later_fields(old, new)  # a run from before a shared field existed
   differ = sorted(k for k in set(old) | set(new)
                   if k not in CONTINUABLE and old.get(k) != new.get(k))
   if differ:
@@ -287,9 +287,9 @@ def _run(runs: list[_Run], compiled: CompiledLoop, mesh, consts, roots,
         metrics, states, training = distributed.to_host(outputs)
         for i, run in enumerate(runs):
           task, root = mine(i, (carry.task, carry.root))
-          for i, g in enumerate(gens):
+          for j, g in enumerate(gens):
             _end_generation(run, int(g), task, root, *jax.tree.map(
-                lambda x: x[run.lo:run.hi, i], (metrics, states, training)))
+                lambda x: x[run.lo:run.hi, j], (metrics, states, training)))
         done = int(gens[-1]) + 1
         for i, run in enumerate(runs):
           meta = {"history": run.history, "curves": run.curves,
@@ -327,7 +327,7 @@ def _run(runs: list[_Run], compiled: CompiledLoop, mesh, consts, roots,
       if progress.figures_wanted():
         plots.plot_run(rows, run.workdir / "plots",
                        title=f"{run.config.model.name}, {run.config.policy.name}")
-      _add_wall_time(run.workdir, (time.time() - started) / len(runs))
+      _add_wall_time(run.workdir, (time.time() - started) / len(runs))  # its share
     out.append(rows)
   return out
 

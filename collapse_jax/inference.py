@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import jax
 import ml_collections
 
-from collapse_jax import checkpoint, experiment, host_memory, rng, validate
+from collapse_jax import checkpoint, experiment, host_memory, presets, rng, validate
 from collapse_jax.loop.generation import CompiledLoop, Loop
 from collapse_jax.parallel import mesh as mesh_lib
 
@@ -35,7 +35,7 @@ def load_generation(workdir: str | pathlib.Path, generation: int) -> Generation:
   saved = workdir / "config.json"
   if not saved.exists():
     raise FileNotFoundError(f"{workdir} holds no run (no config.json).")
-  config = ml_collections.ConfigDict(json.loads(saved.read_text()))
+  config = ml_collections.ConfigDict(presets.fill_later_fields(json.loads(saved.read_text())))
   ckpts = checkpoint.RunCheckpoints(workdir)
   done = ckpts.model_generations()
   if generation not in done:

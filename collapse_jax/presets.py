@@ -9,6 +9,7 @@ neural families' model fields.
 """
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 
@@ -89,6 +90,19 @@ def base(policy: str, mix_lambda: float | None = None) -> ml_collections.ConfigD
   # Host-side evaluators per generation: name -> {"type": module in collapse_jax/evals/, ...}.
   c.evals = ml_collections.ConfigDict()
   return c
+
+
+def fill_later_fields(saved: dict, like: dict | None = None) -> dict:
+  """``saved`` (a run's config.json) with the shared fields it predates added: each top-level
+  field of `base` it lacks, at ``like``'s value (the config it is compared with) where that
+  is the default, else at the default. A run written before a field existed ran as if the
+  field had its default (curation: none), so it reads back as that run."""
+  default = json.loads(base("replace").to_json())
+  out = dict(saved)
+  for key, value in default.items():
+    if key not in out and key != "policy":
+      out[key] = like[key] if like is not None and like.get(key) == value else value
+  return out
 
 
 def training(**fields) -> dict:

@@ -31,7 +31,8 @@ def segment_steps(config, loop: Loop, compiled: CompiledLoop) -> int:
   if every > 0:
     return every
   state = compiled.abstract_carry.state
-  params = sum(x.size for x in jax.tree.leaves(state["params"])) // config.num_seeds
+  leaves = jax.tree.leaves(state["params"])
+  params = sum(x.size for x in leaves) // leaves[0].shape[0]  # per replicate
   auto = int(np.clip(5e9 / max(params, 1), 200, 10_000))
   m = config.model
   longest = max(m.steps, m.initial_steps)

@@ -163,3 +163,22 @@ def test_a_config_of_plugins_runs_from_the_command_line_with_overrides(tmp_path)
   assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1] == (
       "error: Cannot import the model module 'plugins.mean_family' (No module named "
       "'plugins').")
+
+
+def test_a_run_from_before_a_shared_field_existed_loads_and_continues(linreg_run, tmp_path):
+  """A config.json written before `curation` existed reads back as that run (curation none):
+  its models load, and the same command is its continuation, not "a different config"."""
+  import json
+  import shutil
+  old = tmp_path / "old"
+  shutil.copytree(linreg_run, old)
+  saved = json.loads((old / "config.json").read_text())
+  del saved["curation"]
+  (old / "config.json").write_text(json.dumps(saved))
+  assert inference.load_generation(old, 1).config.curation.rule == "none"
+  config = load_config("linreg", "replace,smoke")
+  assert experiment.train_and_evaluate(config, old) == experiment.train_and_evaluate(
+      config, linreg_run)
+  config.curation.rule = "top"  # curation asked for now: a different run
+  with pytest.raises(Exception, match="fields curation differ"):
+    experiment.check_same_run(config, old)
