@@ -43,15 +43,23 @@ from collapse_jax import cli
 EXPLODED = 3.0  # A: best RMSD beyond which a conformer is no conformer of the molecule
 CAP = 1.0       # A: bond errors capped at this in the RMS
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The finished molecule run's directory.")
-_GENERATION = flags.DEFINE_integer("generation", 0, "Which generation's model.")
-_MOLECULES = flags.DEFINE_integer("molecules", 25, "Test molecules scored (the first ones).")
-_PER_REFERENCE = flags.DEFINE_integer("per_reference", 2,
-                                      "Conformers sampled per reference conformer.")
-_STEPS = flags.DEFINE_integer("steps", None,
-                              "Langevin sampler steps (default: the run's model.sampler_steps).")
-_JSON = flags.DEFINE_string("json", None, "Also write the row, as JSON, to this file.")
-flags.mark_flags_as_required(["workdir"])
+
+def define_flags() -> dict:
+  """The command line's flags, defined only when this file runs as a script: the tests
+  import its functions beside launchers that define flags of the same names."""
+  out = {
+      "workdir": flags.DEFINE_string("workdir", None, "The finished molecule run's directory."),
+      "generation": flags.DEFINE_integer("generation", 0, "Which generation's model."),
+      "molecules": flags.DEFINE_integer("molecules", 25,
+                                        "Test molecules scored (the first ones)."),
+      "per_reference": flags.DEFINE_integer("per_reference", 2,
+                                            "Conformers sampled per reference conformer."),
+      "steps": flags.DEFINE_integer(
+          "steps", None, "Langevin sampler steps (default: the run's model.sampler_steps)."),
+      "json": flags.DEFINE_string("json", None, "Also write the row, as JSON, to this file."),
+  }
+  flags.mark_flags_as_required(["workdir"])
+  return out
 
 
 # --- The metrics (numpy, no model: tests/test_sampler_error.py) ---------------------------
@@ -203,20 +211,21 @@ def table(row: dict) -> str:
       f"{row['compile_s']:.0f} s, scoring {row['score_s']:.0f} s)"])
 
 
-def main(argv):
+def main(argv, args: dict):
   del argv  # cli.run refuses positional arguments
+  a = {name: flag.value for name, flag in args.items()}
   # First, so a refused workdir costs no JAX start (configure_logging starts it).
-  check_args(_WORKDIR.value, _MOLECULES.value, _PER_REFERENCE.value)
+  check_args(a["workdir"], a["molecules"], a["per_reference"])
   from collapse_jax import experiment
   experiment.configure_logging()
-  row = measure(_WORKDIR.value, _GENERATION.value, _MOLECULES.value, _PER_REFERENCE.value,
-                _STEPS.value)
+  row = measure(a["workdir"], a["generation"], a["molecules"], a["per_reference"], a["steps"])
   print(table(row))
-  if _JSON.value:
-    out = pathlib.Path(_JSON.value)
+  if a["json"]:
+    out = pathlib.Path(a["json"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(row, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  _args = define_flags()
+  cli.run(lambda argv: main(argv, _args))
