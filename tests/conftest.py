@@ -144,6 +144,7 @@ SLOW = {
     "test_inception_port.py::test_features_match_pytorch_fid": 21,
     "test_tinystories.py::test_token_weighted_loss_falls_on_a_tiny_run": 20,
     "test_cli.py::refused": 20,
+    "test_sweep.py::test_scalar_points_run_side_by_side_equal_runs_alone_and_continue_alone": 25,
 }
 
 

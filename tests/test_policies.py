@@ -189,3 +189,16 @@ def test_control_arms_train_on_real_rows_only(policy, examples, tmp_path):
   rows = experiment.train_and_evaluate(load_config(f"linreg:{policy}"), tmp_path)
   assert all(r["train_frac_synthetic"] == 0.0 for r in rows)
   assert [r["train_examples"] for r in rows] == [examples(r["generation"]) for r in rows]
+
+
+def test_a_steps_budget_trains_every_pool_the_same_steps_and_epochs_scale_with_it():
+  """model.steps: the same optimizer steps for a replace pool (100 rows) and an accumulated
+  one (500); model.epochs: steps in proportion to the pool (the papers' protocol)."""
+  import types
+  import jax.numpy as jnp
+  from collapse_jax.models import training
+  view = lambda n: types.SimpleNamespace(size=lambda: jnp.int32(n))
+  steps = training.Budget(batch_size=16, steps=125, epochs=0.0)
+  epochs = training.Budget(batch_size=16, steps=0, epochs=3.0)
+  assert [int(steps.num_steps(view(n))) for n in (100, 500)] == [125, 125]
+  assert [int(epochs.num_steps(view(n))) for n in (100, 500)] == [19, 94]
