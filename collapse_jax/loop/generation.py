@@ -142,7 +142,7 @@ class CompiledLoop:
   ``(values, build)``, where ``values`` maps config fields to ``[S]`` arrays and
   ``build(scalars)`` is the `Loop` with those fields set to one replicate's (traced) values.
   A family that needs a field as a Python number (a shape, a branch) fails to trace;
-  `trace_inputs` says so before anything runs.
+  `trace_run` says so before anything runs.
   """
 
   def __init__(self, loop: Loop, mesh: Mesh, consts, roots: jax.Array,
