@@ -197,13 +197,14 @@ def _compile(runs: list[_Run], inputs: tuple[str, ...], mesh, consts, roots,
   if jax.process_count() > 1:
     raise NotSideBySide("side-by-side points run in one process")
   base, loop = runs[0].config, runs[0].loop
-  strip = lambda c: {k: v for k, v in sweep.flat(c).items() if k not in inputs}
-  if any(strip(r.config) != strip(base) for r in runs):
+  fields = [sweep.flat(r.config) for r in runs]
+  others = [{k: v for k, v in f.items() if k not in inputs} for f in fields]
+  if any(o != others[0] for o in others):
     raise NotSideBySide(f"the configs differ in more than {', '.join(inputs)}")
   seeds = runs[0].hi - runs[0].lo
   # float32 and int32, the dtypes the configs' Python numbers take in the loop.
-  values = {f: np.repeat(np.asarray([sweep.number(sweep.flat(r.config)[f]) for r in runs]),
-                         seeds) for f in inputs}
+  values = {f: np.repeat(np.asarray([sweep.number(fs[f]) for fs in fields]), seeds)
+            for f in inputs}
   values = {f: v.astype(np.float32 if v.dtype.kind == "f" else np.int32)
             for f, v in values.items()}
 
