@@ -67,7 +67,7 @@ def test_smoke_variant_runs_end_to_end(name, tmp_path):
 
 
 def test_quickstart_first_generations_are_golden(tmp_path):
-  """The README's main job (policy accumulate), generations 0..2, as the golden file has it."""
+  """The README's main job (policy accumulate), generations 0 and 1, as the golden file has them."""
   rows = experiment.train_and_evaluate(make_golden.quickstart_config(), tmp_path)
   assert_golden(make_golden.QUICKSTART, rows)
 
