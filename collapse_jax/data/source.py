@@ -135,9 +135,5 @@ class Source(Protocol):
   # Optionally, ``density() -> Density | None``: the true density where it has a closed form.
 
 
-def source_names() -> list[str]:
-  return registry.names("data")
-
-
 def source_module(name: str):
   return registry.lookup("data", name, "data source")

@@ -31,7 +31,7 @@ from collapse_jax.data import tokenizer as tok
 from collapse_jax.evals.base import Context
 
 
-def story_ids(row: np.ndarray, prompt_len: int = 1) -> tuple[list[int], bool]:
+def story_ids(row: np.ndarray) -> tuple[list[int], bool]:
   """(the story's token ids after BOS, without EOS and PAD; whether it ended with EOS)."""
   body = [int(t) for t in row[1:]]
   ended = tok.EOS in body

@@ -38,6 +38,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special
 
+from collapse_jax.metrics.precision_recall import tiles
+
 # Squared distances are differences of large dot products; keep them float32-exact on
 # backends whose default matmul precision is lower (TPU's bfloat16 passes).
 _PRECISION = jax.lax.Precision.HIGHEST
@@ -48,13 +50,6 @@ _PRECISION = jax.lax.Precision.HIGHEST
 # neighbours: kl_entropy of 20k 1-D normal rows came out 0.36 nats (25%) high that way.
 # d such passes cost about what the matmul does at this width.
 _DIRECT_MAX_D = 16
-
-
-def _tiles(x: jax.Array, tile: int, fill: float | int = 0) -> jax.Array:
-  """``[n, ...]`` padded with ``fill`` to ``[ceil(n / tile), tile, ...]``."""
-  pad = -x.shape[0] % tile
-  x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1), constant_values=fill)
-  return x.reshape(-1, tile, *x.shape[1:])
 
 
 @functools.partial(jax.jit, static_argnames=("k", "row_batch", "col_batch"))
@@ -69,9 +64,9 @@ def _knn(queries: jax.Array, support: jax.Array, query_ids: jax.Array, *, k: int
   # The matmul form cancels less on rows centred on the support's mean; differences
   # need no centring (and stay the exact differences of the rows as given without it).
   mean = jnp.zeros(support.shape[1]) if direct else jnp.mean(support, axis=0)
-  cols = _tiles(support - mean, col_batch)
+  cols = tiles(support - mean, col_batch)
   col_sq = jnp.sum(cols * cols, axis=-1)
-  col_ids = _tiles(jnp.arange(m), col_batch, fill=-1)
+  col_ids = tiles(jnp.arange(m), col_batch, fill=-1)
 
   def knn_of_rows(args):
     rows, row_ids = args
@@ -110,8 +105,8 @@ def _knn(queries: jax.Array, support: jax.Array, query_ids: jax.Array, *, k: int
     diff = rows[:, None, :] - support[jnp.maximum(best_ids, 0)]
     return jnp.sort(jnp.sqrt(jnp.sum(diff * diff, axis=-1)), axis=1)
 
-  tiles = (_tiles(queries, row_batch), _tiles(query_ids, row_batch, fill=-1))
-  return jax.lax.map(knn_of_rows, tiles).reshape(-1, k)[:n]
+  row_tiles = (tiles(queries, row_batch), tiles(query_ids, row_batch, fill=-1))
+  return jax.lax.map(knn_of_rows, row_tiles).reshape(-1, k)[:n]
 
 
 def _as_rows(x: npt.ArrayLike, name: str) -> np.ndarray:

@@ -34,7 +34,7 @@ def _sq_distances(a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.maximum(sq, 0.0)  # rounding can dip just below zero for near-equal rows
 
 
-def _tiles(x: jax.Array, tile: int, fill: float | bool = 0) -> jax.Array:
+def tiles(x: jax.Array, tile: int, fill: float | bool = 0) -> jax.Array:
   """``[n, ...]`` padded with ``fill`` to ``[ceil(n / tile), tile, ...]``."""
   pad = -x.shape[0] % tile
   x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1), constant_values=fill)
@@ -45,8 +45,8 @@ def _tiles(x: jax.Array, tile: int, fill: float | bool = 0) -> jax.Array:
 def _knn_sq_radii(features: jax.Array, *, k: int, row_batch: int,
                   col_batch: int) -> jax.Array:
   n = features.shape[0]
-  cols = _tiles(features, col_batch)
-  col_valid = _tiles(jnp.ones(n, bool), col_batch, fill=False)
+  cols = tiles(features, col_batch)
+  col_valid = tiles(jnp.ones(n, bool), col_batch, fill=False)
 
   def radii_of_rows(rows):
     def merge_tile(nearest, tile):
@@ -61,15 +61,15 @@ def _knn_sq_radii(features: jax.Array, *, k: int, row_batch: int,
     # sample is at index k (the reference implementation counts the same way).
     return nearest[:, k]
 
-  return jax.lax.map(radii_of_rows, _tiles(features, row_batch)).reshape(-1)[:n]
+  return jax.lax.map(radii_of_rows, tiles(features, row_batch)).reshape(-1)[:n]
 
 
 @functools.partial(jax.jit, static_argnames=("row_batch", "col_batch"))
 def _covered(queries: jax.Array, support: jax.Array, support_sq_radii: jax.Array, *,
              row_batch: int, col_batch: int) -> jax.Array:
-  cols = _tiles(support, col_batch)
+  cols = tiles(support, col_batch)
   # Padding samples get radius -inf: no distance is below it, so they cover nothing.
-  radii = _tiles(support_sq_radii, col_batch, fill=-jnp.inf)
+  radii = tiles(support_sq_radii, col_batch, fill=-jnp.inf)
 
   def covered_rows(rows):
     def add_tile(covered, tile):
@@ -80,7 +80,7 @@ def _covered(queries: jax.Array, support: jax.Array, support_sq_radii: jax.Array
     covered, _ = jax.lax.scan(add_tile, jnp.zeros(rows.shape[0], bool), (cols, radii))
     return covered
 
-  covered = jax.lax.map(covered_rows, _tiles(queries, row_batch))
+  covered = jax.lax.map(covered_rows, tiles(queries, row_batch))
   return covered.reshape(-1)[:queries.shape[0]]
 
 

@@ -47,10 +47,6 @@ class GenerativeModel(Protocol):
     """Scalar metrics on held-out REAL data (``task.test``)."""
 
 
-def family_names() -> list[str]:
-  return registry.names("models")
-
-
 def family(name: str):
   """The module of model family ``name`` (has ``build``, may have ``check_config``)."""
   return registry.lookup("models", name, "model")

@@ -14,7 +14,6 @@ import base64
 import html
 import json
 import pathlib
-import re
 
 import numpy as np
 
@@ -24,7 +23,6 @@ from collapse_jax.report.runs import Run
 
 MAX_COLUMNS = 6       # generations shown in a sample strip
 STORY_CHARS = 700     # characters of a story shown per cell
-_GENERATION_FILE = re.compile(r"generation_(\d+)\.(png|txt)$")
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1400px; }
@@ -53,34 +51,15 @@ def _img(png: bytes, alt: str, css: str = "") -> str:
   return f'<img src="{_data_uri(png)}" alt="{html.escape(alt)}"{klass}>'
 
 
-def generation_artifacts(workdir: pathlib.Path, folder: str, suffix: str
-                         ) -> dict[int, pathlib.Path]:
-  """``{generation: path}`` of ``<workdir>/<folder>/generation_XXX.<suffix>``."""
-  found = {}
-  for p in (workdir / folder).glob(f"generation_*.{suffix}"):
-    m = _GENERATION_FILE.search(p.name)
-    if m:
-      found[int(m.group(1))] = p
-  return dict(sorted(found.items()))
-
-
-def choose_generations(available: list[int], columns: int = MAX_COLUMNS) -> list[int]:
-  """At most ``columns`` of ``available`` (sorted), evenly spaced, first and last included."""
-  if len(available) <= columns:
-    return list(available)
-  picks = np.unique(np.linspace(0, len(available) - 1, columns).round().astype(int))
-  return [available[i] for i in picks]
-
-
 def _strip(runs: list[Run], folder: str, suffix: str, cell, reference: tuple[str, str] | None = None
            ) -> str:
   """A table, one row per run and one column per generation every run has; ``reference``:
   (heading, cell) of a first column beside all rows (the real images)."""
-  files = [generation_artifacts(r.workdir, folder, suffix) for r in runs]
+  files = [runs_lib.generation_files(r.workdir, folder, suffix) for r in runs]
   common = sorted(set.intersection(*(set(f) for f in files)))
   if not common:
     return ""
-  gens = choose_generations(common)
+  gens = runs_lib.choose_generations(common, MAX_COLUMNS)
   head = "".join(f"<th>generation {g}</th>" for g in gens)
   rows = []
   for i, (r, f) in enumerate(zip(runs, files)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import re
 
 import numpy as np
 
@@ -15,8 +16,8 @@ from collapse_jax.report import plots
 # training-set bookkeeping last. Metrics named nowhere here go between the two. A family
 # names its held-out loss for what it is: a cross-entropy or ELBO (test_loss), a negative
 # log-likelihood (test_nll: KDE, Gaussian MLE), a parameter error (test_error: OLS).
-HEADLINE = ("test_loss", "test_nll", "test_error", "fd_classifier", "fid", "precision", "recall", "inception_precision",
-            "inception_recall")
+HEADLINE = ("test_loss", "test_nll", "test_error", "fd_classifier", "fid", "precision", "recall",
+            "inception_precision", "inception_recall")
 BOOKKEEPING = ("train_examples", "train_frac_synthetic")
 
 DESCRIPTIONS = {
@@ -34,8 +35,8 @@ DESCRIPTIONS = {
 }
 
 # +1: higher is better, -1: lower is better (colours the change column; others uncoloured).
-BETTER = {"test_loss": -1, "test_nll": -1, "test_error": -1, "fd_classifier": -1, "fid": -1, "precision": 1, "recall": 1,
-          "inception_precision": 1, "inception_recall": 1}
+BETTER = {"test_loss": -1, "test_nll": -1, "test_error": -1, "fd_classifier": -1, "fid": -1,
+          "precision": 1, "recall": 1, "inception_precision": 1, "inception_recall": 1}
 
 TIMING_FILE = "timing.json"  # {"wall_s": seconds}, written by whoever ran the run
 
@@ -55,6 +56,26 @@ class Run:
   @property
   def generations(self) -> list[int]:
     return sorted({r["generation"] for r in self.rows})
+
+
+def generation_files(workdir: pathlib.Path, folder: str, suffix: str
+                     ) -> dict[int, pathlib.Path]:
+  """``{generation: path}`` of ``<workdir>/<folder>/generation_XXX.<suffix>``, sorted."""
+  found = {}
+  for p in (pathlib.Path(workdir) / folder).glob(f"generation_*.{suffix}"):
+    m = re.fullmatch(rf"generation_(\d+)\.{suffix}", p.name)
+    if m:
+      found[int(m.group(1))] = p
+  return dict(sorted(found.items()))
+
+
+def choose_generations(available, columns: int) -> list[int]:
+  """At most ``columns`` of the ``available`` generations, evenly spaced, first and last
+  always included."""
+  gens = sorted(available)
+  if len(gens) <= columns:
+    return gens
+  return [gens[i] for i in np.unique(np.linspace(0, len(gens) - 1, columns).round().astype(int))]
 
 
 def policy_label(policy: dict) -> str:

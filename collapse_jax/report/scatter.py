@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import re
 
 import matplotlib
 
@@ -27,40 +26,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from collapse_jax.metrics import sample_distances as sd  # noqa: E402
+from collapse_jax.report import runs as runs_lib  # noqa: E402
 
-_FILE = re.compile(r"generation_(\d+)\.npz$")
 _GRID = 120  # density grid points per axis for the contours
 
 
-def generation_files(workdir: str | pathlib.Path) -> dict[int, pathlib.Path]:
-  """``{generation: npz path}`` of a run's samples2d files, sorted by generation."""
-  folder = pathlib.Path(workdir) / "samples2d"
-  found = {}
-  for p in folder.glob("generation_*.npz") if folder.exists() else ():
-    m = _FILE.search(p.name)
-    if m:
-      found[int(m.group(1))] = p
-  return dict(sorted(found.items()))
-
-
-def choose_generations(available, columns: int = 6) -> list[int]:
-  """At most ``columns`` of the ``available`` generations, evenly spaced, first and last
-  always included."""
-  gens = sorted(available)
-  if len(gens) <= columns:
-    return gens
-  picks = np.round(np.linspace(0, len(gens) - 1, columns)).astype(int)
-  return [gens[i] for i in sorted(set(picks.tolist()))]
-
-
-def run_label(workdir: str | pathlib.Path) -> str:
-  """The run's policy (e.g. ``mix(lambda=0.5)``) from its config.json, else its folder."""
+def _label(workdir: str | pathlib.Path) -> str:
+  """The run's policy from its config.json, else its folder's name."""
   path = pathlib.Path(workdir) / "config.json"
   if not path.exists():
     return pathlib.Path(workdir).name
-  policy = json.loads(path.read_text())["policy"]
-  name = policy["name"]
-  return f"{name}(lambda={policy['mix_lambda']:g})" if name == "mix" else name
+  return runs_lib.policy_label(json.loads(path.read_text())["policy"])
 
 
 def _load(path: pathlib.Path, seed: int) -> dict:
@@ -146,15 +122,15 @@ def plot_run(workdir: str | pathlib.Path, out_png: str | pathlib.Path | None = N
   (default: up to ``columns`` evenly spaced, first and last included); writes ``out_png``
   (default ``<workdir>/plots/samples2d.png``) and returns it, or None when the run has no
   samples2d files yet."""
-  files = generation_files(workdir)
+  files = runs_lib.generation_files(workdir, "samples2d", "npz")
   if not files:
     return None
-  gens = generations if generations is not None else choose_generations(files, columns)
+  gens = generations if generations is not None else runs_lib.choose_generations(files, columns)
   data = {g: _load(files[g], seed) for g in gens if g in files}
   if not data:
     raise ValueError(f"{workdir} has no samples2d files for generations {gens}.")
   out = out_png or pathlib.Path(workdir) / "plots" / "samples2d.png"
-  return _figure([(run_label(workdir), data)], gens, pathlib.Path(out))
+  return _figure([(_label(workdir), data)], gens, pathlib.Path(out))
 
 
 def scatter_comparison(workdirs: list[str | pathlib.Path], out_png: str | pathlib.Path, *,
@@ -170,15 +146,15 @@ def scatter_comparison(workdirs: list[str | pathlib.Path], out_png: str | pathli
   evaluator, or not started).
   """
   workdirs = [pathlib.Path(w) for w in workdirs]
-  files = [generation_files(w) for w in workdirs]
+  files = [runs_lib.generation_files(w, "samples2d", "npz") for w in workdirs]
   missing = [str(w) for w, f in zip(workdirs, files) if not f]
   if missing:
     raise FileNotFoundError(f"No samples2d files (samples2d/generation_*.npz) in "
                             f"{', '.join(missing)}; run with config.evals.samples2d set.")
   if generations is None:
     common = set.intersection(*(set(f) for f in files))
-    generations = choose_generations(common or set().union(*files), columns)
-  labels = labels or [run_label(w) for w in workdirs]
+    generations = runs_lib.choose_generations(common or set().union(*files), columns)
+  labels = labels or [_label(w) for w in workdirs]
   rows = [(label, {g: _load(f[g], seed) for g in generations if g in f})
           for label, f in zip(labels, files)]
   empty = [label for label, data in rows if not data]
