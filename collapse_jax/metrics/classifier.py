@@ -127,8 +127,10 @@ def labelled_train(source) -> tuple[np.ndarray | None, np.ndarray | None]:
 
 
 def batched_features(fn, images: np.ndarray, batch: int = 500) -> np.ndarray:
-  """``fn`` of ``images`` in batches padded to one shape (one compiled program)."""
+  """``fn`` of ``images`` in batches padded to one shape (one compiled program): ``batch``
+  rows, or fewer for fewer images (rounded up to 8), so a small set is not padded 8-fold."""
   n = len(images)
+  batch = min(batch, -(-n // 8) * 8)
   padded = np.concatenate([images, np.zeros((-n % batch,) + images.shape[1:], images.dtype)])
   return np.concatenate([np.asarray(fn(padded[i:i + batch]))
                          for i in range(0, len(padded), batch)])[:n]
