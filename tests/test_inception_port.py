@@ -44,9 +44,16 @@ def _import_pytorch_fid_inception():
                              reason="pytorch-fid is not installed (the [test] extra)")
 
 
-fid_inception = _import_pytorch_fid_inception()
-torch = sys.modules["torch"]
-torchvision = sys.modules["torchvision"]
+# Imported by _torch when this module's tests run, not when pytest collects them (torch and
+# torchvision take seconds to import, on every xdist worker).
+fid_inception = torch = torchvision = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _torch():
+  global fid_inception, torch, torchvision  # pylint: disable=global-statement
+  fid_inception = _import_pytorch_fid_inception()
+  torch, torchvision = sys.modules["torch"], sys.modules["torchvision"]
 
 
 def _random_state_dict(seed: int) -> dict:
