@@ -58,6 +58,14 @@ def _digest(directory: pathlib.Path) -> dict[str, str]:
   return out
 
 
+def _placed(abstract: Any, sharding: Any) -> Any:
+  """``abstract``'s leaves as ``jax.ShapeDtypeStruct`` restore targets on ``sharding``: one
+  sharding per leaf, or per subtree (a prefix of ``abstract``, e.g. one for all rows)."""
+  place = lambda s, sub: jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), sub)
+  return jax.tree.map(place, sharding, abstract)
+
+
 class RunCheckpoints:
 
   def __init__(self, workdir: pathlib.Path):
@@ -180,17 +188,13 @@ class RunCheckpoints:
         step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
 
   def restore_carry(self, step: int, abstract: Any, shardings: Any) -> Any:
-    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
+    target = _placed(abstract, shardings)
     return self._read(step, lambda: self._loop.restore(
         step, args=ocp.args.Composite(carry=ocp.args.StandardRestore(target))).carry)
 
   def restore_pool_block(self, block: int, abstract: Any, sharding: Any) -> Any:
     """The pool rows saved as ``block``, shaped like ``abstract``, on ``sharding``."""
-    # ``sharding``: one per subtree of ``abstract`` (a prefix of it, e.g. one for all rows).
-    place = lambda s, sub: jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), sub)
-    target = jax.tree.map(place, sharding, abstract)
+    target = _placed(abstract, sharding)
     return self._read(block, lambda: self._pool.restore(
         block, args=ocp.args.StandardRestore(target)), self._pool_dir)
 
@@ -210,8 +214,7 @@ class RunCheckpoints:
   def restore_train(self, generation: int, local_step: int, abstract: Any, shardings: Any
                     ) -> tuple[Any, dict]:
     step = generation * TRAIN_ID + local_step
-    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
+    target = _placed(abstract, shardings)
     out = self._read(step, lambda: self._train.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())), self._train_dir)
     return out.state, out.meta
@@ -236,10 +239,7 @@ class RunCheckpoints:
     step = generation * TRAIN_ID + chunk
     self.verify("samples", step, "remove it (the chunk is then sampled again) or rerun with "
                 "--overwrite.")
-    # ``sharding``: one per subtree of ``abstract`` (a prefix of it, e.g. one for all rows).
-    place = lambda s, sub: jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), sub)
-    target = jax.tree.map(place, sharding, abstract)
+    target = _placed(abstract, sharding)
     return self._read(step, lambda: self._samples.restore(
         step, args=ocp.args.StandardRestore(target)), self._samples_dir)
 
@@ -258,10 +258,7 @@ class RunCheckpoints:
 
   def restore_model(self, generation: int, abstract: Any, sharding: Any) -> Any:
     """Generation ``generation``'s model state, shaped like ``abstract``, on ``sharding``."""
-    # ``sharding``: one per subtree of ``abstract`` (a prefix of it, e.g. one for all rows).
-    place = lambda s, sub: jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), sub)
-    target = jax.tree.map(place, sharding, abstract)
+    target = _placed(abstract, sharding)
     return self._read(generation, lambda: self._models.restore(
         generation, args=ocp.args.StandardRestore(target)), self._models_dir)
 
