@@ -47,7 +47,7 @@ def _assert_close(one: list[dict], two: list[dict]) -> None:
       np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
-def test_two_processes_match_one(tmp_path):
+def test_two_processes_match_one(smoke_run, tmp_path):
   """Two processes give the single-process metrics, and only process 0 reports progress.
   On the real MNIST where it is present (../shared/data, here and on CI): the dataset split
   over the processes (255 rows: one padding row), uint8 pixels gathered across them.
@@ -67,7 +67,9 @@ def test_two_processes_match_one(tmp_path):
   n = config.num_generations
   assert f"generation {n - 1} done ({n} of {n})" in outs[0][1]
   assert f"generation {n - 1} done ({n} of {n})" not in outs[1][1]
-  one = experiment.train_and_evaluate(config, tmp_path / "one")
+  # The single-process run: the suite's shared one where the config is the smoke run's.
+  one = (experiment.train_and_evaluate(config, tmp_path / "one") if limit
+         else smoke_run(name)[1])
   _assert_close(one, read_metrics(workdir))
 
 
