@@ -1,4 +1,5 @@
 """Shared test helpers: the real configs, shrunk, run in temporary workdirs."""
+import fcntl
 import json
 import os
 import pathlib
@@ -63,17 +64,32 @@ def config_loader():
 
 
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-  """``smoke_run(spec)``: ``(workdir, metric rows)`` of `load_config`'s ``spec`` run to
-  the end, once per test process, for every test that needs a finished run of it. Shared:
-  read it, or copy the workdir before changing anything in it."""
+def smoke_run(tmp_path_factory, worker_id):
+  """``smoke_run(spec)``: ``(workdir, metric rows)`` of `load_config`'s ``spec`` run to the
+  end, once per test session, for every test that needs a finished run of it (the golden
+  test included). Under xdist the workers share one folder of runs: the first to ask for a
+  spec makes it while another that asks waits for it (a run is bitwise the same in either
+  worker: same machine, flags and versions). Shared: read it, or copy the workdir before
+  changing anything in it."""
+  root = tmp_path_factory.getbasetemp()
+  if worker_id != "master":  # the session's folder, above each worker's own
+    root = root.parent
+  root = root / "smoke_runs"
+  root.mkdir(exist_ok=True)
   runs = {}
 
   def get(name: str):
     if name not in runs:
       from collapse_jax import experiment
-      workdir = tmp_path_factory.mktemp(re.sub(r"\W", "_", name)) / "run"
-      runs[name] = workdir, experiment.train_and_evaluate(load_config(name), workdir)
+      folder = root / re.sub(r"\W", "_", name)
+      workdir, done = folder / "run", folder / "rows.json"
+      folder.mkdir(exist_ok=True)
+      with open(folder / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():  # (a run cut short by a failing test resumes here)
+          rows = experiment.train_and_evaluate(load_config(name), workdir)
+          done.write_text(json.dumps(rows))
+      runs[name] = workdir, json.loads(done.read_text())
     return runs[name]
   return get
 
@@ -92,14 +108,15 @@ def pytest_configure(config):
 
 
 # Under `-n 2` (`--dist=loadgroup`, pyproject.toml) the tests that share a module-scoped
-# fixture (a trained run, a batch of launcher processes) go to one worker as one unit, so the
-# fixture is made once; and the units start longest first: a long unit dealt out last keeps
-# one worker busy while the other idles. Seconds of one worker on a loaded 2-core machine
-# (`--durations`; only the order counts), per group (file::fixture), test (file::name[id]) or
-# test function (file::name). Where two units compile the same programs, the one that runs
-# second is listed at its cost with the programs in the compilation cache, so it starts
-# after the first: the digits smoke run before the report of two of its policies, the FFHQ
-# and molecule smoke runs before their resume tests.
+# fixture (a trained run, a batch of launcher processes) go to one worker as one unit, so
+# the fixture is made once (`smoke_run`'s runs need no group: the workers share them); and
+# the units start longest first: a long unit dealt out last keeps one worker busy while the
+# other idles. Seconds of one worker on a loaded 2-core machine (`--durations`; only the
+# order counts), per group (file::fixture), test (file::name[id]) or test function
+# (file::name). Where two units compile the same programs, the one that runs second is
+# listed at its cost with the programs in the compilation cache, so it starts after the
+# first: the digits smoke run before the report of two of its policies, the FFHQ and
+# molecule smoke runs before their resume tests.
 SLOW = {
     "test_segments.py::uninterrupted": 180,
     "test_accelerator_check.py::test_tiny_check_runs_every_section_and_records_finite_figures": 60,
@@ -111,7 +128,8 @@ SLOW = {
     "test_configs.py::test_smoke_variant_runs_end_to_end[ffhq:accumulate]": 95,
     "test_cli.py::test_workdir_of_another_config_is_refused_continuation_resumes_overwrite_"
     "restarts": 90,
-    "test_lm_loop.py::straight": 85,
+    "test_lm_loop.py::test_eight_devices_match_one": 50,
+    "test_lm_loop.py::test_resumed_run_equals_uninterrupted_one": 40,
     "test_diffusion.py::test_ffhq_smoke_end_to_end_and_resume": 75,
     "test_configs.py::test_quickstart_first_generations_are_golden": 50,
     "test_report.py::comparison": 65,
@@ -126,9 +144,8 @@ SLOW = {
     "test_configs.py::test_smoke_variant_runs_end_to_end[mnist_vae:replace]": 40,
     "test_determinism.py::test_rerun_continuation_and_chunking_are_bitwise_identical": 40,
     "test_multidevice.py::test_eight_devices_match_one": 38,
-    "test_molecules.py::smoke_run": 37,
+    "test_molecules.py::test_smoke_resumes_bitwise": 37,
     "test_architecture.py::test_bfloat16_mixed_precision_is_finite_and_close": 36,
-    "test_launchers.py::linreg_run": 36,
     "test_configs.py::test_smoke_variant_runs_end_to_end[kde_moons:accumulate]": 35,
     "test_diffusion.py::test_unet_loss_decreases_and_samples_are_images": 34,
     "test_configs.py::test_smoke_variant_runs_end_to_end[toy_flow:replace]": 34,

@@ -56,13 +56,14 @@ def test_golden_runs_cover_every_config_file():
 
 
 @pytest.mark.parametrize("name", make_golden.RUNS)
-def test_smoke_variant_runs_end_to_end(name, tmp_path):
+def test_smoke_variant_runs_end_to_end(name, smoke_run):
+  """The suite's shared run of ``name`` (made here, or by another test that needed it)."""
   config = load_config(name)
-  rows = experiment.train_and_evaluate(config, tmp_path)
-  assert rows == read_metrics(tmp_path)
+  workdir, rows = smoke_run(name)
+  assert rows == read_metrics(workdir)
   assert len(rows) == config.num_generations * config.num_seeds
   assert all(np.isfinite(v) for r in rows for v in r.values())
-  assert (tmp_path / "checkpoints" / "models" / str(config.num_generations - 1)).exists()
+  assert (workdir / "checkpoints" / "models" / str(config.num_generations - 1)).exists()
   assert_golden(name, rows)
 
 

@@ -10,7 +10,7 @@ import pytest
 from collapse_jax import cli, experiment, inference
 from collapse_jax.report import compare
 
-from conftest import ROOT, load_config
+from conftest import ROOT, load_config, read_metrics
 
 
 def _exit_sentence(capsys, fn, *args, **kwargs) -> str:
@@ -23,11 +23,10 @@ def _exit_sentence(capsys, fn, *args, **kwargs) -> str:
   return lines[0]
 
 
-@pytest.fixture(scope="module")
-def linreg_run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("lin") / "run"
-  experiment.train_and_evaluate(load_config("linreg", "replace,smoke"), workdir)
-  return workdir
+@pytest.fixture
+def linreg_run(smoke_run):
+  """The suite's shared linreg replace smoke run's workdir (copy it before changing it)."""
+  return smoke_run("linreg:replace")[0]
 
 
 @pytest.mark.parametrize("code,cause", [
@@ -177,8 +176,7 @@ def test_a_run_from_before_a_shared_field_existed_loads_and_continues(linreg_run
   (old / "config.json").write_text(json.dumps(saved))
   assert inference.load_generation(old, 1).config.curation.rule == "none"
   config = load_config("linreg", "replace,smoke")
-  assert experiment.train_and_evaluate(config, old) == experiment.train_and_evaluate(
-      config, linreg_run)
+  assert experiment.train_and_evaluate(config, old) == read_metrics(linreg_run)
   config.curation.rule = "top"  # curation asked for now: a different run
   with pytest.raises(Exception, match="fields curation differ"):
     experiment.check_same_run(config, old)

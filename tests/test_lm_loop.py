@@ -31,10 +31,11 @@ print("ROWS" + json.dumps({{"devices": jax.device_count(), "rows": rows}}))
 """
 
 
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("straight")
-  return experiment.train_and_evaluate(load_config(NAME), workdir), workdir
+@pytest.fixture
+def straight(smoke_run):
+  """The suite's shared run of NAME: (rows, workdir)."""
+  workdir, rows = smoke_run(NAME)
+  return rows, workdir
 
 
 def test_resumed_run_equals_uninterrupted_one(straight, tmp_path):

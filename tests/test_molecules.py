@@ -274,16 +274,14 @@ def test_geom_rdkit_folder_stand_in(tmp_path):
 # --- The configs end to end -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-  """The replace smoke config's 2 generations: (workdir, metric rows)."""
-  workdir = tmp_path_factory.mktemp("mol") / "full"
-  return workdir, experiment.train_and_evaluate(load_config("molecules:replace", "smoke"),
-                                                workdir)
+@pytest.fixture
+def replace_run(smoke_run):
+  """The replace smoke config's 2 generations, the suite's shared run: (workdir, rows)."""
+  return smoke_run("molecules:replace")
 
 
-def test_smoke_resumes_bitwise(smoke_run, tmp_path):
-  workdir, full = smoke_run
+def test_smoke_resumes_bitwise(replace_run, tmp_path):
+  workdir, full = replace_run
   config = load_config("molecules:replace", "smoke")
   short = load_config("molecules:replace", "smoke")
   short.num_generations = 1
@@ -295,8 +293,8 @@ def test_smoke_resumes_bitwise(smoke_run, tmp_path):
           "cov_p_075", "sanitize_frac"} <= set(full[0])
 
 
-def test_loss_by_noise_curves_and_their_floor(smoke_run, tmp_path):
-  workdir, _ = smoke_run
+def test_loss_by_noise_curves_and_their_floor(replace_run, tmp_path):
+  workdir, _ = replace_run
   run = noise_curves.curves(workdir, [0, 1], points=6)
   sigma = np.asarray(run["sigma"])
   assert 2 <= len(sigma) <= 6 and np.all(np.diff(sigma) > 0)
@@ -315,8 +313,8 @@ def test_loss_by_noise_curves_and_their_floor(smoke_run, tmp_path):
   assert (tmp_path / "c.png").stat().st_size > 1000
 
 
-def test_loss_by_noise_refuses_bad_input(smoke_run, tmp_path):
-  workdir, _ = smoke_run
+def test_loss_by_noise_refuses_bad_input(replace_run, tmp_path):
+  workdir, _ = replace_run
   assert noise_curves.generations(workdir, None) == [0, 1]
   with pytest.raises(experiment.validate.ConfigError,
                      match="has no model of generation 5; it has 0, 1"):

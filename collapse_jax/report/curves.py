@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import pathlib
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from collapse_jax.report.plots import pyplot
 
 
 def plot_training_curves(curves: dict[str, list[list[float]]], path: pathlib.Path) -> None:
   """``curves``: generation (as a string) -> ``[[local step, loss mean over seeds], ...]``;
   one line per generation, darker for later ones."""
+  plt = pyplot()
   path.parent.mkdir(parents=True, exist_ok=True)
   fig, ax = plt.subplots(figsize=(6, 4))
   gens = sorted(curves, key=int)

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from collapse_jax import checkpoint, inference, validate
+from collapse_jax.report.plots import pyplot
 
 
 def generations(workdir: pathlib.Path, asked: list[str] | None) -> list[int]:
@@ -58,9 +59,7 @@ def curves(workdir: pathlib.Path, which: list[int], points: int) -> dict:
 
 
 def plot(runs: dict[str, dict], out: pathlib.Path) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = pyplot()
   fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4), sharey=True,
                            squeeze=False)
   for ax, (name, run) in zip(axes[0], runs.items()):

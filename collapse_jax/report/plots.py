@@ -6,13 +6,18 @@ import collections
 import io
 import pathlib
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 NOT_METRICS = ("generation", "seed")
+
+
+def pyplot():
+  """matplotlib.pyplot on the Agg backend (no display on servers and CI), imported on first
+  use: a process that draws nothing (a run with figures off, a test) does not import it."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  return plt
 
 
 def metric_names(rows: list[dict]) -> list[str]:
@@ -41,6 +46,7 @@ def _draw(ax, rows, metric, label, color=None):
 
 def plot_run(rows: list[dict], out_dir: pathlib.Path, title: str) -> list[pathlib.Path]:
   """One PNG per metric in ``out_dir``; returns their paths."""
+  plt = pyplot()
   out_dir.mkdir(parents=True, exist_ok=True)
   paths = []
   for metric in metric_names(rows):
@@ -67,6 +73,7 @@ def plot_comparison(runs: dict[str, list[dict]], path: pathlib.Path,
                     metrics: list[str] | None = None) -> None:
   """A grid with one panel per metric (``metrics``, default: those common to all runs), one
   line per run."""
+  plt = pyplot()
   common = metrics or sorted(set.intersection(*(set(metric_names(r)) for r in runs.values())))
   cols = min(3, len(common))
   nrows = -(-len(common) // cols)
@@ -84,6 +91,7 @@ def plot_comparison(runs: dict[str, list[dict]], path: pathlib.Path,
 
 def metric_png(runs: dict[str, list[dict]], metric: str, title: str) -> bytes:
   """One metric's comparison as PNG bytes (for embedding in the HTML report)."""
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(5.2, 3.4))
   plot_metric(ax, runs, metric, title)
   ax.title.set_fontsize(9)

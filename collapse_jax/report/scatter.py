@@ -19,14 +19,11 @@ from __future__ import annotations
 import json
 import pathlib
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from collapse_jax.metrics import sample_distances as sd  # noqa: E402
-from collapse_jax.report import runs as runs_lib  # noqa: E402
+from collapse_jax.metrics import sample_distances as sd
+from collapse_jax.report import runs as runs_lib
+from collapse_jax.report.plots import pyplot
 
 _GRID = 120  # density grid points per axis for the contours
 
@@ -88,6 +85,7 @@ def _figure(rows: list[tuple[str, dict[int, dict]]], generations: list[int],
   """Draws ``rows`` of ``(label, {generation: loaded npz})`` over ``generations``."""
   lims = _limits([next(iter(r.values()))["test"] for _, r in rows])
   cols = len(generations)
+  plt = pyplot()
   fig, axes = plt.subplots(len(rows), cols, figsize=(2.4 * cols + 0.4, 2.9 * len(rows)),
                            squeeze=False, layout="constrained")
   for r, (label, data) in enumerate(rows):

@@ -16,7 +16,6 @@ from collapse_jax.errors import UserError
 from collapse_jax.report import compare, plots
 from collapse_jax.report import runs as runs_lib
 
-plt = plots.plt  # pyplot, on the Agg backend plots.py selects
 
 MAX_PANELS = 6
 
@@ -35,6 +34,7 @@ def _figure(axes, done: dict, metrics: list[str], path: pathlib.Path) -> None:
   """``done``: point name -> (setting, rows)."""
   first, others = axes[0], axes[1:]
   x = np.arange(len(first.values))
+  plt = plots.pyplot()
   fig, grid = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
   for ax, metric in zip(grid[0], metrics):
     lines = {}
