@@ -24,11 +24,13 @@ def _run(config, workdir, **kw):
 
 @pytest.mark.parametrize("name", CASES)
 def test_rerun_continuation_and_chunking_are_bitwise_identical(name, smoke_run, tmp_path):
+  """Runs that compile different programs (one scan of 3 generations, 3 scans of one, a
+  2-generation pool continued) give the shared smoke run's numbers bitwise. (A rerun of the
+  same program is not repeated: any run-to-run nondeterminism breaks these equalities too.)"""
   config = load_config(name)
   assert config.num_generations == 3 and config.generations_per_chunk == 0
-  # The smoke run (3 generations in one chunk), made once for the suite, in this process.
+  # The smoke run (3 generations in one chunk), made once for the suite.
   straight = read_metrics(smoke_run(name)[0])
-  assert straight == _run(config, tmp_path / "again")
 
   chunked = load_config(name)
   chunked.generations_per_chunk = 1

@@ -108,12 +108,13 @@ def test_sample_cli_on_a_linreg_run_with_its_defaults(linreg_run, tmp_path, caps
 
 
 def test_compare_policies_refuses_an_empty_or_repeated_list(tmp_path):
-  launcher = [sys.executable, str(ROOT / "launch" / "compare_policies.py"),
-              "--config=configs/linreg.py:smoke", f"--workdir={tmp_path / 'w'}"]
-  for policies, words in [("", "--policies needs a comma-separated list"),
-                          ("replace,replace", "names a policy twice")]:
-    result = subprocess.run(launcher + [f"--policies={policies}"], capture_output=True,
-                            text=True, timeout=300)
+  from launcher_batch import run_many
+  launcher = ["launch/compare_policies.py", "--config=configs/linreg.py:smoke",
+              f"--workdir={tmp_path / 'w'}"]
+  cases = [("", "--policies needs a comma-separated list"),
+           ("replace,replace", "names a policy twice")]
+  results = run_many([([*launcher, f"--policies={policies}"], ROOT) for policies, _ in cases])
+  for result, (_, words) in zip(results, cases):
     assert result.returncode == 2 and words in result.stderr, result.stderr[-2000:]
   assert not (tmp_path / "w").exists()
 

@@ -34,9 +34,12 @@ window.addEventListener("load", () => {
 
 
 @pytest.fixture(scope="module")
-def comparison(tmp_path_factory):
-  """The quick-start's command with the smoke config and two policies."""
+def comparison(tmp_path_factory, smoke_run):
+  """The quick-start's command with the smoke config and two policies. The accumulate run is
+  the suite's shared smoke run of that config, copied in: the command finds it finished and
+  runs replace alone (it refuses a folder that holds another config's run)."""
   out = tmp_path_factory.mktemp("digits")
+  shutil.copytree(smoke_run("digits_vae:accumulate")[0], out / "accumulate")
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(ROOT / ".pytest_cache" / "jax"),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
   result = subprocess.run(
