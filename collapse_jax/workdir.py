@@ -20,7 +20,7 @@ import json
 import os
 import pathlib
 import shutil
-from typing import Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from collapse_jax.errors import UserError
 
@@ -32,6 +32,21 @@ RUN_ENTRIES = frozenset({
     "checkpoints", "plots", "tensorboard", "samples", "samples2d", "stories", "tokenizer",
     "feature_classifier.npz"})
 _RUN_PREFIXES = (".lock.",)
+
+
+def write_atomically(path: pathlib.Path, write: Callable[[BinaryIO], None]) -> None:
+  """``write(file)`` into a temporary file beside ``path``, then renamed onto it: a reader
+  sees the old file or the new one, never half of one. The temporary name is this process's
+  own, so processes that write the same file at once (a multi-host run's hosts, test workers
+  sharing a cache), each with the same bytes, do not take each other's."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  try:
+    with open(tmp, "wb") as f:
+      write(f)
+    tmp.replace(path)
+  finally:
+    tmp.unlink(missing_ok=True)
 
 
 class WorkdirError(UserError):
@@ -71,7 +86,16 @@ def _is_run_config(config) -> bool:
 def foreign_entries(workdir: pathlib.Path) -> list[str]:
   """Top-level entries of ``workdir`` that no run writes, sorted."""
   return sorted(p.name for p in workdir.iterdir()
-                if p.name not in RUN_ENTRIES and not p.name.startswith(_RUN_PREFIXES))
+                if p.name not in RUN_ENTRIES and not p.name.startswith(_RUN_PREFIXES)
+                and not _is_temporary_of_an_entry(p.name))
+
+
+def _is_temporary_of_an_entry(name: str) -> bool:
+  """Whether ``name`` is `write_atomically`'s temporary of a run entry, left by a killed run
+  (``.<entry>.<pid>.tmp``)."""
+  parts = name[1:].rsplit(".", 2)
+  return (name.startswith(".") and len(parts) == 3 and parts[2] == "tmp"
+          and parts[1].isdigit() and parts[0] in RUN_ENTRIES)
 
 
 def check_clearable(workdir: pathlib.Path) -> None:

@@ -87,9 +87,28 @@ def test_overwrite_deletes_a_run_and_starts_over(finished_run, tmp_path):
   import shutil
   workdir = tmp_path / "copy"
   shutil.copytree(finished_run[0], workdir)
+  # A killed run's temporary of an entry (`write_atomically`) is the run's, not the user's.
+  (workdir / ".feature_classifier.npz.4242.tmp").write_bytes(b"cut")
   rows = experiment.train_and_evaluate(_linreg(num_generations=2), workdir, overwrite=True)
   assert max(r["generation"] for r in rows) == 1
   assert not (workdir / "checkpoints" / "models" / "2").exists()  # the old run is gone
+
+
+def test_processes_writing_one_file_at_once_each_succeed(tmp_path, monkeypatch):
+  """The hosts of a multi-host run (or test workers sharing a cache) may write the same
+  file, with the same bytes, at once: another process's whole write lands while this one's
+  is under way, and both succeed."""
+  import os
+  path = tmp_path / "feature_classifier.npz"
+
+  def interrupted(f):
+    f.write(b"the same bytes")
+    with monkeypatch.context() as other_process:
+      other_process.setattr(os, "getpid", lambda: os.getppid() + 100_000)
+      workdir_lib.write_atomically(path, lambda g: g.write(b"the same bytes"))
+  workdir_lib.write_atomically(path, interrupted)
+  assert path.read_bytes() == b"the same bytes"
+  assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
 def test_a_workdir_in_use_is_refused_and_a_dead_runs_lock_is_not(tmp_path):

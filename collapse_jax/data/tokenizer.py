@@ -26,6 +26,7 @@ import numpy as np
 import sentencepiece as spm
 
 from collapse_jax.errors import UserError
+from collapse_jax.workdir import write_atomically
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 
@@ -94,8 +95,5 @@ def train(texts: Sequence[str], vocab_size: int, cache_dir: str | pathlib.Path |
                          f"this corpus: {str(e).splitlines()[-1]}") from None
   tokenizer = Tokenizer(model=out.getvalue(), key=key)
   if path is not None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(tokenizer.model)
-    tmp.replace(path)  # atomic: a concurrent reader never sees half a model
+    write_atomically(path, lambda f: f.write(tokenizer.model))
   return tokenizer

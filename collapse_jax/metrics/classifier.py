@@ -22,6 +22,7 @@ import optax
 from flax import traverse_util
 
 from collapse_jax.nets.layers import Conv
+from collapse_jax.workdir import write_atomically
 
 FEATURE_DIM = 128
 # images [n, h, w, c] -> (features [n, 128], logits [n, classes])
@@ -84,11 +85,8 @@ def shared_path(images: np.ndarray, labels: np.ndarray, seed: int, steps: int
 
 
 def _copy(source: pathlib.Path, target: pathlib.Path) -> None:
-  """``source`` to ``target`` whole or not at all (a unique temporary name, renamed)."""
-  target.parent.mkdir(parents=True, exist_ok=True)
-  tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-  shutil.copyfile(source, tmp)
-  tmp.replace(target)
+  with open(source, "rb") as f:
+    write_atomically(target, lambda out: shutil.copyfileobj(f, out))
 
 
 def load_or_train(path: pathlib.Path | None, images: np.ndarray, labels: np.ndarray, seed: int,
@@ -108,9 +106,7 @@ def load_or_train(path: pathlib.Path | None, images: np.ndarray, labels: np.ndar
   else:
     params, accuracy = train_classifier(images, labels, seed, steps=steps)
     flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(params).items()}
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, __accuracy__=accuracy, **flat)
-    tmp.replace(path)
+    write_atomically(path, lambda f: np.savez(f, __accuracy__=accuracy, **flat))
     try:
       if path != shared:
         _copy(path, shared)

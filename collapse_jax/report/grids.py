@@ -6,6 +6,8 @@ import pathlib
 import numpy as np
 from PIL import Image
 
+from collapse_jax.workdir import write_atomically
+
 
 def save_grid(images: np.ndarray, path: pathlib.Path, columns: int = 8, scale: int = 4) -> None:
   """Writes ``images [n, h, w, c]`` in [-1, 1] as a grid, each pixel ``scale`` x ``scale``."""
@@ -18,5 +20,6 @@ def save_grid(images: np.ndarray, path: pathlib.Path, columns: int = 8, scale: i
         (np.clip(image, -1, 1) + 1) / 2)
   pixels = (grid * 255).round().astype(np.uint8)
   pixels = pixels.repeat(scale, 0).repeat(scale, 1)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  Image.fromarray(pixels[..., 0] if c == 1 else pixels).save(path)
+  image = Image.fromarray(pixels[..., 0] if c == 1 else pixels)
+  # Every host of a multi-host run draws the same grid.
+  write_atomically(path, lambda f: image.save(f, format="PNG"))
