@@ -10,9 +10,32 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
-# The real MNIST for the MNIST configs: ../shared/data/mnist beside the checkout (here and
-# on CI). The project never requires it; without it those configs are refused cleanly.
+# The real MNIST for the MNIST configs: $COLLAPSE_JAX_MNIST, else ../shared/data/mnist
+# beside the checkout (here and on CI). The project never requires it: elsewhere the tests
+# write a stand-in in MNIST's own IDX files (`_mnist_stand_in`), and the golden test skips
+# the MNIST numbers, which are the real dataset's.
 _SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+
+
+def _mnist_stand_in(folder: pathlib.Path) -> pathlib.Path:
+  """scikit-learn's 1,797 digits, 8x8 scaled 3x and padded to 28x28 uint8, as MNIST's four
+  IDX .gz files in ``folder`` (1,500 training images, 297 test): what the MNIST loader reads
+  from the real dataset, at a size the smoke configs need."""
+  import gzip
+  import numpy as np
+  from collapse_jax.data.image_files import _sklearn_digits
+  from collapse_jax.workdir import write_atomically
+  digits, labels = _sklearn_digits()
+  pixels = np.kron(digits, np.ones((3, 3))) * (255 / 16)
+  pixels = np.pad(pixels, ((0, 0), (2, 2), (2, 2))).round().astype(np.uint8)
+  labels = labels.astype(np.uint8)
+  for prefix, rows in (("train", slice(0, 1500)), ("t10k", slice(1500, None))):
+    for kind, magic, data in (("images", 0x803, pixels[rows]), ("labels", 0x801, labels[rows])):
+      header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in data.shape)
+      payload = gzip.compress(header + data.tobytes(), mtime=0)
+      write_atomically(folder / f"{prefix}-{kind}-idx{data.ndim}-ubyte.gz",
+                       lambda f, payload=payload: f.write(payload))
+  return folder
 
 # Tests check results, not speed, and XLA:CPU compile time is most of this suite. Three
 # flags cut it: LLVM's lowest optimisation level (a fifth of the suite's CPU time against
@@ -32,8 +55,11 @@ os.environ["XLA_FLAGS"] = " ".join(
 # Runs skip their figures (collapse_jax.progress.figures_wanted): matplotlib's rendering
 # costs more than many a smoke run's compute. Tests of figures turn them back on.
 os.environ["COLLAPSE_JAX_PLOTS"] = "0"
-if _SHARED_MNIST.exists():
-  os.environ.setdefault("COLLAPSE_JAX_MNIST", str(_SHARED_MNIST))
+if "COLLAPSE_JAX_MNIST" not in os.environ:
+  os.environ["COLLAPSE_JAX_MNIST"] = str(
+      _SHARED_MNIST if _SHARED_MNIST.exists()
+      else _mnist_stand_in(ROOT / ".pytest_cache" / "mnist_stand_in"))
+MNIST_IS_STAND_IN = "mnist_stand_in" in os.environ["COLLAPSE_JAX_MNIST"]
 # Many tests compile the same programs (a config run in several workdirs, in this process or
 # in a launcher's): one persistent compilation cache for all of them, subprocesses included
 # (they read these variables when they import JAX).

@@ -39,7 +39,7 @@ print("ROWS" + json.dumps(out))
 # Families whose smoke states have leaves above FSDP_MIN_SIZE only when widened: the test
 # lowers the threshold so every sizeable leaf is sharded.
 # The VAE and the diffusion core (which flow matching and the geodiff family share).
-NAMES = ["mnist_vae:replace", "toy_diffusion:replace"]
+NAMES = ["digits_vae:replace", "toy_diffusion:replace"]
 
 
 def _run(workdir, devices, data, fsdp):

@@ -64,7 +64,7 @@ from conftest import load_config
 from collapse_jax import experiment, rng, validate
 from collapse_jax.loop.generation import CompiledLoop
 from collapse_jax.parallel import mesh as mesh_lib
-c = load_config("mnist_vae:replace")
+c = load_config("digits_vae:replace")
 mesh = mesh_lib.from_config(c.mesh)
 layout = validate.policy_of(c).layout(c.num_generations, multiple_of=mesh.size)
 loop = experiment.build_loop(c, layout)

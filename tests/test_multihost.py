@@ -47,11 +47,9 @@ def _assert_close(one: list[dict], two: list[dict]) -> None:
 
 def test_two_processes_match_one(smoke_run, tmp_path):
   """Two processes give the single-process metrics (the suite's shared smoke run), and only
-  process 0 reports progress. On the real MNIST where it is present (../shared/data, here
-  and on CI): the dataset split over the processes, uint8 pixels gathered across them
-  (a padding row: `test_each_process_loads_only_its_devices_rows`). Elsewhere the
-  Gaussian smoke run."""
-  name = "mnist_vae:replace" if "COLLAPSE_JAX_MNIST" in os.environ else "gaussian:replace"
+  process 0 reports progress: the MNIST VAE, its dataset split over the processes, uint8
+  pixels gathered across them (a padding row: `test_each_process_loads_only_its_devices_rows`)."""
+  name = "mnist_vae:replace"
   file, _, policy = name.partition(":")
   workdir = tmp_path / "two"
   outs = _two_processes([str(ROOT / "launch" / "main.py"),

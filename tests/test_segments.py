@@ -27,7 +27,7 @@ OVERRIDES = {"model.steps": 24, "checkpoint_every_steps": 7, "num_seeds": 2,
 
 
 def _config(**overrides):
-  config = load_config("mnist_vae:replace")
+  config = load_config("digits_vae:replace")
   for key, value in (OVERRIDES | overrides).items():
     node = config
     *path, leaf = key.split(".")
@@ -80,7 +80,7 @@ def _launch(workdir):
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
   return subprocess.Popen(
       [sys.executable, str(ROOT / "launch" / "main.py"),
-       "--config=configs/mnist_vae.py:replace,smoke", f"--workdir={workdir}", *args],
+       "--config=configs/digits_vae.py:replace,smoke", f"--workdir={workdir}", *args],
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

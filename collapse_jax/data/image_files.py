@@ -9,6 +9,7 @@ Source around them is data/images.py.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import math
 import pickle
 from collections.abc import Mapping
@@ -113,16 +114,29 @@ def load_digits(split: str, seed: int = 0, test_fraction: float = 0.2) -> Arrays
   _check_split(split, ("train", "test"))
   if not 0.0 < test_fraction < 1.0:
     raise DataError(f"test_fraction must be in (0, 1), got {test_fraction!r}.")
-  # Imported here: scikit-learn takes seconds to import and only this toy set needs it.
-  from sklearn import datasets
-
-  digits = datasets.load_digits()
-  n = len(digits.target)
+  pixels, labels = _sklearn_digits()
+  n = len(labels)
   order = np.random.default_rng(seed).permutation(n)
   n_test = round(test_fraction * n)
   rows = order[:n_test] if split == "test" else order[n_test:]
-  images = _to_unit_range(digits.images[rows, :, :, None], 16.0)
-  return images, digits.target[rows].astype(np.int32)
+  images = _to_unit_range(pixels[rows, :, :, None], 16.0)
+  return images, labels[rows].astype(np.int32)
+
+
+def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+  """scikit-learn's digits: float64 pixels ``[1797, 8, 8]`` in 0..16 and labels ``[1797]``,
+  read from the CSV scikit-learn ships, as `sklearn.datasets.load_digits` reads it, without
+  importing scikit-learn (whose import costs more than a smoke run's data); through
+  `load_digits` where that file is not found."""
+  spec = importlib.util.find_spec("sklearn")
+  path = (Path(spec.submodule_search_locations[0]) / "datasets" / "data" /
+          "digits.csv.gz") if spec and spec.submodule_search_locations else None
+  if path is not None and path.is_file():
+    data = np.loadtxt(path, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
+  from sklearn import datasets  # pylint: disable=import-outside-toplevel
+  digits = datasets.load_digits()
+  return digits.images, digits.target
 
 
 # IDX magic numbers: two zero bytes, data type 0x08 (uint8), number of dimensions.
