@@ -133,3 +133,30 @@ def test_a_traced_temperature_samples_as_the_same_number_does():
   for t in (0.0, 0.7, 1.3):
     assert (traced(jnp.float32(t)) == sample_token(logits, key, t, top_k=20, top_p=0.9)).all()
   assert (traced(jnp.float32(0)) == jnp.argmax(logits, -1)).all()
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama2"])
+def test_dense_layers_are_flax_dense_with_the_same_values_and_gradients(arch, monkeypatch):
+  """`tfm.Dense` and the tied head (`ops.dense_vjps`) initialise, compute and differentiate
+  as nn.Dense and nn.Embed.attend do: the same parameters and logits, gradients equal up to
+  float rounding (theirs computed in another order)."""
+  import flax.linen as nn
+  config = tfm.TransformerConfig.preset(f"{arch}-tiny", 50)
+  tokens = jnp.asarray(np.random.default_rng(0).integers(1, 50, (2, 12)))
+
+  def loss_and_grads():
+    net = tfm.Transformer(config)
+    params = net.init(jax.random.PRNGKey(0), tokens)["params"]
+    loss = lambda p: jnp.mean(net.apply({"params": p}, tokens)[0] ** 2)
+    return params, net.apply({"params": params}, tokens)[0], jax.grad(loss)(params)
+  ours = loss_and_grads()
+  monkeypatch.setattr(tfm, "_dense", lambda features, c, name: nn.Dense(
+      features, use_bias=c.bias, dtype=c.dtype, name=name,
+      kernel_init=nn.initializers.normal(0.02)))
+  monkeypatch.setattr(tfm.dense_vjps, "attend", lambda x, table: jnp.dot(x, table.T))
+  flax_ = loss_and_grads()
+  for a, b in zip(jax.tree.leaves(ours[0]), jax.tree.leaves(flax_[0])):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(ours[1], flax_[1])
+  for a, b in zip(jax.tree.leaves(ours[2]), jax.tree.leaves(flax_[2])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

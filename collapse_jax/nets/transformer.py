@@ -24,6 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from collapse_jax.ops import dense_vjps
+
 Cache = tuple[tuple[jax.Array, jax.Array], ...]  # per layer (keys, values) [b, h, s, d_head]
 
 ARCHITECTURES = {
@@ -101,9 +103,25 @@ def rotary(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
 
 
-def _dense(features: int, config: TransformerConfig, name: str) -> nn.Dense:
-  return nn.Dense(features, use_bias=config.bias, dtype=config.dtype, name=name,
-                  kernel_init=nn.initializers.normal(0.02))
+class Dense(nn.Module):
+  """nn.Dense (its parameters, initialisers, dtype promotion and values) whose weight
+  gradient is `dense_vjps.matmul`'s: the plain product XLA:CPU runs fast."""
+  features: int
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.normal(0.02), (x.shape[-1], self.features),
+                        jnp.float32)
+    bias = (self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+            if self.config.bias else None)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.config.dtype)
+    y = dense_vjps.matmul(x, kernel)
+    return y if bias is None else y + bias
+
+
+def _dense(features: int, config: TransformerConfig, name: str) -> Dense:
+  return Dense(features, config, name=name)
 
 
 def _norm(config: TransformerConfig, name: str) -> nn.Module:
@@ -191,7 +209,8 @@ class Transformer(nn.Module):
       new_cache.append(layer_cache)
     x = _norm(c, "norm_final")(x)
     if c.tied:
-      logits = embed.attend(x)
+      # nn.Embed.attend's product, with `dense_vjps.attend`'s table gradient.
+      logits = dense_vjps.attend(*nn.dtypes.promote_dtype(x, embed.embedding, dtype=c.dtype))
     else:
       logits = nn.Dense(c.vocab_size, use_bias=False, dtype=c.dtype, name="head",
                         kernel_init=nn.initializers.normal(0.02))(x)

@@ -30,6 +30,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from collapse_jax.ops.dense_vjps import flat, x_transposed_dy
+
 
 @jax.custom_jvp
 def shifted_softplus(x: jax.Array) -> jax.Array:
@@ -45,11 +47,6 @@ def _shifted_softplus_jvp(primals, tangents):
   return shifted_softplus(x), t * jax.nn.sigmoid(x)
 
 
-def _flat(x: jax.Array) -> jax.Array:
-  """``[..., H]`` -> ``[N, H]``: every leading axis in one."""
-  return x.reshape(-1, x.shape[-1])
-
-
 def pair_dense(x: jax.Array, weights) -> jax.Array:
   """nn.Dense with ``weights = (kernel, bias or None)``."""
   kernel, bias = weights
@@ -60,9 +57,9 @@ def pair_dense(x: jax.Array, weights) -> jax.Array:
 def _dense_grads(x, dy, kernel, bias=True):
   """((kernel, bias) cotangents, input cotangent) of `pair_dense` at input ``x`` for output
   cotangent ``dy``."""
-  dk = jax.lax.dot_general(_flat(x), _flat(dy), (((0,), (0,)), ((), ())))
+  dk = x_transposed_dy(x, dy)
   dx = jax.lax.dot_general(dy, kernel, (((dy.ndim - 1,), (1,)), ((), ())))
-  return (dk, jnp.sum(_flat(dy), 0) if bias else None), dx
+  return (dk, jnp.sum(flat(dy), 0) if bias else None), dx
 
 
 def _relu_grad(dy, y):
@@ -108,10 +105,10 @@ def _edge_bwd(res, ct):
   (k0, _), (k1, _) = mlp
   a, d_emb, emb = _edge_parts(mlp, table, dist, edge_type)
   one_hot = jax.nn.one_hot(edge_type.astype(jnp.int32), table.shape[0])
-  d_table = jax.lax.dot_general(_flat(one_hot), _flat(ct * d_emb), (((0,), (0,)), ((), ())))
+  d_table = x_transposed_dy(one_hot, ct * d_emb)
   d_second, g_a = _dense_grads(a, ct * emb, k1)
   g_a = _relu_grad(g_a, a)
-  d_first = (jnp.sum(_flat(g_a * dist[..., None]), 0)[None], jnp.sum(_flat(g_a), 0))
+  d_first = (jnp.sum(flat(g_a * dist[..., None]), 0)[None], jnp.sum(flat(g_a), 0))
   return [d_first, d_second], d_table, jnp.sum(g_a * k0[0], -1), None
 
 
