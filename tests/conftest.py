@@ -17,6 +17,14 @@ CONFIGS = ROOT / "configs"
 _SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
 
+_MNIST_STAND_IN = ROOT / ".pytest_cache" / "mnist_stand_in"
+
+
+def idx(magic: int, dims: tuple[int, ...], data: bytes) -> bytes:
+  """An IDX file's bytes (MNIST's format): the magic number, each dimension, the data."""
+  return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims) + data
+
+
 def _mnist_stand_in(folder: pathlib.Path) -> pathlib.Path:
   """scikit-learn's 1,797 digits, 8x8 scaled 3x and padded to 28x28 uint8, as MNIST's four
   IDX .gz files in ``folder`` (1,500 training images, 297 test): what the MNIST loader reads
@@ -31,11 +39,11 @@ def _mnist_stand_in(folder: pathlib.Path) -> pathlib.Path:
   labels = labels.astype(np.uint8)
   for prefix, rows in (("train", slice(0, 1500)), ("t10k", slice(1500, None))):
     for kind, magic, data in (("images", 0x803, pixels[rows]), ("labels", 0x801, labels[rows])):
-      header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in data.shape)
-      payload = gzip.compress(header + data.tobytes(), mtime=0)
+      payload = gzip.compress(idx(magic, data.shape, data.tobytes()), mtime=0)
       write_atomically(folder / f"{prefix}-{kind}-idx{data.ndim}-ubyte.gz",
                        lambda f, payload=payload: f.write(payload))
   return folder
+
 
 # Tests check results, not speed, and XLA:CPU compile time is most of this suite. Three
 # flags cut it: LLVM's lowest optimisation level (a fifth of the suite's CPU time against
@@ -57,9 +65,8 @@ os.environ["XLA_FLAGS"] = " ".join(
 os.environ["COLLAPSE_JAX_PLOTS"] = "0"
 if "COLLAPSE_JAX_MNIST" not in os.environ:
   os.environ["COLLAPSE_JAX_MNIST"] = str(
-      _SHARED_MNIST if _SHARED_MNIST.exists()
-      else _mnist_stand_in(ROOT / ".pytest_cache" / "mnist_stand_in"))
-MNIST_IS_STAND_IN = "mnist_stand_in" in os.environ["COLLAPSE_JAX_MNIST"]
+      _SHARED_MNIST if _SHARED_MNIST.exists() else _mnist_stand_in(_MNIST_STAND_IN))
+MNIST_IS_STAND_IN = pathlib.Path(os.environ["COLLAPSE_JAX_MNIST"]) == _MNIST_STAND_IN
 # Many tests compile the same programs (a config run in several workdirs, in this process or
 # in a launcher's): one persistent compilation cache for all of them, subprocesses included
 # (they read these variables when they import JAX).

@@ -15,7 +15,7 @@ from PIL import Image
 from collapse_jax.data import image_files as im
 from collapse_jax.data import images
 
-from conftest import MNIST_IS_STAND_IN
+from conftest import MNIST_IS_STAND_IN, idx
 
 MNIST_DIR = Path(os.environ["COLLAPSE_JAX_MNIST"])  # (tests/conftest.py)
 needs_mnist = pytest.mark.skipif(MNIST_IS_STAND_IN, reason="the real MNIST is not present")
@@ -77,14 +77,10 @@ def _write_gz(path: Path, payload: bytes) -> None:
     f.write(payload)
 
 
-def _idx(magic: int, dims: tuple[int, ...], data: bytes) -> bytes:
-  return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims) + data
-
-
 def test_mnist_idx_round_trips_and_checks_headers(tmp_path):
   pixels = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
-  _write_gz(tmp_path / "t10k-images-idx3-ubyte.gz", _idx(0x803, (2, 28, 28), pixels.tobytes()))
-  _write_gz(tmp_path / "t10k-labels-idx1-ubyte.gz", _idx(0x801, (2,), bytes([3, 9])))
+  _write_gz(tmp_path / "t10k-images-idx3-ubyte.gz", idx(0x803, (2, 28, 28), pixels.tobytes()))
+  _write_gz(tmp_path / "t10k-labels-idx1-ubyte.gz", idx(0x801, (2,), bytes([3, 9])))
   images, labels = im.load_mnist_idx(tmp_path, "test")
   np.testing.assert_array_equal(np.rint((images[..., 0] + 1) * 127.5), pixels)
   np.testing.assert_array_equal(labels, [3, 9])
@@ -92,10 +88,10 @@ def test_mnist_idx_round_trips_and_checks_headers(tmp_path):
   with pytest.raises(im.DataError, match="train-images-idx3-ubyte.gz does not exist"):
     im.load_mnist_idx(tmp_path, "train")
   # Labels where images belong: the magic number says so.
-  _write_gz(tmp_path / "t10k-images-idx3-ubyte.gz", _idx(0x801, (2,), bytes([3, 9])))
+  _write_gz(tmp_path / "t10k-images-idx3-ubyte.gz", idx(0x801, (2,), bytes([3, 9])))
   with pytest.raises(im.DataError, match="magic number is 00000801, expected 00000803"):
     im.load_mnist_idx(tmp_path, "test")
-  _write_gz(tmp_path / "t10k-images-idx3-ubyte.gz", _idx(0x803, (3, 28, 28), pixels.tobytes()))
+  _write_gz(tmp_path / "t10k-images-idx3-ubyte.gz", idx(0x803, (3, 28, 28), pixels.tobytes()))
   with pytest.raises(im.DataError, match="needs 2352"):
     im.load_mnist_idx(tmp_path, "test")
   (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"not gzip")
