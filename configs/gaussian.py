@@ -13,9 +13,7 @@ from collapse_jax.evals.samples2d import samples2d_eval
 def get_config(arg=None):
   v = presets.variant(arg)
   c = presets.base(v["policy"], v["mix_lambda"])
-  c.num_seeds = 20
-  c.num_generations = 100
-  c.n_real = 100
+  c.num_seeds, c.num_generations, c.n_real = 20, 100, 100
   c.model = ml_collections.ConfigDict({"name": "gaussian_mle"})
   c.data = ml_collections.ConfigDict({
       "source": "gaussian",

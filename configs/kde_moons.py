@@ -17,9 +17,7 @@ from collapse_jax.evals.samples2d import samples2d_eval
 def get_config(arg=None):
   v = presets.variant(arg)
   c = presets.base(v["policy"], v["mix_lambda"])
-  c.num_seeds = 5
-  c.num_generations = 20
-  c.n_real = 500
+  c.num_seeds, c.num_generations, c.n_real = 5, 20, 500
   c.model = ml_collections.ConfigDict({"name": "kde", "bandwidth": "scott"})
   c.data = ml_collections.ConfigDict({"source": "toy2d", "name": "moons", "n_test": 500})
   if v["smoke"]:

@@ -15,8 +15,7 @@ from collapse_jax import presets
 def get_config(arg=None):
   v = presets.variant(arg)
   c = presets.base(v["policy"], v["mix_lambda"])
-  c.num_seeds = 100
-  c.num_generations = 10
+  c.num_seeds, c.num_generations = 100, 10
   c.model = ml_collections.ConfigDict({"name": "linreg"})
   c.data = ml_collections.ConfigDict({
       "source": "linear",

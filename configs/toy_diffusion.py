@@ -18,8 +18,7 @@ def get_config(arg=None):
   v = presets.variant(arg, choices={"process": ("ddpm", "edm")})
   kind = v["process"] or "ddpm"
   c = presets.base(v["policy"], v["mix_lambda"])
-  c.num_seeds = 5
-  c.num_generations = 20
+  c.num_seeds, c.num_generations = 5, 20
   c.n_real = c.n_synth = 1000
   c.data = ml_collections.ConfigDict({"source": "toy2d", "name": "8gaussians", "n_test": 1000})
   # EDM preconditioning: sigma_data 1 is about the toys' per-coordinate standard deviation.

@@ -29,8 +29,7 @@ def get_config(arg=None):
     return c
   # Sized for about 20 s per policy on two CPU cores: fewer, smaller steps than
   # configs/toy_diffusion.py's 3000 x width 256 (which this toy does not need to show collapse).
-  c.num_seeds = 3
-  c.num_generations = 8
+  c.num_seeds, c.num_generations = 3, 8
   c.n_real = c.n_synth = 500
   c.data.n_test = 1000
   c.model.mlp.update({"width": 128, "depth": 2})

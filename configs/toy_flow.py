@@ -16,8 +16,7 @@ from collapse_jax.evals.samples2d import samples2d_eval
 def get_config(arg=None):
   v = presets.variant(arg)
   c = presets.base(v["policy"], v["mix_lambda"])
-  c.num_seeds = 3
-  c.num_generations = 10
+  c.num_seeds, c.num_generations = 3, 10
   c.n_real = c.n_synth = 1000
   c.data = ml_collections.ConfigDict({"source": "toy2d", "name": "moons", "n_test": 500})
   c.model = presets.flow_model("mlp", {"width": 256, "depth": 3}, exact_nll=True, steps=2000,
