@@ -3,7 +3,8 @@ generations 0..2 (policy accumulate), under the test suite's XLA flags.
 
     python tools/make_golden.py [--only NAME ...]
 
-The golden-metrics test (tests/test_configs.py) compares fresh runs with this file bitwise.
+The golden-metrics test (tests/test_configs.py) compares fresh runs with this file within
+each metric's measured tolerance (tests/golden_tolerances.json).
 Regenerate only when a result moves on purpose, and say why in the commit.
 """
 import argparse
