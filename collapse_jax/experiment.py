@@ -166,6 +166,9 @@ def train_and_evaluate_side_by_side(configs: list, workdirs: list, inputs: tuple
   runs = [_Run(c, w, l, i * seeds, (i + 1) * seeds)
           for i, (c, w, l) in enumerate(zip(configs, workdirs, loops))]
   compiled = _compile(runs, inputs, mesh, consts, roots, overwrite)
+  problem = _never_fits(config, compiled, mesh)
+  if problem:
+    raise validate.ConfigError(problem)
   if overwrite:
     for w in workdirs:
       workdir_lib.check_clearable(w)  # before the lock file lands in a folder it refuses
@@ -178,6 +181,18 @@ def train_and_evaluate_side_by_side(configs: list, workdirs: list, inputs: tuple
         workdir_lib.clear_run(run.workdir)
     distributed.barrier("prepare_workdir")
     return _run(runs, compiled, mesh, consts, roots, resume_from_intact, started)
+
+
+def _never_fits(config, compiled: CompiledLoop, mesh) -> str | None:
+  """One sentence when the pool and a compiled chunk's per-generation model states (all
+  seeds; a lower bound of what a chunk holds) exceed all of the mesh's memory."""
+  chunk = config.generations_per_chunk or config.num_generations
+  carry = compiled.abstract_carry
+  need = host_memory.nbytes(carry.pool) + (chunk + 1) * host_memory.nbytes(carry.state)
+  return host_memory.too_large(
+      need, f"The run (its data pool, and the model states of {chunk} generation"
+      f"{'s' * (chunk != 1)} per compiled chunk)", mesh.devices.flat, "lower num_generations or n_synth, or set "
+      "generations_per_chunk")
 
 
 class NotSideBySide(Exception):
@@ -217,7 +232,7 @@ def _compile(runs: list[_Run], inputs: tuple[str, ...], mesh, consts, roots,
     compiled = CompiledLoop(runs[0].loop, mesh, consts, roots, inputs=(values, build))
     if segments.segment_steps(base, compiled.loop, compiled):
       raise NotSideBySide("its generations train in checkpointed segments")
-    compiled.trace_run(consts, np.arange(base.generations_per_chunk or base.num_generations))
+    compiled.trace_run(consts, base.generations_per_chunk or base.num_generations)
   except NotSideBySide:
     raise
   except Exception as e:  # a field the loop needs as a Python value  # noqa: BLE001

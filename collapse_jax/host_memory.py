@@ -1,10 +1,13 @@
-"""Where XLA:CPU's host memory lives between calls: glibc's heap, trimmed at boundaries.
+"""Where XLA:CPU's host memory lives between calls (glibc's heap, trimmed at boundaries),
+and how much memory a run's devices have: a run that could never fit is refused before it
+starts, not killed by the OS part-way.
 
 Changes no number, only the resident size and page faults of CPU runs.
 """
 from __future__ import annotations
 
 import ctypes
+import os
 
 import jax
 
@@ -52,3 +55,36 @@ def reuse_host_temporaries() -> None:
   if _LIBC is not None and hasattr(_LIBC, "mallopt") and jax.default_backend() == "cpu":
     _LIBC.mallopt(M_MMAP_MAX, 0)
     _LIBC.mallopt(M_TRIM_THRESHOLD, KEEP_FREE_BYTES)
+
+
+def capacity_bytes(devices) -> int | None:
+  """The memory ``devices`` hold together: each accelerator's own (its allocator's limit);
+  CPU devices share their process's host memory, counted once per process. None where a
+  device does not say."""
+  total, hosts = 0, set()
+  for device in devices:
+    if device.platform == "cpu":
+      if device.process_index not in hosts:
+        hosts.add(device.process_index)
+        total += os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+      continue
+    limit = (device.memory_stats() or {}).get("bytes_limit")
+    if not limit:
+      return None
+    total += limit
+  return total
+
+
+def nbytes(tree) -> int:
+  """Bytes of the arrays (or shape-dtype structs) in ``tree``."""
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def too_large(need: int, what: str, devices, fix: str) -> str | None:
+  """One sentence when ``need`` bytes (a lower bound of what ``what`` holds at once) exceed
+  all the memory of ``devices`` (the run could never fit), else None."""
+  have = capacity_bytes(devices)
+  if have is None or need <= have:
+    return None
+  gib = lambda b: f"{b / 2**30:,.1f} GiB"
+  return f"{what} needs at least {gib(need)} at once, more than the {gib(have)} of memory here; {fix}."

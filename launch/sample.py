@@ -6,12 +6,14 @@
 Writes ``--out``: a PNG grid for image rows, a scatter PNG for 2-D points, or (any data,
 ``.npz``) the rows themselves.
 """
+import math
 import pathlib
 
+import jax
 import numpy as np
 from absl import flags
 
-from collapse_jax import cli, experiment, inference, validate
+from collapse_jax import cli, experiment, host_memory, inference, validate
 from collapse_jax.report import grids
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
@@ -54,6 +56,12 @@ def main(argv):
         f"--seed_index must be in [0, {gen.config.num_seeds}), got {_SEED_INDEX.value}.")
   if _NUM.value < 1:
     raise validate.ConfigError(f"--num must be positive, got {_NUM.value}.")
+  row = sum(math.prod(shape) * np.dtype(dtype).itemsize
+            for shape, dtype in gen.loop.source.row_spec.fields.values())
+  problem = host_memory.too_large(_NUM.value * row, f"--num={_NUM.value}", jax.devices()[:1],
+                                  "ask for fewer samples")
+  if problem:
+    raise validate.ConfigError(problem)
   rows = inference.sample_generation(gen, _NUM.value, _SEED_INDEX.value, _KEY.value)
   write(gen, rows, pathlib.Path(_OUT.value))
   print(f"Wrote {_NUM.value} samples of generation {_GENERATION.value} to {_OUT.value}.")

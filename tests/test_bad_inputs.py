@@ -125,6 +125,9 @@ CASES = [
     ("molecules:replace", {"data.seed": 2**40}, "data.seed must be in [0, 2147483647]"),
     ("molecules:replace", {"evals.quality.ratio": 0},
      "conformer_quality ratio must be at least 1"),
+    # A smoke variant swaps in the embedded digits: a dataset's path would be ignored.
+    ("cifar10:mix,process=ddpm", {"data.path": "/data/cifar-10-batches-py"},
+     "data.path=/data/cifar-10-batches-py is set, but the digits are scikit-learn's own"),
 ]
 
 
@@ -141,6 +144,31 @@ def test_bad_input_is_one_sentence_and_leaves_no_workdir(name, overrides, words,
   message = str(error.value)
   assert words in message and "\n" not in message and message.endswith("."), message
   assert not workdir.exists()
+
+
+def test_a_run_that_could_never_fit_is_one_sentence_before_the_workdir(tmp_path, monkeypatch):
+  """The pool and a compiled chunk's per-generation states are counted against all of the
+  devices' memory (here a machine of 64 KiB): too many generations in one chunk, or an
+  accumulating pool too large, is refused; the same run in chunks of one generation, whose
+  replace pool stays one block, fits."""
+  from collapse_jax import host_memory
+  monkeypatch.setattr(host_memory, "capacity_bytes", lambda devices: 64 * 2**10)
+  config = load_config("linreg:replace")
+  config.num_generations = 2000
+  with pytest.raises(validate.ConfigError, match=r"^The run \(its data pool, and the model "
+                     r"states of 2000 generations per compiled chunk\) needs at least .* GiB "
+                     r"at once, more than the 0.0 GiB of memory here; lower num_generations"):
+    experiment.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
+  config = load_config("linreg:accumulate")
+  config.num_generations, config.generations_per_chunk = 2000, 1
+  with pytest.raises(validate.ConfigError, match=r"states of 1 generation per compiled chunk"):
+    experiment.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
+  config = load_config("linreg:replace")
+  config.num_generations, config.generations_per_chunk = 4, 1
+  rows = experiment.train_and_evaluate(config, tmp_path / "run")
+  assert max(r["generation"] for r in rows) == 3
 
 
 def test_image_folder_without_enough_images_is_refused(tmp_path):

@@ -77,11 +77,15 @@ MISTAKES = [
      "Unknown flag --overwrit; did you mean --overwrite?"),
     (["--config=configs/curation.py:smoke", "--config.curation.factor=1.5"],
      "config.curation.factor takes an integer, not '1.5'."),
+    # A pool of 10^11 rows: terabytes, more than any machine (tests/test_bad_inputs.py
+    # checks the bound itself).
+    (["--config=configs/linreg.py:accumulate,smoke", "--config.num_generations=1000000000",
+      "--config.generations_per_chunk=1"], "generation per compiled chunk) needs at least"),
 ]
 MISTAKE_IDS = ["not_an_int", "wrong_type", "missing_config_file", "unknown_variant",
                "lambda_without_mix", "bare_choice", "bare_number", "number_not_a_number",
                "unknown_key", "unknown_choice", "two_policies", "old_name", "unknown_field", "mesh_too_big", "positional",
-               "unknown_flag", "curation_factor_not_an_int"]
+               "unknown_flag", "curation_factor_not_an_int", "pool_larger_than_memory"]
 
 
 @pytest.fixture(scope="module")

@@ -50,10 +50,16 @@ def test_samples_written_as_npz(gaussian_run, tmp_path):
 def test_sample_cli_writes_a_scatter_and_refuses_bad_input(gaussian_run, tmp_path):
   workdir, _ = gaussian_run
   # Two `python launch/sample.py` processes, forked from one warm interpreter.
-  ok, bad = run_many([([SAMPLE[1], f"--workdir={workdir}", *a], ROOT) for a in (
+  ok, bad, huge = run_many([([SAMPLE[1], f"--workdir={workdir}", *a], ROOT) for a in (
       ["--generation=1", "--num=50", f"--out={tmp_path / 's.png'}"],
-      ["--generation=1", "--seed_index=5", f"--out={tmp_path / 'b.png'}"])])
+      ["--generation=1", "--seed_index=5", f"--out={tmp_path / 'b.png'}"],
+      ["--generation=1", "--num=1000000000000", f"--out={tmp_path / 'h.npz'}"])])
   assert ok.returncode == 0, ok.stderr[-2000:]
   assert (tmp_path / "s.png").stat().st_size > 1000
   assert bad.returncode == 2 and "--seed_index must be in [0, 2)" in bad.stderr
-  assert "Traceback" not in bad.stderr and not (tmp_path / "b.png").exists()
+  # 10^12 2-D points: 7,450.6 GiB, refused before sampling (not killed part-way).
+  assert huge.returncode == 2, huge.stderr[-2000:]
+  assert huge.stderr.strip().splitlines()[-1].startswith(
+      "error: --num=1000000000000 needs at least 7,450.6 GiB at once, more than the")
+  for result, out in ((bad, "b.png"), (huge, "h.npz")):
+    assert "Traceback" not in result.stderr and not (tmp_path / out).exists()

@@ -155,4 +155,9 @@ def build(data) -> ImageSource:
 
 def check_config(config) -> str | None:
   # resolution and limit: the loaders check them, for their own callers too.
+  if config.data.name == "digits" and config.data.get("path"):
+    # (e.g. a smoke variant, which swaps in the digits, given a real dataset's path)
+    return (f"data.path={config.data.path} is set, but the digits are scikit-learn's own and "
+            "no file is read; drop data.path, or name the dataset it holds with data.name "
+            f"({', '.join(n for n in files.DATASET_NAMES if n != 'digits')}).")
   return validate.fields_problem(config.data, {"n_test": validate.COUNT}, "data.")

@@ -183,11 +183,12 @@ class CompiledLoop:
   def run(self, consts, carry: Carry, generations) -> tuple[Carry, Any]:
     return self._run(consts, carry, jnp.asarray(generations, jnp.int32), self.inputs)
 
-  def trace_run(self, consts, generations) -> None:
-    """Traces `run` (nothing runs or compiles): raises where a replicate's `inputs` cannot
-    be traced; the call that follows reuses the trace."""
-    jax.eval_shape(self._run, consts, self.abstract_carry, jnp.asarray(generations, jnp.int32),
-                   self.inputs)
+  def trace_run(self, consts, length: int) -> None:
+    """Traces `run` over ``length`` generations (nothing runs, compiles or is allocated):
+    raises where a replicate's `inputs` cannot be traced; the call that follows reuses the
+    trace."""
+    jax.eval_shape(self._run, consts, self.abstract_carry,
+                   jax.ShapeDtypeStruct((length,), jnp.int32), self.inputs)
 
   def pool_rows(self, pool: DataPool, start: int, stop: int) -> dict:
     """Rows ``[start, stop)`` of ``pool`` (leaves ``[S, stop - start, ...]``, split over the
