@@ -189,10 +189,10 @@ def _never_fits(config, compiled: CompiledLoop, mesh) -> str | None:
   chunk = config.generations_per_chunk or config.num_generations
   carry = compiled.abstract_carry
   need = host_memory.nbytes(carry.pool) + (chunk + 1) * host_memory.nbytes(carry.state)
-  return host_memory.too_large(
-      need, f"The run (its data pool, and the model states of {chunk} generation"
-      f"{'s' * (chunk != 1)} per compiled chunk)", mesh.devices.flat, "lower num_generations or n_synth, or set "
-      "generations_per_chunk")
+  what = (f"The run (its data pool, and the model states of {chunk} generation"
+          f"{'s' * (chunk != 1)} per compiled chunk)")
+  return host_memory.too_large(need, what, mesh.devices.flat,
+                               "lower num_generations or n_synth, or set generations_per_chunk")
 
 
 class NotSideBySide(Exception):

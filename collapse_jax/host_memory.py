@@ -87,4 +87,5 @@ def too_large(need: int, what: str, devices, fix: str) -> str | None:
   if have is None or need <= have:
     return None
   gib = lambda b: f"{b / 2**30:,.1f} GiB"
-  return f"{what} needs at least {gib(need)} at once, more than the {gib(have)} of memory here; {fix}."
+  return (f"{what} needs at least {gib(need)} at once, more than the {gib(have)} of memory "
+          f"here; {fix}.")
