@@ -26,7 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import harness  # noqa: E402  (benchmarks/, the script's directory)
-from collapse_jax import validate  # noqa: E402
+from collapse_jax import host_memory, validate  # noqa: E402
 from collapse_jax.data.source import RowSpec, Task  # noqa: E402
 from collapse_jax.loop.pool import TrainView, DataPool  # noqa: E402
 from collapse_jax.models import base as model_base  # noqa: E402
@@ -47,8 +47,7 @@ def measure(title: str, config, row_spec: RowSpec, stored_row_bytes: int) -> dic
   model = model_base.family(config.model.name).build(config, layout, row_spec)
   task = Task(test={k: jnp.asarray(v) for k, v in row_spec.zeros(1).items()}, aux={})
   state = jax.eval_shape(model.init, jax.random.PRNGKey(0), task)
-  nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
-  params = nbytes(state["params"])
+  params = host_memory.nbytes(state["params"])
   # One training step at a per-device batch, compiled for this CPU.
   batch = {k: jax.ShapeDtypeStruct((model.budget.batch_size,) + s, jnp.dtype(d))
            for k, (s, d) in row_spec.fields.items()}
@@ -65,7 +64,7 @@ def measure(title: str, config, row_spec: RowSpec, stored_row_bytes: int) -> dic
   temp = compiled.memory_analysis().temp_size_in_bytes
   rows = layout.used
   return {"title": title, "rows": rows, "pool": rows * (stored_row_bytes + 5),
-          "params": params, "state": nbytes(state), "activations": temp,
+          "params": params, "state": host_memory.nbytes(state), "activations": temp,
           "batch": model.budget.batch_size}
 
 

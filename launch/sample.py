@@ -6,7 +6,6 @@
 Writes ``--out``: a PNG grid for image rows, a scatter PNG for 2-D points, or (any data,
 ``.npz``) the rows themselves.
 """
-import math
 import pathlib
 
 import jax
@@ -56,10 +55,10 @@ def main(argv):
         f"--seed_index must be in [0, {gen.config.num_seeds}), got {_SEED_INDEX.value}.")
   if _NUM.value < 1:
     raise validate.ConfigError(f"--num must be positive, got {_NUM.value}.")
-  row = sum(math.prod(shape) * np.dtype(dtype).itemsize
-            for shape, dtype in gen.loop.source.row_spec.fields.values())
-  problem = host_memory.too_large(_NUM.value * row, f"--num={_NUM.value}", jax.devices()[:1],
-                                  "ask for fewer samples")
+  rows = {k: jax.ShapeDtypeStruct((_NUM.value, *shape), dtype)
+          for k, (shape, dtype) in gen.loop.source.row_spec.fields.items()}
+  problem = host_memory.too_large(host_memory.nbytes(rows), f"--num={_NUM.value}",
+                                  jax.devices()[:1], "ask for fewer samples")
   if problem:
     raise validate.ConfigError(problem)
   rows = inference.sample_generation(gen, _NUM.value, _SEED_INDEX.value, _KEY.value)
