@@ -65,7 +65,7 @@ class Diagnostics:
     if len(spec.shape) == 3 and labels is not None:
       apply, _ = classifier.load_or_train(None, images, labels, context.config.seed,
                                           int(options["classifier_steps"]))
-      embed = jax.jit(lambda x: apply(x)[0])
+      embed = lambda x: apply(x)[0]
       self.features = lambda x: classifier.batched_features(embed, x)
     n = int(options["num_samples"])
     self._draw = jax.jit(jax.vmap(

@@ -99,7 +99,7 @@ class ImageQuality:
       apply, accuracy = classifier.load_or_train(
           self.workdir / "feature_classifier.npz", train, labels, self._seed,
           self._options["classifier_steps"])
-      fn = jax.jit(lambda x: apply(x)[0])
+      fn = lambda x: apply(x)[0]
       logging.info("Feature classifier: training accuracy %.3f.", accuracy)
       self._add_space("classifier", fn, classifier.batched_features(fn, real))
     else:

@@ -8,6 +8,7 @@ measured in the same space, and in a shared cache keyed by its data and settings
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pathlib
@@ -42,6 +43,13 @@ class Classifier(nn.Module):
     return features, nn.Dense(self.num_classes)(features)
 
 
+# Parameters are arguments, not constants closed over: XLA folds constant weights through the
+# convolutions' transforms with its interpreter at every compile.
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(model: Classifier, params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  return model.apply({"params": params}, x)
+
+
 def train_classifier(images: np.ndarray, labels: np.ndarray, seed: int, *, steps: int = 1500,
                      batch_size: int = 128) -> tuple[dict, float]:
   """Adam on cross-entropy; returns (params, training accuracy)."""
@@ -61,8 +69,8 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, seed: int, *, steps
 
   (params, _), _ = jax.jit(lambda c, ks: jax.lax.scan(step, c, ks))(
       (params, opt.init(params)), jax.random.split(jax.random.fold_in(key, 1), steps))
-  predict = jax.jit(lambda xs: model.apply({"params": params}, xs)[1].argmax(1))
-  predicted = np.concatenate([np.asarray(predict(x[i:i + 1000])) for i in range(0, len(x), 1000)])
+  predicted = np.concatenate([np.asarray(_apply(model, params, x[i:i + 1000])[1]).argmax(1)
+                              for i in range(0, len(x), 1000)])
   return params, float(np.mean(predicted == labels))
 
 
@@ -112,8 +120,7 @@ def load_or_train(path: pathlib.Path | None, images: np.ndarray, labels: np.ndar
         _copy(path, shared)
     except OSError:  # a read-only or full home: the run keeps its own copy
       pass
-  model = Classifier(num_classes)
-  return (lambda x: model.apply({"params": params}, x)), accuracy
+  return functools.partial(_apply, Classifier(num_classes), params), accuracy
 
 
 def labelled_train(source) -> tuple[np.ndarray | None, np.ndarray | None]:
