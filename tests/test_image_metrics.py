@@ -217,3 +217,24 @@ def test_feature_classifier_is_trained_once_per_data_and_settings(tmp_path, monk
     np.testing.assert_array_equal(a, b)
   classifier.load_or_train(tmp_path / "c.npz", images, labels, 1, 3)  # another seed
   assert len(trained) == 2
+
+
+def test_classifiers_of_one_shape_share_one_compiled_program(tmp_path, monkeypatch):
+  """A classifier's weights are arguments of its program, not constants in it (XLA folds
+  constant weights through the convolutions' transforms at every compile): a second
+  classifier, other weights of the same shapes, compiles nothing."""
+  import jax
+  from collapse_jax.metrics import classifier
+  monkeypatch.setenv("COLLAPSE_JAX_CLASSIFIERS", str(tmp_path / "shared"))
+  images = np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 1)).astype(np.float32)
+  labels = np.arange(16, dtype=np.int32) % 4
+  first, _ = classifier.load_or_train(tmp_path / "a.npz", images, labels, 0, 2)
+  second, _ = classifier.load_or_train(tmp_path / "b.npz", images, labels, 1, 2)
+  first_features = np.asarray(first(images)[0])
+  compiles = []
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda event, _, **kw: compiles.append(event)
+      if event == "/jax/core/compile/backend_compile_duration" else None)
+  second_features = np.asarray(second(images)[0])
+  assert not compiles
+  assert not np.array_equal(first_features, second_features)  # the weights did differ
