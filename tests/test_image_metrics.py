@@ -232,9 +232,13 @@ def test_classifiers_of_one_shape_share_one_compiled_program(tmp_path, monkeypat
   second, _ = classifier.load_or_train(tmp_path / "b.npz", images, labels, 1, 2)
   first_features = np.asarray(first(images)[0])
   compiles = []
-  jax.monitoring.register_event_duration_secs_listener(
-      lambda event, _, **kw: compiles.append(event)
-      if event == "/jax/core/compile/backend_compile_duration" else None)
-  second_features = np.asarray(second(images)[0])
+  listen = lambda event, _, **kw: (compiles.append(event)
+                                   if event == "/jax/core/compile/backend_compile_duration"
+                                   else None)
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    second_features = np.asarray(second(images)[0])
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
   assert not compiles
   assert not np.array_equal(first_features, second_features)  # the weights did differ
