@@ -223,7 +223,6 @@ def test_classifiers_of_one_shape_share_one_compiled_program(tmp_path, monkeypat
   """A classifier's weights are arguments of its program, not constants in it (XLA folds
   constant weights through the convolutions' transforms at every compile): a second
   classifier, other weights of the same shapes, compiles nothing."""
-  import jax
   from collapse_jax.metrics import classifier
   monkeypatch.setenv("COLLAPSE_JAX_CLASSIFIERS", str(tmp_path / "shared"))
   images = np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 1)).astype(np.float32)
