@@ -180,6 +180,12 @@ def train_and_evaluate_side_by_side(configs: list, workdirs: list, inputs: tuple
       elif jax.process_index() == 0:  # only now: every check has passed and no one else runs
         workdir_lib.clear_run(run.workdir)
     distributed.barrier("prepare_workdir")
+    for run in runs:
+      if not distributed.everywhere(workdir_lib.shared_by(run.workdir, jax.process_count())):
+        raise workdir_lib.WorkdirError(
+            f"The {jax.process_count()} processes of this run do not share one workdir "
+            f"({run.workdir} here lacks another process's lock file): give every process the "
+            "same --workdir, on storage that all hosts see.")
     return _run(runs, compiled, mesh, consts, roots, resume_from_intact, started)
 
 

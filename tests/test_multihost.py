@@ -18,21 +18,29 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _two_processes(args, devices: int = 1) -> list[str]:
-  """Runs ``python args... --coordinator_address ... --process_id=i`` as processes 0 and 1
-  of one run; returns their stdout and stderr. They compile as this process does (the
-  suite's XLA flags: tests/conftest.py)."""
+def _run_two(args_of, devices: int = 1) -> list[tuple[int, str, str]]:
+  """Runs ``python args_of(i)... --coordinator_address ... --process_id=i`` as processes 0
+  and 1 of one run; returns their exit codes, stdout and stderr. They compile as this
+  process does (the suite's XLA flags: tests/conftest.py)."""
   port = _free_port()
   env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
                                    f"--xla_force_host_platform_device_count={devices}")
   procs = [subprocess.Popen(
-      [sys.executable, *args, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-       f"--process_id={i}"],
+      [sys.executable, *args_of(i), f"--coordinator_address=127.0.0.1:{port}",
+       "--num_processes=2", f"--process_id={i}"],
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
       for i in range(2)]
   outs = [p.communicate(timeout=300) for p in procs]
-  for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-3000:]
+  return [(p.returncode, *out) for p, out in zip(procs, outs)]
+
+
+def _two_processes(args, devices: int = 1) -> list[tuple[str, str]]:
+  """`_run_two` of the same ``args`` in both processes, which must both succeed; returns
+  their stdout and stderr."""
+  outs = []
+  for rc, out, err in _run_two(lambda i: args, devices):
+    assert rc == 0, err[-3000:]
+    outs.append((out, err))
   return outs
 
 
@@ -58,6 +66,20 @@ def test_two_processes_match_one(smoke_run, tmp_path):
   assert f"generation {n - 1} done ({n} of {n})" in outs[0][1]
   assert f"generation {n - 1} done ({n} of {n})" not in outs[1][1]
   _assert_close(smoke_run(name)[1], read_metrics(workdir))
+
+
+def test_processes_given_different_workdirs_are_refused_together(tmp_path):
+  """A multi-host run whose processes do not see one folder (different paths, or each its
+  own disk) stops on every process with one sentence, instead of waiting forever for the
+  others' share of each collective checkpoint."""
+  results = _run_two(lambda i: [str(ROOT / "launch" / "main.py"),
+                                "--config=configs/linreg.py:replace,smoke",
+                                f"--workdir={tmp_path / str(i)}"])
+  for rc, _, err in results:
+    assert rc == 2, err[-3000:]
+    assert "error: The 2 processes of this run do not share one workdir" in err
+    assert "Traceback" not in err
+  assert not (tmp_path / "0" / "config.json").exists()
 
 
 # Each process places its rows of 7 on its 2 devices (padded to 8); a jitted sum sees them all.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
 from collapse_jax.validate import ConfigError
@@ -58,3 +59,11 @@ def barrier(name: str) -> None:
   """Waits until every process reaches the barrier ``name`` (no-op on one process)."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+def everywhere(ok: bool) -> bool:
+  """Whether ``ok``, each process's own answer, is true on every process (a collective:
+  every process calls it, and all get the same answer, so they stop or go on together)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(ok, np.int32))))
