@@ -66,34 +66,41 @@ def _placed(abstract: Any, sharding: Any) -> Any:
   return jax.tree.map(place, sharding, abstract)
 
 
+# The checkpoint kinds, each an Orbax manager in ``checkpoints/<kind>``, and how many of
+# each are kept (None: all).
+_KEEP = {"loop": 2, "train": 2, "models": None, "samples": None, "pool": None}
+
+
 class RunCheckpoints:
 
   def __init__(self, workdir: pathlib.Path):
-    root = pathlib.Path(workdir).absolute() / "checkpoints"
-    self._root = root
-    self._loop_dir = root / "loop"
-    self._loop = ocp.CheckpointManager(
-        self._loop_dir, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
-    self._train_dir = root / "train"
-    self._train = ocp.CheckpointManager(
-        self._train_dir, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
-    self._models_dir = root / "models"
-    self._models = ocp.CheckpointManager(
-        self._models_dir, options=ocp.CheckpointManagerOptions(create=True))
-    self._samples_dir = root / "samples"
-    self._samples = ocp.CheckpointManager(
-        self._samples_dir, options=ocp.CheckpointManagerOptions(create=True))
-    self._pool_dir = root / "pool"
-    self._pool = ocp.CheckpointManager(
-        self._pool_dir, options=ocp.CheckpointManagerOptions(create=True))
+    self._root = pathlib.Path(workdir).absolute() / "checkpoints"
+    self._managers = {kind: ocp.CheckpointManager(self._dir(kind), options=(
+        ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)))
+        for kind, keep in _KEEP.items()}
+
+  def _dir(self, kind: str) -> pathlib.Path:
+    return self._root / kind
+
+  def _steps(self, kind: str) -> list[int]:
+    return list(self._managers[kind].all_steps())
 
   def latest_loop_step(self) -> int | None:
     """Number of generations finished at the latest loop checkpoint, or None."""
-    return self._loop.latest_step()
+    return self._managers["loop"].latest_step()
 
-  def _dir(self, kind: str) -> pathlib.Path:
-    return {"loop": self._loop_dir, "models": self._models_dir, "train": self._train_dir,
-            "samples": self._samples_dir, "pool": self._pool_dir}[kind]
+  def _save(self, kind: str, step: int, args) -> None:
+    """Saves ``args`` as checkpoint ``kind``/``step``, waits for it, then seals it."""
+    self._managers[kind].save(step, args=args)
+    self._managers[kind].wait_until_finished()
+    self._seal(kind, step)
+
+  def _restore(self, kind: str, step: int, args):
+    return self._read(kind, step, lambda: self._managers[kind].restore(step, args=args))
+
+  def _delete(self, kind: str, step: int) -> None:
+    self._managers[kind].delete(step)
+    (self._root / "digests" / kind / f"{step}.json").unlink(missing_ok=True)
 
   def _seal(self, kind: str, step: int) -> None:
     """Writes the digest of a committed checkpoint (process 0; atomic)."""
@@ -122,7 +129,7 @@ class RunCheckpoints:
       for block, _, _ in self.restore_meta(step).get("pool", []):
         problem = self.damage("pool", block)
         if problem:
-          return f"the pool block {self._pool_dir / str(block)} it needs is damaged: {problem}"
+          return f"the pool block {self._dir('pool') / str(block)} it needs is damaged: {problem}"
     return None
 
   def verify(self, kind: str, step: int, way_on: str) -> None:
@@ -133,32 +140,29 @@ class RunCheckpoints:
           f"The checkpoint {self._dir(kind) / str(step)} is damaged ({problem}); {way_on}")
 
   def intact_loop_steps(self) -> list[int]:
-    return [s for s in sorted(self._loop.all_steps()) if self.damage("loop", s) is None]
+    return [s for s in sorted(self._steps("loop")) if self.damage("loop", s) is None]
 
   def set_aside(self, generations_done: int) -> pathlib.Path:
     """Moves every checkpoint of a later point than ``generations_done`` generations (loop
     steps above it, models and training states of generations from it on) to
     ``checkpoints/damaged/<time>/``; returns that folder. The managers are reopened."""
     dest = self._root / "damaged" / time.strftime("%Y%m%d-%H%M%S")
-    moves = [("loop", s) for s in self._loop.all_steps() if s > generations_done]
-    moves += [("models", s) for s in self._models.all_steps() if s >= generations_done]
-    moves += [(kind, s) for kind, manager in (("train", self._train), ("samples", self._samples))
-              for s in manager.all_steps() if s // TRAIN_ID >= generations_done]
-    moves += [("pool", s) for s in self._pool.all_steps() if s > generations_done]
+    later = {"loop": lambda s: s > generations_done, "pool": lambda s: s > generations_done,
+             "models": lambda s: s >= generations_done,
+             "train": lambda s: s // TRAIN_ID >= generations_done,
+             "samples": lambda s: s // TRAIN_ID >= generations_done}
+    moves = [(kind, s) for kind, is_later in later.items() for s in self._steps(kind)
+             if is_later(s)]
     self.close()
     for kind, step in moves:
       (dest / kind).mkdir(parents=True, exist_ok=True)
       shutil.move(str(self._dir(kind) / str(step)), str(dest / kind / str(step)))
-      digest = self._root / "digests" / kind / f"{step}.json"
-      if digest.exists():
-        digest.unlink()
+      (self._root / "digests" / kind / f"{step}.json").unlink(missing_ok=True)
     self.__init__(self._root.parent)
     return dest
 
   def save_model(self, generation: int, state: Any) -> None:
-    self._models.save(generation, args=ocp.args.StandardSave(state))
-    self._models.wait_until_finished()
-    self._seal("models", generation)
+    self._save("models", generation, ocp.args.StandardSave(state))
 
   def save_loop(self, generations_done: int, carry: Any, meta: dict,
                 blocks: dict[int, Any]) -> None:
@@ -166,71 +170,57 @@ class RunCheckpoints:
     ``blocks`` (pool rows by block id) written since the previous loop checkpoint first.
     ``meta`` is JSON; its ``"pool"`` lists ``[block, start, stop]`` to rebuild the pool from;
     afterwards blocks that no kept loop checkpoint lists are deleted."""
-    self._models.wait_until_finished()  # a loop step implies its models are on disk
+    self._managers["models"].wait_until_finished()  # a loop step implies its models
     for block, rows in blocks.items():
-      if block in self._pool.all_steps():  # left by a run stopped before its loop step
-        self._pool.delete(block)
-      self._pool.save(block, args=ocp.args.StandardSave(rows))
-      self._pool.wait_until_finished()
-      self._seal("pool", block)
-    self._loop.save(generations_done, args=ocp.args.Composite(
+      if block in self._steps("pool"):  # left by a run stopped before its loop step
+        self._managers["pool"].delete(block)
+      self._save("pool", block, ocp.args.StandardSave(rows))
+    self._save("loop", generations_done, ocp.args.Composite(
         carry=ocp.args.StandardSave(carry), meta=ocp.args.JsonSave(meta)))
-    self._loop.wait_until_finished()
-    self._seal("loop", generations_done)
-    needed = {b for s in self._loop.all_steps() for b, _, _ in self.restore_meta(s)["pool"]}
-    for block in self._pool.all_steps():
+    needed = {b for s in self._steps("loop") for b, _, _ in self.restore_meta(s)["pool"]}
+    for block in self._steps("pool"):
       if block not in needed:
-        self._pool.delete(block)
-        (self._root / "digests" / "pool" / f"{block}.json").unlink(missing_ok=True)
+        self._delete("pool", block)
 
   def restore_meta(self, step: int) -> dict:
-    return self._read(step, lambda: self._loop.restore(
-        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
+    return self._restore("loop", step, ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
   def restore_carry(self, step: int, abstract: Any, shardings: Any) -> Any:
     target = _placed(abstract, shardings)
-    return self._read(step, lambda: self._loop.restore(
-        step, args=ocp.args.Composite(carry=ocp.args.StandardRestore(target))).carry)
+    return self._restore("loop", step, ocp.args.Composite(
+        carry=ocp.args.StandardRestore(target))).carry
 
   def restore_pool_block(self, block: int, abstract: Any, sharding: Any) -> Any:
     """The pool rows saved as ``block``, shaped like ``abstract``, on ``sharding``."""
-    target = _placed(abstract, sharding)
-    return self._read(block, lambda: self._pool.restore(
-        block, args=ocp.args.StandardRestore(target)), self._pool_dir)
+    return self._restore("pool", block, ocp.args.StandardRestore(_placed(abstract, sharding)))
 
   def save_train(self, generation: int, local_step: int, state: Any, meta: dict) -> None:
     """Saves a generation's training state after ``local_step`` of its steps."""
-    self._train.save(generation * TRAIN_ID + local_step, args=ocp.args.Composite(
+    self._save("train", generation * TRAIN_ID + local_step, ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
-    self._train.wait_until_finished()
-    self._seal("train", generation * TRAIN_ID + local_step)
+
+  def _of_generation(self, kind: str, generation: int) -> set[int]:
+    """The local steps (or chunks) of ``generation``'s checkpoints of ``kind``."""
+    return {s - generation * TRAIN_ID for s in self._steps(kind) if s // TRAIN_ID == generation}
 
   def latest_train(self, generation: int) -> int | None:
     """The local step of ``generation``'s newest training checkpoint, or None."""
-    steps = [s - generation * TRAIN_ID for s in self._train.all_steps()
-             if s // TRAIN_ID == generation]
-    return max(steps) if steps else None
+    return max(self._of_generation("train", generation), default=None)
 
   def restore_train(self, generation: int, local_step: int, abstract: Any, shardings: Any
                     ) -> tuple[Any, dict]:
-    step = generation * TRAIN_ID + local_step
-    target = _placed(abstract, shardings)
-    out = self._read(step, lambda: self._train.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())), self._train_dir)
+    out = self._restore("train", generation * TRAIN_ID + local_step, ocp.args.Composite(
+        state=ocp.args.StandardRestore(_placed(abstract, shardings)),
+        meta=ocp.args.JsonRestore()))
     return out.state, out.meta
 
   def save_samples(self, generation: int, chunk: int, samples: Any) -> None:
     """Saves chunk ``chunk`` of ``generation``'s synthetic set."""
-    step = generation * TRAIN_ID + chunk
-    self._samples.save(step, args=ocp.args.StandardSave(samples))
-    self._samples.wait_until_finished()
-    self._seal("samples", step)
+    self._save("samples", generation * TRAIN_ID + chunk, ocp.args.StandardSave(samples))
 
   def sample_chunks(self, generation: int) -> int:
     """How many chunks of ``generation``'s synthetic set are saved (0, 1, ... in order)."""
-    saved = {s - generation * TRAIN_ID for s in self._samples.all_steps()
-             if s // TRAIN_ID == generation}
-    n = 0
+    saved, n = self._of_generation("samples", generation), 0
     while n in saved:
       n += 1
     return n
@@ -239,30 +229,26 @@ class RunCheckpoints:
     step = generation * TRAIN_ID + chunk
     self.verify("samples", step, "remove it (the chunk is then sampled again) or rerun with "
                 "--overwrite.")
-    target = _placed(abstract, sharding)
-    return self._read(step, lambda: self._samples.restore(
-        step, args=ocp.args.StandardRestore(target)), self._samples_dir)
+    return self._restore("samples", step, ocp.args.StandardRestore(_placed(abstract, sharding)))
 
   def drop_in_progress(self, generation: int) -> None:
     """Deletes the training and sample-chunk checkpoints of generations up to
     ``generation`` (their model and loop checkpoints are saved)."""
-    for kind, manager in (("train", self._train), ("samples", self._samples)):
-      for s in manager.all_steps():
+    for kind in ("train", "samples"):
+      for s in self._steps(kind):
         if s // TRAIN_ID <= generation:
-          manager.delete(s)
-          (self._root / "digests" / kind / f"{s}.json").unlink(missing_ok=True)
+          self._delete(kind, s)
 
   def model_generations(self) -> list[int]:
     """Generations whose model checkpoint is on disk."""
-    return sorted(self._models.all_steps())
+    return sorted(self._steps("models"))
 
   def restore_model(self, generation: int, abstract: Any, sharding: Any) -> Any:
     """Generation ``generation``'s model state, shaped like ``abstract``, on ``sharding``."""
-    target = _placed(abstract, sharding)
-    return self._read(generation, lambda: self._models.restore(
-        generation, args=ocp.args.StandardRestore(target)), self._models_dir)
+    return self._restore("models", generation,
+                         ocp.args.StandardRestore(_placed(abstract, sharding)))
 
-  def _read(self, step: int, fn, directory: pathlib.Path | None = None):
+  def _read(self, kind: str, step: int, fn):
     try:
       return fn()
     except Exception as e:  # orbax raises many types; the user needs which file and why
@@ -271,10 +257,10 @@ class RunCheckpoints:
       reason = reason.split(" [tensorstore_spec")[0].split("; See full TensorStore")[0]
       reason = reason if len(reason) <= 300 else reason[:300] + "..."
       raise CheckpointError(
-          f"Cannot read the checkpoint {(directory or self._loop_dir) / str(step)} ({reason}); "
+          f"Cannot read the checkpoint {self._dir(kind) / str(step)} ({reason}); "
           "fix or remove it, or rerun with --overwrite to start over.") from e
 
   def close(self) -> None:
-    self._models.wait_until_finished()
-    for manager in (self._loop, self._models, self._train, self._samples, self._pool):
+    self._managers["models"].wait_until_finished()
+    for manager in self._managers.values():
       manager.close()
