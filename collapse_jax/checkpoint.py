@@ -72,6 +72,7 @@ _KEEP = {"loop": 2, "train": 2, "models": None, "samples": None, "pool": None}
 
 
 class RunCheckpoints:
+  """The checkpoints of the run in ``workdir`` (the layout above), one Orbax manager per kind."""
 
   def __init__(self, workdir: pathlib.Path):
     self._root = pathlib.Path(workdir).absolute() / "checkpoints"

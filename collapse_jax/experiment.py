@@ -147,6 +147,10 @@ def train_and_evaluate_side_by_side(configs: list, workdirs: list, inputs: tuple
   host_memory.reuse_host_temporaries()
   for config in configs:
     validate.check(config)
+  if not distributed.same_everywhere(json.dumps([_config_dict(c) for c in configs])):
+    raise validate.ConfigError(
+        f"The {jax.process_count()} processes of this run were given different configs; "
+        "every host must run the same command.")
   config = configs[0]
 
   # Mesh, data and the compiled loop, before any workdir is touched.

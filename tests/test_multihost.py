@@ -82,6 +82,18 @@ def test_processes_given_different_workdirs_are_refused_together(tmp_path):
   assert not (tmp_path / "0" / "config.json").exists()
 
 
+def test_processes_given_different_configs_are_refused_together(tmp_path):
+  """Hosts whose commands differ (here a seed) would compile different programs and wait
+  on each other's collectives: every process stops in one sentence first."""
+  results = _run_two(lambda i: [str(ROOT / "launch" / "main.py"),
+                                "--config=configs/linreg.py:replace,smoke",
+                                f"--config.seed={i}", f"--workdir={tmp_path}"])
+  for rc, _, err in results:
+    assert rc == 2, err[-3000:]
+    assert "error: The 2 processes of this run were given different configs" in err
+  assert not list(tmp_path.iterdir())
+
+
 # Each process places its rows of 7 on its 2 devices (padded to 8); a jitted sum sees them all.
 PLACE = """
 import json, sys

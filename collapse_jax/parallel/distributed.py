@@ -9,6 +9,7 @@ Orbax saves collectively and only process 0 writes metrics, plots and logs.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 
 import jax
@@ -67,3 +68,12 @@ def everywhere(ok: bool) -> bool:
   if jax.process_count() == 1:
     return ok
   return bool(np.all(multihost_utils.process_allgather(np.asarray(ok, np.int32))))
+
+
+def same_everywhere(text: str) -> bool:
+  """Whether every process passed the same ``text`` (a collective, as `everywhere`)."""
+  if jax.process_count() == 1:
+    return True
+  digest = np.frombuffer(hashlib.sha256(text.encode()).digest(), np.uint8)
+  gathered = multihost_utils.process_allgather(digest)  # [processes, 32]
+  return bool(np.all(gathered == gathered[0]))
