@@ -16,7 +16,8 @@ with `run` in place of ``absl.app.run``:
       cli.run(main)
 
 An old per-policy config name (``configs/linreg_replace.py``) runs as its new spelling
-(``configs/linreg.py:replace``) after a one-line note (`variants.renamed_config`). `run`
+(``configs/linreg.py:replace``) after a one-line note (`variants.renamed_config`), and a
+value ``--flag=~/path`` means the home folder, as ``--flag ~/path`` does in the shell. `run`
 then refuses, with ``error: <sentence>`` on stderr and exit 2 before ``main`` starts:
 an unknown or malformed flag, a missing required flag, a config file that does not exist,
 an unknown config variant (`variants.VariantError` from ``get_config``), an override of a
@@ -139,7 +140,18 @@ def _platform_problem() -> str | None:
             "to use what the machine has, or install the jax build for that platform.")
 
 
+def _expand_home(arg: str) -> str:
+  """``--flag=~/x`` with ``~`` expanded, as the shell expands ``--flag ~/x`` but not the
+  ``=`` form: absl would take it literally, and a workdir ``./~/x`` is neither what the user
+  meant nor a folder to clean up safely (``rm -rf ~``)."""
+  flag, eq, value = arg.partition("=")
+  if arg.startswith("-") and eq and value.startswith("~"):
+    return f"{flag}={os.path.expanduser(value)}"
+  return arg
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
+  argv = [argv[0], *map(_expand_home, argv[1:])]
   for name in _CONFIG_FLAGS:  # a missing file is otherwise only noticed when first read
     spec = _flag_argument(argv, name)
     renamed = spec and variants.renamed_config(spec)

@@ -131,6 +131,17 @@ def test_missing_required_flag_is_named(refused):
   _assert_refused(refused["no_workdir"][0], "--workdir is required.")
 
 
+def test_a_home_folder_in_a_flag_value_is_expanded_as_the_shell_would(tmp_path):
+  """``--workdir=~/x`` (the shell leaves that ``~`` alone) means the home folder's x, not a
+  folder named ``~`` in the current one; here x is a file, so the refusal names the path."""
+  (tmp_path / "home").mkdir()
+  (tmp_path / "home" / "x").write_text("mine")
+  args = [MAIN[1], f"--config={ROOT}/configs/linreg.py:replace,smoke", "--workdir=~/x"]
+  result, = run_many([(args, tmp_path)], env=dict(os.environ, HOME=str(tmp_path / "home")))
+  _assert_refused(result, f"The workdir {tmp_path / 'home' / 'x'} is a file")
+  assert not (tmp_path / "~").exists()
+
+
 def _parse_config(*args):
   """The config launch/main.py would get from ``args`` (absl + config_flags, in-process)."""
   from absl import flags
