@@ -45,6 +45,7 @@ from collapse_jax import errors, variants
 
 _CONFIG_FLAGS: list[str] = []   # names of the flags made by config_flag, for the messages
 
+_NOT_A_CONFIG = "a config file is Python that defines get_config(arg), as configs/*.py do."
 _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
                tuple: "a tuple such as '(1, 2)'"}
 
@@ -160,8 +161,13 @@ def _parse_flags(argv: list[str]) -> list[str]:
             "files are gone: use the new spelling).", file=sys.stderr)
       argv = _with_flag_argument(argv, name, renamed)
       spec = renamed
-    if spec is not None and not os.path.isfile(spec.split(":", 1)[0]):
-      fail(f"The config file {spec.split(':', 1)[0]} (from --{name}={spec}) does not exist.")
+    file = spec.split(":", 1)[0] if spec is not None else None
+    if file is not None and not os.path.isfile(file):
+      fail(f"The config file {file} (from --{name}={spec}) "
+           + ("is a folder; name a config file, e.g. configs/linreg.py." if os.path.isdir(file)
+              else "does not exist."))
+    if file is not None and not file.endswith(".py"):
+      fail(f"--{name}={spec}: {_NOT_A_CONFIG}")
   try:
     return flags.FLAGS(argv)
   except Exception as e:  # absl's flag errors and config_flags' own, from a config or override
@@ -220,6 +226,9 @@ def _explain(error: BaseException, argv: Sequence[str]) -> str | None:
       spec = next((_flag_argument(argv, n) for n in _CONFIG_FLAGS
                    if _flag_argument(argv, n)), "the config")
       return f"{spec}: {str(original).rstrip('.')}."
+  if any(isinstance(e, AttributeError) and "attribute 'get_config'" in str(e) for e in chain):
+    spec = next(filter(None, (_flag_argument(argv, n) for n in _CONFIG_FLAGS)), "the config")
+    return f"{spec.split(':', 1)[0]} has no get_config: {_NOT_A_CONFIG}"
   for name in _CONFIG_FLAGS:
     problem = _override_problem(argv, name)
     if problem:

@@ -81,11 +81,16 @@ MISTAKES = [
     # checks the bound itself).
     (["--config=configs/linreg.py:accumulate,smoke", "--config.num_generations=1000000000",
       "--config.generations_per_chunk=1"], "generation per compiled chunk) needs at least"),
+    (["--config=configs/"], "The config file configs/ (from --config=configs/) is a folder;"),
+    (["--config=README.md"], "--config=README.md: a config file is Python that defines"),
+    (["--config=collapse_jax/errors.py:smoke"], "collapse_jax/errors.py has no get_config: a"),
 ]
 MISTAKE_IDS = ["not_an_int", "wrong_type", "missing_config_file", "unknown_variant",
                "lambda_without_mix", "bare_choice", "bare_number", "number_not_a_number",
-               "unknown_key", "unknown_choice", "two_policies", "old_name", "unknown_field", "mesh_too_big", "positional",
-               "unknown_flag", "curation_factor_not_an_int", "pool_larger_than_memory"]
+               "unknown_key", "unknown_choice", "two_policies", "old_name", "unknown_field",
+               "mesh_too_big", "positional", "unknown_flag", "curation_factor_not_an_int",
+               "pool_larger_than_memory", "config_is_a_folder", "config_not_python",
+               "config_without_get_config"]
 
 
 @pytest.fixture(scope="module")
