@@ -16,7 +16,11 @@ _OUT = flags.DEFINE_string("out", "report",
 def main(argv):
   if len(argv) < 2:
     cli.fail("give one or more workdirs to compare, e.g. launch/report.py runs/a runs/b.")
-  png, table = compare.compare([pathlib.Path(a) for a in argv[1:]], pathlib.Path(_OUT.value))
+  workdirs = [pathlib.Path(a) for a in argv[1:]]
+  twice = sorted({str(w) for w in workdirs if workdirs.count(w) > 1})
+  if twice:
+    cli.fail(f"{', '.join(twice)} given twice; name each run once.")
+  png, table = compare.compare(workdirs, pathlib.Path(_OUT.value))
   print(table)
   print(f"Wrote {png.parent / 'report.html'} (and {png.name}, {png.with_suffix('.md').name}).")
 

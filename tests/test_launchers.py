@@ -119,6 +119,17 @@ def test_compare_policies_refuses_an_empty_or_repeated_list(tmp_path):
   assert not (tmp_path / "w").exists()
 
 
+def test_report_refuses_no_run_or_one_run_named_twice(linreg_run, tmp_path):
+  from launcher_batch import run_many
+  report = ["launch/report.py", f"--out={tmp_path / 'report'}"]
+  cases = [([], "give one or more workdirs to compare"),
+           ([linreg_run, f"{linreg_run}/"], f"{linreg_run} given twice; name each run once.")]
+  results = run_many([([*report, *runs], ROOT) for runs, _ in cases])
+  for result, (_, words) in zip(results, cases):
+    assert result.returncode == 2 and words in result.stderr, result.stderr[-2000:]
+  assert not (tmp_path / "report").exists()
+
+
 def test_a_platform_the_machine_lacks_is_one_sentence(tmp_path):
   import os
   result = subprocess.run(
