@@ -370,8 +370,9 @@ def _end_generation(run: _Run, g: int, task, root, metrics: dict, state, trainin
   if bad:
     _write_metrics(run.config, run.workdir, run.history)
     raise errors.NonFiniteError(
-        f"Generation {g} produced non-finite {', '.join(bad)}; generations up to "
-        f"{g - 1} are checkpointed in {run.workdir}.")
+        f"Generation {g} produced non-finite {', '.join(bad)}; "
+        + (f"generations up to {g - 1} are checkpointed in {run.workdir}." if g else
+           "no generation finished, so none is checkpointed."))
   run.ckpts.save_model(g, state)
   run.history.append({k: v.tolist() for k, v in values.items()})
   run.reporter.end_generation(g, values)

@@ -66,6 +66,14 @@ def test_feature_statistics_are_unbiased_mean_and_covariance():
   np.testing.assert_allclose(sigma, centred.T @ centred / 49)
 
 
+def test_frechet_of_diverged_samples_is_nan_not_a_linalg_error():
+  """A diverged model's features (nan, or so large their product overflows) give nan, which
+  the driver names as a non-finite metric, instead of LAPACK's LinAlgError."""
+  mu, sigma = np.zeros(3), np.eye(3)
+  assert np.isnan(frechet.frechet_distance(mu, sigma, mu + np.nan, sigma + np.nan))
+  assert np.isnan(frechet.frechet_distance(mu, sigma * 1e200, mu, sigma * 1e200))
+
+
 def test_frechet_rejects_mismatched_shapes():
   with pytest.raises(ValueError, match="covariances"):
     frechet.frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.eye(4))

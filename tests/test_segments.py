@@ -143,6 +143,23 @@ def test_non_finite_loss_stops_naming_generation_and_step(tmp_path):
   assert (tmp_path / "checkpoints" / "train" / str(good)).exists()
 
 
+NAN = float("nan")
+
+
+def test_a_non_finite_first_generation_says_none_is_checkpointed(tmp_path, monkeypatch):
+  from plugins import diverging_family  # its evaluation made nan from the first generation
+  monkeypatch.setattr(diverging_family.Diverging, "evaluate",
+                      lambda self, state, task, key: {"test_loss": state["params"]["w"] * NAN})
+  c = presets.base("replace")
+  c.n_real = c.n_synth = 8
+  c.num_generations, c.checkpoint_every_steps = 2, 0
+  c.model = ml_collections.ConfigDict({"name": "plugins.diverging_family"})
+  c.data = ml_collections.ConfigDict({"source": "plugins.ring_source"})
+  with pytest.raises(errors.NonFiniteError, match=r"^Generation 0 produced non-finite "
+                     r"test_loss; no generation finished, so none is checkpointed\.$"):
+    experiment.train_and_evaluate(c, tmp_path)
+
+
 def test_the_sampled_chunks_are_the_synthetic_block_written_to_the_pool():
   import jax
   from collapse_jax import rng, validate

@@ -46,8 +46,14 @@ def frechet_distance(mu1: npt.ArrayLike, sigma1: npt.ArrayLike,
   if sigma1.shape != (mu1.size, mu1.size) or sigma2.shape != sigma1.shape:
     raise ValueError(f"covariances must both be [{mu1.size}, {mu1.size}],"
                      f" got {sigma1.shape} and {sigma2.shape}")
+  # Samples of a diverged model give non-finite statistics (or ones whose product
+  # overflows): nan, which the driver names as a non-finite metric, where LAPACK would fail.
+  if not all(np.isfinite(x).all() for x in (mu1, mu2, sigma1, sigma2)):
+    return float("nan")
   sqrt_sigma1 = _sqrt_psd(sigma1)
   product = sqrt_sigma1 @ sigma2 @ sqrt_sigma1
+  if not np.isfinite(product).all():
+    return float("nan")
   # Symmetrise: the product is symmetric in exact arithmetic, eigvalsh assumes it is.
   product_eigvals = np.linalg.eigvalsh((product + product.T) / 2)
   trace_sqrt = np.sqrt(np.clip(product_eigvals, 0.0, None)).sum()

@@ -17,7 +17,7 @@ def save_grid(images: np.ndarray, path: pathlib.Path, columns: int = 8, scale: i
   for i, image in enumerate(images):
     r, col = divmod(i, columns)
     grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + col * (w + 1):1 + col * (w + 1) + w] = (
-        (np.clip(image, -1, 1) + 1) / 2)
+        (np.clip(np.nan_to_num(image), -1, 1) + 1) / 2)  # a diverged model's nan: grey
   pixels = (grid * 255).round().astype(np.uint8)
   pixels = pixels.repeat(scale, 0).repeat(scale, 1)
   image = Image.fromarray(pixels[..., 0] if c == 1 else pixels)
