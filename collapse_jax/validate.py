@@ -204,6 +204,11 @@ def _warn_surprises(config) -> None:
     logging.warning("model.batch_size=%d is larger than the %d rows a generation trains on; "
                     "its minibatches repeat rows (they are drawn with replacement).",
                     batch, rows)
+  rate = config.model.get("learning_rate")
+  if rate is not None and rate > 1:  # Adam moves every weight by about the rate per step
+    logging.warning("model.learning_rate=%g is above 1, where Adam's steps are as large as "
+                    "the weights and training diverges; did an exponent lose its minus sign?",
+                    rate)
 
 
 def _fewest_training_rows(config) -> int:

@@ -209,6 +209,18 @@ def test_batch_larger_than_the_rows_warns_in_one_line_and_validates(caplog):
   assert "model.batch_size=500" in warning and "64 rows" in warning and "\n" not in warning
 
 
+@pytest.mark.parametrize("rate,warns", [(1e-3, False), (1.0, False), (1e3, True)])
+def test_a_learning_rate_above_one_warns_in_one_line(caplog, rate, warns):
+  """1e3 for 1e-3 trains (legal) until the weights blow up: a warning names the field."""
+  config = load_config("toy_diffusion:replace")
+  config.model.learning_rate = rate
+  with caplog.at_level(logging.WARNING):
+    validate.check(config)
+  warnings = _warnings(caplog)
+  assert len(warnings) == warns
+  assert all("model.learning_rate=1000 is above 1" in w and "\n" not in w for w in warnings)
+
+
 def test_batch_is_compared_with_the_fewest_rows_a_generation_trains_on(caplog):
   # replace trains generation 1 on its 16 synthetic rows alone; accumulate keeps the 64
   # real ones in every generation.
