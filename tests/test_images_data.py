@@ -313,14 +313,14 @@ def test_load_images_errors(tmp_path):
   with pytest.raises(im.DataError, match="Unknown dataset name 'imagenet'; valid names are "
                      "digits, mnist, cifar10, image_folder, tfds."):
     im.load_images({"name": "imagenet"}, "train")
-  with pytest.raises(im.DataError, match="needs spec.path"):
+  with pytest.raises(im.DataError, match="needs data.path"):
     im.load_images({"name": "mnist"}, "train")
   missing = tmp_path / "mnist"
   with pytest.raises(im.DataError, match=f"Data directory {missing} does not exist."):
     im.load_images({"name": "mnist", "path": str(missing)}, "train")
-  with pytest.raises(im.DataError, match="needs spec.tfds_name"):
+  with pytest.raises(im.DataError, match="needs data.tfds_name"):
     im.load_images({"name": "tfds", "path": str(tmp_path)}, "train")
-  with pytest.raises(im.DataError, match="needs a resolution"):
+  with pytest.raises(im.DataError, match="needs data.resolution"):
     im.load_images({"name": "image_folder", "path": str(tmp_path)}, "train")
   with pytest.raises(im.DataError, match="limit must be a positive integer"):
     im.load_images({"name": "digits", "limit": 0}, "train")

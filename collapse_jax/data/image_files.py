@@ -235,7 +235,7 @@ def load_image_folder(path: str | Path, resolution: int, limit: int | None = Non
   ``_resize``; ``rows=(lo, hi)``: only files ``lo..hi`` of them, the only ones decoded.
   """
   if resolution is None:
-    raise DataError("An image folder needs a resolution, the square size of its images.")
+    raise DataError("An image folder needs data.resolution, the square size of its images.")
   check_positive(resolution, "resolution")
   files = image_files(path, limit)
   images = []
@@ -316,7 +316,7 @@ def load_images(spec: Mapping[str, Any], split: str, rows: tuple[int, int] | Non
   if name not in DATASET_NAMES:
     raise DataError(f"Unknown dataset name {name!r}; valid names are {', '.join(DATASET_NAMES)}.")
   if name != "digits" and not path:
-    raise DataError(f"Dataset {name!r} needs spec.path, the directory holding its files.")
+    raise DataError(f"Dataset {name!r} needs data.path, the directory holding its files.")
   check_positive(resolution, "resolution")
   check_positive(limit, "limit")
   if name == "digits":
@@ -331,7 +331,7 @@ def load_images(spec: Mapping[str, Any], split: str, rows: tuple[int, int] | Non
     images, labels = load_image_folder(path, resolution, limit, rows)
   else:
     if not spec.get("tfds_name"):
-      raise DataError("Dataset 'tfds' needs spec.tfds_name, the TFDS dataset to read.")
+      raise DataError("Dataset 'tfds' needs data.tfds_name, the TFDS dataset to read.")
     images, labels = load_tfds(spec.get("tfds_name"), split, path,
                                resolution=resolution, limit=limit, rows=rows)
   if name not in RANDOM_ACCESS:

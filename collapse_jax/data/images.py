@@ -23,9 +23,9 @@ def _folder_size(spec: tuple, n_test: int) -> int:
   without decoding any."""
   fields = dict(zip(_SPEC_FIELDS, spec))
   if not fields["path"]:
-    raise DataError("Dataset 'image_folder' needs spec.path, the directory holding its files.")
+    raise DataError("Dataset 'image_folder' needs data.path, the directory holding its files.")
   if fields["resolution"] is None:
-    raise DataError("An image folder needs a resolution, the square size of its images.")
+    raise DataError("An image folder needs data.resolution, the square size of its images.")
   files.check_positive(fields["resolution"], "resolution")
   n = len(files.image_files(fields["path"], fields["limit"]))
   if n <= n_test:
@@ -38,9 +38,11 @@ def _folder_size(spec: tuple, n_test: int) -> int:
 def _tfds_size(spec: tuple) -> int:
   """Training records of a TFDS spec (the first ``limit``), counted without decoding any."""
   fields = dict(zip(_SPEC_FIELDS, spec))
-  if not fields["tfds_name"] or not fields["path"]:
-    raise DataError("Dataset 'tfds' needs spec.tfds_name, the TFDS dataset to read, and "
-                    "spec.path, the directory holding its files.")
+  missing = [what for what, given in (
+      ("data.tfds_name, the TFDS dataset to read", fields["tfds_name"]),
+      ("data.path, the directory holding its files", fields["path"])) if not given]
+  if missing:
+    raise DataError(f"Dataset 'tfds' needs {' and '.join(missing)}.")
   files.check_positive(fields["limit"], "limit")
   n = len(files.tfds_source(fields["tfds_name"], "train", fields["path"]))
   return n if fields["limit"] is None else min(fields["limit"], n)
