@@ -21,6 +21,7 @@ import fcntl
 import json
 import os
 import pathlib
+import re
 import shutil
 from typing import BinaryIO, Callable, Iterator
 
@@ -59,6 +60,10 @@ def check_path(workdir: str | os.PathLike) -> pathlib.Path:
   """``workdir`` as a path, refusing an empty one (an unset shell variable) or a file."""
   if not str(workdir).strip():
     raise WorkdirError("--workdir is empty; give the folder the run should use.")
+  if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*://", str(workdir)):  # pathlib would make gs:/bucket
+    raise WorkdirError(f"The workdir {workdir} is a URL; a run is written to a folder (its "
+                       "lock needs a file system): mount the bucket, e.g. with gcsfuse, and "
+                       "give the mounted path.")
   path = pathlib.Path(workdir)
   if path.exists() and not path.is_dir():
     raise WorkdirError(f"The workdir {path} is a file, not a folder; choose another --workdir.")

@@ -68,6 +68,15 @@ def test_an_empty_workdir_is_refused(workdir):
     experiment.train_and_evaluate(_linreg(), workdir, overwrite=True)
 
 
+@pytest.mark.parametrize("url", ["gs://bucket/run", "s3://bucket/run", "file:///tmp/run"])
+def test_a_url_as_workdir_is_refused(url, tmp_path, monkeypatch):
+  """On a pod a bucket is the natural place for runs; pathlib would write ./gs:/bucket/run."""
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(workdir_lib.WorkdirError, match=f"The workdir {url} is a URL; .* gcsfuse"):
+    experiment.train_and_evaluate(_linreg(), url)
+  assert not list(tmp_path.iterdir())
+
+
 def test_a_file_as_workdir_is_refused(tmp_path):
   (tmp_path / "f").write_text("x")
   with pytest.raises(workdir_lib.WorkdirError, match="is a file, not a folder"):
