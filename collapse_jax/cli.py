@@ -42,6 +42,7 @@ from absl import app, flags
 from ml_collections import config_dict, config_flags
 
 from collapse_jax import errors, variants
+from collapse_jax import workdir as workdir_lib
 
 _CONFIG_FLAGS: list[str] = []   # names of the flags made by config_flag, for the messages
 
@@ -153,6 +154,10 @@ def _expand_home(arg: str) -> str:
 
 def _parse_flags(argv: list[str]) -> list[str]:
   argv = [argv[0], *map(_expand_home, argv[1:])]
+  for name in ("workdir", "out"):  # the launchers' output paths
+    problem = workdir_lib.url_problem(_flag_argument(argv, name) or "", f"--{name}")
+    if problem:
+      fail(problem)
   for name in _CONFIG_FLAGS:  # a missing file is otherwise only noticed when first read
     spec = _flag_argument(argv, name)
     renamed = spec and variants.renamed_config(spec)

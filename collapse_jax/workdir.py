@@ -60,14 +60,22 @@ def check_path(workdir: str | os.PathLike) -> pathlib.Path:
   """``workdir`` as a path, refusing an empty one (an unset shell variable) or a file."""
   if not str(workdir).strip():
     raise WorkdirError("--workdir is empty; give the folder the run should use.")
-  if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*://", str(workdir)):  # pathlib would make gs:/bucket
-    raise WorkdirError(f"The workdir {workdir} is a URL; a run is written to a folder (its "
-                       "lock needs a file system): mount the bucket, e.g. with gcsfuse, and "
-                       "give the mounted path.")
+  problem = url_problem(str(workdir), "The workdir")
+  if problem:
+    raise WorkdirError(problem)
   path = pathlib.Path(workdir)
   if path.exists() and not path.is_dir():
     raise WorkdirError(f"The workdir {path} is a file, not a folder; choose another --workdir.")
   return path
+
+
+def url_problem(path: str, what: str) -> str | None:
+  """One sentence when ``path`` is a URL (``gs://bucket/run``), which pathlib would turn
+  into the local folder ``gs:/bucket/run``; runs and reports go to a file system."""
+  if not re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*://", path):
+    return None
+  return (f"{what} {path} is a URL; collapse_jax writes to a file system (a run's lock "
+          "needs one): mount the bucket, e.g. with gcsfuse, and give the mounted path.")
 
 
 def read_config(workdir: pathlib.Path) -> dict | None:

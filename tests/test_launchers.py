@@ -130,6 +130,23 @@ def test_report_refuses_no_run_or_one_run_named_twice(linreg_run, tmp_path):
   assert not (tmp_path / "report").exists()
 
 
+def test_a_url_as_output_path_is_refused_by_every_launcher(linreg_run, tmp_path):
+  """pathlib would write gs://b/x to ./gs:/b/x (tests/test_workdir.py: the library's side)."""
+  from launcher_batch import run_many
+  config = f"--config={ROOT}/configs/linreg.py:smoke"
+  cases = [("main.py", config, "--workdir=gs://b/run"),
+           ("sweep.py", config, "--sweep=seed=0,1", "--workdir=gs://b/sweep"),
+           ("report.py", str(linreg_run), "--out=gs://b/report"),
+           ("sample.py", f"--workdir={linreg_run}", "--generation=0", "--out=gs://b/s.npz")]
+  results = run_many([([ROOT / "launch" / script, *args], tmp_path)
+                      for script, *args in cases])
+  for result, case in zip(results, cases):
+    url = case[-1].split("=", 1)[1]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"{url} is a URL; collapse_jax writes to a file system" in result.stderr
+  assert not list(tmp_path.iterdir())
+
+
 def test_a_platform_the_machine_lacks_is_one_sentence(tmp_path):
   import os
   result = subprocess.run(
