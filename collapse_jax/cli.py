@@ -166,12 +166,14 @@ def _parse_flags(argv: list[str]) -> list[str]:
             "files are gone: use the new spelling).", file=sys.stderr)
       argv = _with_flag_argument(argv, name, renamed)
       spec = renamed
-    file = spec.split(":", 1)[0] if spec is not None else None
-    if file is not None and not os.path.isfile(file):
+    if spec is None:
+      continue
+    file = spec.split(":", 1)[0]
+    if not os.path.isfile(file):
       fail(f"The config file {file} (from --{name}={spec}) "
            + ("is a folder; name a config file, e.g. configs/linreg.py." if os.path.isdir(file)
               else "does not exist."))
-    if file is not None and not file.endswith(".py"):
+    if not file.endswith(".py"):
       fail(f"--{name}={spec}: {_NOT_A_CONFIG}")
   try:
     return flags.FLAGS(argv)

@@ -57,7 +57,8 @@ class WorkdirError(UserError):
 
 
 def check_path(workdir: str | os.PathLike) -> pathlib.Path:
-  """``workdir`` as a path, refusing an empty one (an unset shell variable) or a file."""
+  """``workdir`` as a path, refusing an empty one (an unset shell variable), a URL or a
+  file."""
   if not str(workdir).strip():
     raise WorkdirError("--workdir is empty; give the folder the run should use.")
   problem = url_problem(str(workdir), "The workdir")

@@ -51,7 +51,8 @@ def frechet_distance(mu1: npt.ArrayLike, sigma1: npt.ArrayLike,
   if not all(np.isfinite(x).all() for x in (mu1, mu2, sigma1, sigma2)):
     return float("nan")
   sqrt_sigma1 = _sqrt_psd(sigma1)
-  product = sqrt_sigma1 @ sigma2 @ sqrt_sigma1
+  with np.errstate(over="ignore", invalid="ignore"):  # an overflow is answered just below
+    product = sqrt_sigma1 @ sigma2 @ sqrt_sigma1
   if not np.isfinite(product).all():
     return float("nan")
   # Symmetrise: the product is symmetric in exact arithmetic, eigvalsh assumes it is.
