@@ -3,7 +3,8 @@
     python launch/sample.py --workdir=runs/digits/replace --generation=7 --num=64 \
         --out=replace_g7.png [--seed_index=0] [--key=0]
 
-Writes ``--out``: a PNG grid for image rows, a scatter PNG for 2-D points, or (any data,
+Writes ``--out``: a PNG grid for image rows, a scatter PNG for 2-D points, the stories of
+a language model as text (``.txt``, decoded by the run's tokenizer), or (any data,
 ``.npz``) the rows themselves.
 """
 import pathlib
@@ -13,12 +14,14 @@ import numpy as np
 from absl import flags
 
 from collapse_jax import cli, experiment, host_memory, inference, validate
+from collapse_jax.evals import text
 from collapse_jax.report import grids
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
 _GENERATION = flags.DEFINE_integer("generation", None, "Which generation's model.")
 _NUM = flags.DEFINE_integer("num", 64, "Number of samples.")
-_OUT = flags.DEFINE_string("out", None, "Output file: .png (images, 2-D points) or .npz.")
+_OUT = flags.DEFINE_string("out", None,
+                           "Output file: .png (images, 2-D points), .txt (stories) or .npz.")
 _SEED_INDEX = flags.DEFINE_integer("seed_index", 0, "Which replicate of the run.")
 _KEY = flags.DEFINE_integer("key", 0, "Sampling key (folded into the replicate's root).")
 flags.mark_flags_as_required(["workdir", "generation", "out"])
@@ -27,6 +30,7 @@ flags.mark_flags_as_required(["workdir", "generation", "out"])
 def write(gen: inference.Generation, rows: dict, out: pathlib.Path) -> None:
   field = gen.loop.source.row_spec.data
   data = np.asarray(rows[field])
+  tokenizer = getattr(gen.loop.source, "tokenizer", None)  # token rows: stories
   out.parent.mkdir(parents=True, exist_ok=True)
   if out.suffix == ".npz":
     np.savez(out, **{k: np.asarray(v) for k, v in rows.items()})
@@ -41,9 +45,13 @@ def write(gen: inference.Generation, rows: dict, out: pathlib.Path) -> None:
     ax.set_aspect("equal")
     fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
+  elif out.suffix == ".txt" and tokenizer is not None:
+    stories = [tokenizer.decode(text.story_ids(row)[0]) for row in data]
+    out.write_text("".join(f"{story}\n\n" for story in stories))
   else:
+    also = " or .txt" if tokenizer is not None else ""
     raise validate.ConfigError(
-        f"--out={out}: rows of shape {data.shape[1:]} can be written as .npz only.")
+        f"--out={out}: rows of shape {data.shape[1:]} can be written as .npz{also} only.")
 
 
 def main(argv):

@@ -107,6 +107,22 @@ def test_sample_cli_on_a_linreg_run_with_its_defaults(linreg_run, tmp_path, caps
     assert words in _exit_sentence(capsys, sample_launcher.write, gen, rows, out)
 
 
+def test_sample_cli_writes_a_language_models_stories_as_text(smoke_run, tmp_path, capsys):
+  """Token rows go to .txt decoded by the run's tokenizer (one story a paragraph, cut at
+  EOS), or to .npz; a .png is refused naming both."""
+  sys.path.insert(0, str(ROOT / "launch"))
+  import sample as sample_launcher
+  from collapse_jax.evals import text
+  gen = inference.load_generation(smoke_run("tinystories:replace")[0], 1)
+  rows = inference.sample_generation(gen, 3)
+  sample_launcher.write(gen, rows, tmp_path / "s.txt")
+  tokenizer = gen.loop.source.tokenizer
+  want = [tokenizer.decode(text.story_ids(row)[0]) for row in rows["tokens"]]
+  assert (tmp_path / "s.txt").read_text() == "".join(f"{s}\n\n" for s in want)
+  assert "can be written as .npz or .txt only" in _exit_sentence(
+      capsys, sample_launcher.write, gen, rows, tmp_path / "s.png")
+
+
 def test_compare_policies_refuses_an_empty_or_repeated_list(tmp_path):
   from launcher_batch import run_many
   launcher = ["launch/compare_policies.py", "--config=configs/linreg.py:smoke",
