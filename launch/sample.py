@@ -4,8 +4,9 @@
         --out=replace_g7.png [--seed_index=0] [--key=0]
 
 Writes ``--out``: a PNG grid for image rows, a scatter PNG for 2-D points, the stories of
-a language model as text (``.txt``, decoded by the run's tokenizer), or (any data,
-``.npz``) the rows themselves.
+a language model as text (``.txt``, decoded by the run's tokenizer), conformers as an SDF
+(``.sdf``, each its training molecule's graph), or (any data, ``.npz``) the rows
+themselves.
 """
 import pathlib
 
@@ -14,6 +15,7 @@ import numpy as np
 from absl import flags
 
 from collapse_jax import cli, experiment, host_memory, inference, validate
+from collapse_jax.data import molecule_chemistry
 from collapse_jax.evals import text
 from collapse_jax.report import grids
 
@@ -21,7 +23,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
 _GENERATION = flags.DEFINE_integer("generation", None, "Which generation's model.")
 _NUM = flags.DEFINE_integer("num", 64, "Number of samples.")
 _OUT = flags.DEFINE_string("out", None,
-                           "Output file: .png (images, 2-D points), .txt (stories) or .npz.")
+                           "Output file: .png (images, 2-D points), .txt (stories), .sdf "
+                           "(conformers) or .npz.")
 _SEED_INDEX = flags.DEFINE_integer("seed_index", 0, "Which replicate of the run.")
 _KEY = flags.DEFINE_integer("key", 0, "Sampling key (folded into the replicate's root).")
 flags.mark_flags_as_required(["workdir", "generation", "out"])
@@ -31,6 +34,7 @@ def write(gen: inference.Generation, rows: dict, out: pathlib.Path) -> None:
   field = gen.loop.source.row_spec.data
   data = np.asarray(rows[field])
   tokenizer = getattr(gen.loop.source, "tokenizer", None)  # token rows: stories
+  dataset = getattr(gen.loop.source, "dataset", None)  # conformers: their molecules
   out.parent.mkdir(parents=True, exist_ok=True)
   if out.suffix == ".npz":
     np.savez(out, **{k: np.asarray(v) for k, v in rows.items()})
@@ -48,8 +52,10 @@ def write(gen: inference.Generation, rows: dict, out: pathlib.Path) -> None:
   elif out.suffix == ".txt" and tokenizer is not None:
     stories = [tokenizer.decode(text.story_ids(row)[0]) for row in data]
     out.write_text("".join(f"{story}\n\n" for story in stories))
+  elif out.suffix == ".sdf" and dataset is not None:
+    molecule_chemistry.write_sdf(dataset.splits["train"], np.asarray(rows["mol_id"]), data, out)
   else:
-    also = " or .txt" if tokenizer is not None else ""
+    also = " or .txt" if tokenizer is not None else " or .sdf" if dataset is not None else ""
     raise validate.ConfigError(
         f"--out={out}: rows of shape {data.shape[1:]} can be written as .npz{also} only.")
 

@@ -127,6 +127,24 @@ def mol_from_smiles(smiles: str):
   return Chem.MolFromSmiles(smiles, params)
 
 
+def write_sdf(molecules: list[Molecule], mol_ids: np.ndarray, positions: np.ndarray,
+              path) -> None:
+  """Conformers as an SDF file: conformer i is ``molecules[mol_ids[i]]`` (its graph, from
+  its SMILES) at ``positions[i, :n]`` ``[N, A, 3]`` (Angstrom; padding atoms dropped),
+  titled ``<SMILES> sample <i>``."""
+  Chem = rdkit_chem()
+  with Chem.SDWriter(str(path)) as writer:
+    for i, (m, pos) in enumerate(zip(mol_ids, positions)):
+      molecule = molecules[int(m)]
+      mol = mol_from_smiles(molecule.smiles)
+      conformer = Chem.Conformer(mol.GetNumAtoms())
+      for atom, xyz in enumerate(np.asarray(pos, np.float64)[:len(molecule.atoms)]):
+        conformer.SetAtomPosition(atom, xyz.tolist())
+      mol.AddConformer(conformer, assignId=True)
+      mol.SetProp("_Name", f"{molecule.smiles} sample {i}")
+      writer.write(mol)
+
+
 def graph_arrays(mol) -> tuple[np.ndarray, np.ndarray]:
   """(atomic numbers ``[n]``, bond codes ``[n, n]`` int8) of ``mol``."""
   n = mol.GetNumAtoms()
