@@ -16,13 +16,6 @@ import jax.numpy as jnp
 from collapse_jax.nets.layers import Conv, ConvImpl
 
 
-def _bottom_size(size: int, levels: int) -> int:
-  """Spatial size after `levels` stride-2 'SAME' convs (ceil division each time)."""
-  for _ in range(levels):
-    size = -(-size // 2)
-  return size
-
-
 class Encoder(nn.Module):
   """q(z | x) parameters.
 
@@ -67,8 +60,9 @@ class Decoder(nn.Module):
     chex.assert_shape(z, (None, self.latent_dim))
     height, width, out_channels = self.out_shape
     levels = len(self.channels)
-    # Sizes at each level, top (full size) first, so upsampling can crop to the encoder's.
-    sizes = [(_bottom_size(height, i), _bottom_size(width, i)) for i in range(levels + 1)]
+    # Sizes at each level, top (full size) first, so upsampling can crop to the encoder's:
+    # i stride-2 'SAME' convs take a size to ceil(size / 2^i).
+    sizes = [(-(-height // 2**i), -(-width // 2**i)) for i in range(levels + 1)]
     bh, bw = sizes[-1]
     h = nn.silu(nn.Dense(bh * bw * self.channels[-1])(z)).reshape(-1, bh, bw, self.channels[-1])
     for level in reversed(range(levels)):

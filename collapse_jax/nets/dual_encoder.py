@@ -80,18 +80,16 @@ def edge_sets(pos: jax.Array, edge_type: jax.Array, atom_mask: jax.Array, cutoff
 
 
 class MLP(nn.Module):
-  """Dense layers with ``act`` between them (none after the last), GeoDiff's
+  """Dense layers with relu between them (none after the last), GeoDiff's
   MultiLayerPerceptron."""
   features: Sequence[int]
-  act: str = "relu"
 
   @nn.compact
   def __call__(self, x):
-    act = getattr(jax.nn, self.act)
     for k, f in enumerate(self.features):
       x = nn.Dense(f)(x)
       if k < len(self.features) - 1:
-        x = act(x)
+        x = jax.nn.relu(x)
     return x
 
 
@@ -141,9 +139,6 @@ class MLPParams(nn.Module):
     dims = (in_features,) + tuple(self.features)
     return [DenseParams(f, name=f"Dense_{k}")(dims[k]) for k, f in enumerate(self.features)]
 
-
-# ---------------------------------------------------------------------------------------
-# Modules: the encoders, the pair heads' parameters and the dual encoder.
 
 class EdgeEncoder(nn.Module):
   """``[n, A, A]`` distances and edge types -> ``[n, A, A, H]``: MLP(d) * Embed(type)."""

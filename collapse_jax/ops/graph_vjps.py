@@ -30,7 +30,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from collapse_jax.ops.dense_vjps import flat, x_transposed_dy
+from collapse_jax.ops.dense_vjps import flat, inputs_saved, x_transposed_dy
 
 
 @jax.custom_jvp
@@ -96,10 +96,6 @@ def edge_features(mlp, table, dist, edge_type):
   return d_emb * emb
 
 
-def _edge_fwd(mlp, table, dist, edge_type):
-  return edge_features(mlp, table, dist, edge_type), (mlp, table, dist, edge_type)
-
-
 def _edge_bwd(res, ct):
   mlp, table, dist, edge_type = _after(ct, res)
   (k0, _), (k1, _) = mlp
@@ -112,7 +108,7 @@ def _edge_bwd(res, ct):
   return [d_first, d_second], d_table, jnp.sum(g_a * k0[0], -1), None
 
 
-edge_features.defvjp(_edge_fwd, _edge_bwd)
+edge_features.defvjp(inputs_saved(edge_features), _edge_bwd)
 
 
 # SchNet's continuous-filter convolution: out_i = sum_j w_ij * x_j, w = filter(e_ij) c_ij.
@@ -157,10 +153,6 @@ def gin_messages(h, edge_attr, local):
   return jnp.sum(jax.nn.relu(h[..., None, :, :] + edge_attr) * local[..., None], axis=-2)
 
 
-def _gin_fwd(h, edge_attr, local):
-  return gin_messages(h, edge_attr, local), (h, edge_attr, local)
-
-
 def _gin_bwd(res, ct):
   h, edge_attr, local = res
   pre = _after(ct, h)[..., None, :, :] + edge_attr
@@ -168,7 +160,7 @@ def _gin_bwd(res, ct):
   return jnp.sum(d_pre, -3), d_pre, None
 
 
-gin_messages.defvjp(_gin_fwd, _gin_bwd)
+gin_messages.defvjp(inputs_saved(gin_messages), _gin_bwd)
 
 
 # The pair heads: [h_i * h_j, e_ij] -> MLP (H, H/2, 1) -> one scalar per pair.
@@ -203,10 +195,6 @@ def pair_heads(weights, hs, edge_attr):
   return tuple(_head_parts(w, h, edge_attr)[-1] for w, h in zip(weights, hs))
 
 
-def _heads_fwd(weights, hs, edge_attr):
-  return pair_heads(weights, hs, edge_attr), (weights, hs, edge_attr)
-
-
 def _heads_bwd(res, ct):
   weights, hs, edge_attr = res
   d_weights, d_hs, d_e, after = [], [], 0.0, ct
@@ -219,4 +207,4 @@ def _heads_bwd(res, ct):
   return tuple(d_weights[::-1]), tuple(d_hs[::-1]), d_e
 
 
-pair_heads.defvjp(_heads_fwd, _heads_bwd)
+pair_heads.defvjp(inputs_saved(pair_heads), _heads_bwd)

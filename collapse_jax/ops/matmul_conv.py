@@ -42,9 +42,7 @@ def conv_matmul(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   if (kh, kw) == (1, 1):
     return jnp.dot(x[:, ::stride, ::stride, :], kernel.reshape(-1, out_channels))
   if (kh, kw, stride) == (3, 3, 1):
-    if uses_winograd(kernel.shape):
-      return conv3x3_winograd(x, kernel)
-    return _conv3x3_shifted(x, kernel)
+    return (conv3x3_winograd if uses_winograd(kernel.shape) else _conv3x3_shifted)(x, kernel)
   return _conv3x3_stride2(x, kernel)
 
 
@@ -76,8 +74,7 @@ def _stride2_forward(x, kernel):
 
 def _stride2_backward(residuals, dy):
   patches, kernel, x_shape = residuals
-  out_channels = kernel.shape[-1]
-  dkernel = jnp.dot(patches.reshape(-1, patches.shape[-1]).T, dy.reshape(-1, out_channels))
+  dkernel = jnp.dot(patches.reshape(-1, patches.shape[-1]).T, dy.reshape(-1, kernel.shape[-1]))
   return _stride2_input_grad(dy, kernel, x_shape), dkernel.reshape(kernel.shape)
 
 
@@ -98,21 +95,20 @@ def _stride2_input_grad(dy: jax.Array, kernel: jax.Array, x_shape) -> jax.Array:
   dyp = jnp.pad(dy, ((0, 0), (1, 1), (1, 1), (0, 0)))
   rows = [(height - p + 1) // 2 for p in (0, 1)]  # positions of each parity
   cols = [(width - p + 1) // 2 for p in (0, 1)]
-  phases = []
-  for pr in (0, 1):
-    row_phases = []
-    for pc in (0, 1):
-      pairs = [(tr, orow, tc, ocol) for tr, orow in taps(pr, pads[0][0])
-               for tc, ocol in taps(pc, pads[1][0])]
-      patches = jnp.concatenate(
-          [dyp[:, 1 + orow:1 + orow + rows[pr], 1 + ocol:1 + ocol + cols[pc]]
-           for _, orow, _, ocol in pairs], axis=-1)
-      weights = jnp.concatenate([kernel[tr, tc].T for tr, _, tc, _ in pairs], axis=0)
-      phase = jnp.dot(patches, weights)  # [b, rows[pr], cols[pc], c]
-      row_phases.append(jnp.pad(phase, ((0, 0), (0, rows[0] - rows[pr]),
-                                        (0, cols[0] - cols[pc]), (0, 0))))
-    phases.append(jnp.stack(row_phases, axis=3))  # [b, rows[0], cols[0], 2, c]
-  dx = jnp.stack(phases, axis=2).reshape(batch, 2 * rows[0], 2 * cols[0], in_channels)
+
+  def phase(pr, pc):  # [b, rows[0], cols[0], c]: parity (pr, pc), zero-padded
+    pairs = [(tr, orow, tc, ocol) for tr, orow in taps(pr, pads[0][0])
+             for tc, ocol in taps(pc, pads[1][0])]
+    patches = jnp.concatenate(
+        [dyp[:, 1 + orow:1 + orow + rows[pr], 1 + ocol:1 + ocol + cols[pc]]
+         for _, orow, _, ocol in pairs], axis=-1)
+    weights = jnp.concatenate([kernel[tr, tc].T for tr, _, tc, _ in pairs], axis=0)
+    return jnp.pad(jnp.dot(patches, weights),
+                   ((0, 0), (0, rows[0] - rows[pr]), (0, cols[0] - cols[pc]), (0, 0)))
+
+  # [b, rows[0], 2, cols[0], 2, c]
+  dx = jnp.stack([jnp.stack([phase(pr, pc) for pc in (0, 1)], axis=3) for pr in (0, 1)], axis=2)
+  dx = dx.reshape(batch, 2 * rows[0], 2 * cols[0], in_channels)
   return dx[:, :height, :width]
 
 
@@ -127,8 +123,7 @@ def _conv3x3_shifted(x: jax.Array, kernel: jax.Array) -> jax.Array:
   with one block of o columns per tap, summed in one fused loop. Which axes' taps go where
   is chosen to move the least data per pixel: all 9 in patches (9c + o: a 1- or 3-channel
   input layer), 3 horizontal in patches and 3 vertical on the output (3c + 3o), or all 9
-  on the output (c + 9o: a 1- or 3-channel output layer); for such layers this is 3-4x
-  faster than the row split.
+  on the output (c + 9o: a 1- or 3-channel output layer).
   """
   b, h, w, c = x.shape
   o = kernel.shape[-1]

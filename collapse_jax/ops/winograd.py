@@ -12,13 +12,11 @@ Upsample + conv: each output parity (row parity a, column parity b) of a 3x3 con
 nearest-upsampled image is a 2x2 conv of the low-resolution image whose taps are sums of the
 3x3 taps. So the four parities are one 2x2 conv with 4x the output channels, run by
 Winograd on the low-resolution input: the upsampled image (4x the input) is never written,
-and the input transform reads a quarter of the data (about twice as fast as upsampling
-first: benchmarks/conv_vs_torch.py).
+and the input transform reads a quarter of the data (benchmarks/conv_vs_torch.py).
 
 The VJPs are written by hand. Autodiff of the forward would transpose its strided tile
-slices into interior pads that XLA:CPU splits into ~100 small fusions (twice the time of
-the hand-written VJP). Instead each
-input gradient is itself a Winograd correlation of the output gradient with the flipped,
+slices into interior pads that XLA:CPU splits into ~100 small fusions. Instead each input
+gradient is itself a Winograd correlation of the output gradient with the flipped,
 transposed kernel; the kernel gradient contracts the saved transformed input with the
 transformed output gradient.
 
@@ -86,11 +84,8 @@ def _combine(matrix: np.ndarray, parts: list[jax.Array]) -> list[jax.Array]:
   Written as elementwise sums (not a dot with the constant matrix) so that XLA fuses each
   stage of the input transform into one pass over memory.
   """
-  out = []
-  for row in matrix:
-    terms = [p if c == 1 else float(c) * p for c, p in zip(row, parts) if c != 0]
-    out.append(sum(terms[1:], terms[0]))
-  return out
+  rows = ([p if c == 1 else float(c) * p for c, p in zip(row, parts) if c != 0] for row in matrix)
+  return [sum(terms[1:], terms[0]) for terms in rows]
 
 
 def _num_tiles(size: int, m: int) -> int:
@@ -117,8 +112,8 @@ def _output_transform(mm: jax.Array, tf: _Transforms, th: int, tw: int) -> jax.A
   """A^T M A of every tile, tiles laid back out: [alpha^2, b * th * tw, o] -> [b, m th, m tw, o].
 
   One matmul with kron(A^T, A^T): as a dot, XLA writes the result once. Written
-  elementwise it was fused into (and recomputed by) each consumer, e.g. into transposing
-  copies for later weight gradients.
+  elementwise it would be fused into (and recomputed by) each consumer, e.g. into
+  transposing copies for later weight gradients.
   """
   m, o = tf.m, mm.shape[-1]
   y = jnp.dot(tf.at_kron, mm.reshape(mm.shape[0], -1))         # [(m row, m col), b*th*tw*o]
@@ -178,30 +173,19 @@ def _flip_transpose(kernel: jax.Array) -> jax.Array:
 # 3x3 'SAME' convolution, F(4x4, 3x3).
 
 
-def _conv3x3_forward(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(conv output [b, h, w, o], transformed input)."""
+def _conv3x3_forward(x, kernel):
+  """(conv output [b, h, w, o], residuals)."""
   h, w = x.shape[1:3]
-  return _correlate(jnp.pad(x, ((0, 0), (1, 0), (1, 0), (0, 0))), kernel, 4, h, w)
+  y, v = _correlate(jnp.pad(x, ((0, 0), (1, 0), (1, 0), (0, 0))), kernel, 4, h, w)
+  return y, (v, kernel)
 
 
 @jax.custom_vjp
 def conv3x3_winograd(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """'SAME' 3x3 stride-1 convolution, equal to `layers.conv_xla(x, kernel, 1)` up to fp32
-  rounding.
-
-  Args:
-    x: [batch, height, width, in_channels].
-    kernel: [3, 3, in_channels, out_channels].
-
-  Returns:
-    [batch, height, width, out_channels].
-  """
+  """'SAME' 3x3 stride-1 convolution of x [batch, height, width, in_channels] with kernel
+  [3, 3, in_channels, out_channels] -> [batch, height, width, out_channels], equal to
+  `layers.conv_xla(x, kernel, 1)` up to fp32 rounding."""
   return _conv3x3_forward(x, kernel)[0]
-
-
-def _conv3x3_vjp_forward(x, kernel):
-  y, v = _conv3x3_forward(x, kernel)
-  return y, (v, kernel)
 
 
 def _conv3x3_vjp_backward(residuals, dy):
@@ -210,7 +194,7 @@ def _conv3x3_vjp_backward(residuals, dy):
   return dx, _kernel_grad(v, dy, 4, 3)
 
 
-conv3x3_winograd.defvjp(_conv3x3_vjp_forward, _conv3x3_vjp_backward)
+conv3x3_winograd.defvjp(_conv3x3_forward, _conv3x3_vjp_backward)
 
 
 # ---------------------------------------------------------------------------------------
@@ -259,16 +243,10 @@ def _upsample_conv_forward(x, kernel):
 
 @jax.custom_vjp
 def upsample_conv3x3_winograd(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """Nearest-neighbour x2 upsampling followed by a 'SAME' 3x3 stride-1 convolution,
-  equal to `layers.conv_xla(layers.upsample_nearest(x), kernel, 1)` up to fp32 rounding.
-
-  Args:
-    x: [batch, height, width, in_channels].
-    kernel: [3, 3, in_channels, out_channels].
-
-  Returns:
-    [batch, 2 height, 2 width, out_channels].
-  """
+  """Nearest-neighbour x2 upsampling followed by a 'SAME' 3x3 stride-1 convolution:
+  x [batch, height, width, in_channels], kernel [3, 3, in_channels, out_channels] ->
+  [batch, 2 height, 2 width, out_channels], equal to
+  `layers.conv_xla(layers.upsample_nearest(x), kernel, 1)` up to fp32 rounding."""
   return _upsample_conv_forward(x, kernel)[0]
 
 
@@ -280,10 +258,8 @@ def _upsample_conv_vjp_backward(residuals, dy):
   dy = dy.transpose(0, 1, 3, 2, 4, 5).reshape(b, h + 1, w + 1, 4 * o)
   # x[k] enters y[k - 1] through window row 1 and y[k] through row 0 (xp[k + 1] = x[k]).
   dx = _correlate(dy, _flip_transpose(pk), _best_tile(max(h, w)), h, w)[0]
-  dpk = _kernel_grad(v, dy, m, 2)
-  c = dpk.shape[2]
-  dkernel = jnp.einsum("pui,qvj,uvcpqo->ijco", _TAPS, _TAPS, dpk.reshape(2, 2, c, 2, 2, o))
-  return dx, dkernel
+  dpk = _kernel_grad(v, dy, m, 2).reshape(2, 2, -1, 2, 2, o)
+  return dx, jnp.einsum("pui,qvj,uvcpqo->ijco", _TAPS, _TAPS, dpk)
 
 
 upsample_conv3x3_winograd.defvjp(_upsample_conv_forward, _upsample_conv_vjp_backward)
