@@ -119,8 +119,7 @@ def load_digits(split: str, seed: int = 0, test_fraction: float = 0.2) -> Arrays
   order = np.random.default_rng(seed).permutation(n)
   n_test = round(test_fraction * n)
   rows = order[:n_test] if split == "test" else order[n_test:]
-  images = _to_unit_range(pixels[rows, :, :, None], 16.0)
-  return images, labels[rows].astype(np.int32)
+  return _to_unit_range(pixels[rows, :, :, None], 16.0), labels[rows].astype(np.int32)
 
 
 def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -237,9 +236,8 @@ def load_image_folder(path: str | Path, resolution: int, limit: int | None = Non
   if resolution is None:
     raise DataError("An image folder needs data.resolution, the square size of its images.")
   check_positive(resolution, "resolution")
-  files = image_files(path, limit)
   images = []
-  for file in files[slice(*rows) if rows else slice(None)]:
+  for file in image_files(path, limit)[slice(*rows) if rows else slice(None)]:
     try:
       with Image.open(file) as image:
         pixels = np.asarray(image.convert("RGB"))

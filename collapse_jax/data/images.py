@@ -151,8 +151,7 @@ class ImageSource:
 
 
 def build(data) -> ImageSource:
-  spec = tuple(data.get(f) for f in _SPEC_FIELDS)
-  return ImageSource(spec=spec, n_test=data.n_test)
+  return ImageSource(spec=tuple(data.get(f) for f in _SPEC_FIELDS), n_test=data.n_test)
 
 
 def check_config(config) -> str | None:

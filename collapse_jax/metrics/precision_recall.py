@@ -80,8 +80,7 @@ def _covered(queries: jax.Array, support: jax.Array, support_sq_radii: jax.Array
     covered, _ = jax.lax.scan(add_tile, jnp.zeros(rows.shape[0], bool), (cols, radii))
     return covered
 
-  covered = jax.lax.map(covered_rows, tiles(queries, row_batch))
-  return covered.reshape(-1)[:queries.shape[0]]
+  return jax.lax.map(covered_rows, tiles(queries, row_batch)).reshape(-1)[:queries.shape[0]]
 
 
 def _as_features(features: npt.ArrayLike) -> jax.Array:
