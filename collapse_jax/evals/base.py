@@ -58,10 +58,6 @@ class Evaluator(Protocol):
     """
 
 
-def names() -> list[str]:
-  return registry.names("evals")
-
-
 def module(type_name: str):
   return registry.lookup("evals", type_name, "evaluator type")
 
@@ -85,12 +81,9 @@ def training_rows(config, spec) -> dict[str, int]:
 def dropped(config, spec) -> dict[str, str]:
   """The evaluators of a validated config that cannot apply to ``spec``'s rows: name ->
   why (the module's ``inapplicable``)."""
-  out = {}
-  for name, opts in (config.get("evals") or {}).items():
-    why = getattr(module(opts["type"]), "inapplicable", lambda *_: None)(opts, config, spec)
-    if why:
-      out[name] = why
-  return out
+  whys = {name: getattr(module(opts["type"]), "inapplicable", lambda *_: None)(opts, config, spec)
+          for name, opts in (config.get("evals") or {}).items()}
+  return {name: why for name, why in whys.items() if why}
 
 
 def check_config(config, spec) -> str | None:
@@ -99,7 +92,7 @@ def check_config(config, spec) -> str | None:
   evals = config.get("evals") or {}
   for name, opts in evals.items():
     if "type" not in opts:
-      return f"config.evals.{name} needs a 'type' (one of {', '.join(names())})."
+      return f"config.evals.{name} needs a 'type' (one of {', '.join(registry.names('evals'))})."
     try:
       options = module(opts["type"]).OPTIONS
     except ValueError as e:

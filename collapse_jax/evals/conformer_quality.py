@@ -99,16 +99,14 @@ def sanitizes(smiles: str, pos: np.ndarray) -> bool:
 class ConformerQuality:
   """COV / MAT and ``sanitize_frac`` of each seed's samples for the test molecules (see the
   module docstring)."""
-  context: Context
   molecules: list                      # test Molecules evaluated
   refs: list[np.ndarray]               # per molecule [R, n, 3]
   graphs: dict[str, np.ndarray]        # per generated row [G, ...]; mol_id: its molecule
   generate: Any                        # jitted (state, task, key) -> G sampled rows
 
   def __call__(self, states, tasks, roots, generation: int) -> dict[str, np.ndarray]:
-    seeds = np.asarray(roots).shape[0]
     out: dict[str, list[float]] = {}
-    for s in range(seeds):
+    for s in range(len(roots)):
       state = jax.tree.map(lambda x: x[s], states)
       task = Task(test=jax.tree.map(lambda x: x[s], tasks.test), aux={"graphs": self.graphs})
       key = rng.stream_key(roots[s], "conformer_eval", generation)
@@ -122,8 +120,7 @@ class ConformerQuality:
     per_mol: dict[str, list[float]] = {}
     ok = []
     for i, mol in enumerate(self.molecules):
-      n = len(mol.atoms)
-      gens = pos[owner == i][:, :n]
+      gens = pos[owner == i][:, :len(mol.atoms)]
       d = rmsd_matrix(mol.smiles, self.refs[i], gens)
       for suffix, thr in THRESHOLDS.items():
         for k, v in cov_mat(d, thr).items():
@@ -137,18 +134,15 @@ class ConformerQuality:
 
 def build(options, context: Context) -> ConformerQuality:
   loop = context.loop
-  data = loop.source.dataset
-  mols = data.splits["test"][:options["num_molecules"] or None]
-  max_refs = options["max_refs"] or None
-  refs = [m.positions[:max_refs] for m in mols]
+  mols = loop.source.dataset.splits["test"][:options["num_molecules"] or None]
+  refs = [m.positions[:options["max_refs"] or None] for m in mols]
   ratio = options["ratio"]
   owner = np.concatenate([np.full(ratio * len(r), i, np.int32) for i, r in enumerate(refs)])
   table = graphs_of(mols, loop.source.max_atoms)  # mol_id = index among these molecules
   graphs = {k: jax.numpy.asarray(v[owner]) for k, v in table.items()}
   model, num = loop.model, len(owner)
   generate = jax.jit(lambda state, task, key: model.sample(state, task, key, num))
-  return ConformerQuality(context=context, molecules=mols, refs=refs, graphs=graphs,
-                          generate=generate)
+  return ConformerQuality(molecules=mols, refs=refs, graphs=graphs, generate=generate)
 
 
 OPTIONS = ("type", "num_molecules", "max_refs", "ratio")

@@ -50,15 +50,12 @@ def training_rows(options) -> int:
   return int(options["training_rows"])
 
 
-def _is_tokens(spec) -> bool:
-  return np.issubdtype(np.dtype(spec.fields[spec.data][1]), np.integer)
-
-
 class Diagnostics:
 
   def __init__(self, options, context: Context):
     self.model, spec = context.loop.model, context.loop.source.row_spec
-    self.field, self.tokens = spec.data, _is_tokens(spec)
+    self.field = spec.data
+    self.tokens = np.issubdtype(np.dtype(spec.fields[spec.data][1]), np.integer)
     self.ngram = int(options["ngram"])
     self.features = lambda x: x.reshape(x.shape[0], -1)
     images, labels = classifier.labelled_train(context.loop.source)
@@ -90,12 +87,10 @@ class Diagnostics:
                                                                       pad_id=tok.PAD)}
     samples, train, test = (self.features(np.asarray(x, np.float32))
                             for x in (samples, train, test))
-    out = diag.memorization(samples, train, test)
-    out["train_entropy"] = diag.kl_entropy(train)
-    out["train_duplicate_share"] = diag.duplicate_share(train)
+    out = {**diag.memorization(samples, train, test), "train_entropy": diag.kl_entropy(train),
+           "train_duplicate_share": diag.duplicate_share(train)}
     tails = diag.tail_coverage(test, samples)
-    out["tail_recall"], out["tail_mass_ratio"] = tails["tail_recall"], tails["tail_mass_ratio"]
-    return out
+    return out | {k: tails[k] for k in ("tail_recall", "tail_mass_ratio")}
 
 
 def build(options, context: Context) -> Diagnostics:
@@ -113,4 +108,3 @@ def inapplicable(options, config, spec) -> str | None:
 def check_config(options, config, spec) -> str | None:
   del config, spec
   return validate.fields_problem(options, RANGES, "diagnostics ")
-

@@ -51,15 +51,11 @@ def inapplicable(options, config, spec) -> str | None:
 
 
 def check_config(options, config, spec) -> str | None:
-  problem = inapplicable(options, config, spec)
-  if problem:
-    return problem
-  problem = validate.fields_problem(options, RANGES, "image_quality ")
-  if problem:
-    return problem
-  if options["grid"] not in ("display", "samples"):
-    return f"image_quality's grid must be 'display' or 'samples', not {options['grid']!r}."
-  return None
+  problem = (inapplicable(options, config, spec)
+             or validate.fields_problem(options, RANGES, "image_quality "))
+  if not problem and options["grid"] not in ("display", "samples"):
+    problem = f"image_quality's grid must be 'display' or 'samples', not {options['grid']!r}."
+  return problem
 
 
 def build(options, context: Context) -> "ImageQuality":
@@ -71,9 +67,9 @@ class ImageQuality:
   def __init__(self, options, context: Context):
     self.num_samples = options["num_samples"]
     self.workdir = context.workdir
-    loop, field = context.loop, context.loop.source.row_spec.data
-    self._options, self._seed = options, context.config.seed
-    self._source = loop.source
+    loop = context.loop
+    self._field = field = loop.source.row_spec.data
+    self._options, self._seed, self._source = options, context.config.seed, loop.source
     # name -> (feature fn, real features, their (mean, covariance), their k-NN sq. radii)
     self.spaces = None
 
@@ -82,7 +78,6 @@ class ImageQuality:
                                self.num_samples)[field]
 
     self._draw = jax.jit(jax.vmap(draw, in_axes=(0, 0, 0, None)))
-    self._field = field
     display = getattr(loop.model, "display_sample", None)
     self._draw_grid = None
     if options["grid"] == "display" and display is not None:
@@ -114,7 +109,6 @@ class ImageQuality:
     # The real side never changes: its statistics are computed once, not per generation.
     self.spaces[name] = (fn, real_features, frechet.feature_statistics(real_features),
                          knn_sq_radii(real_features, k=_K))
-
 
   def __call__(self, states, tasks, roots, generation: int) -> dict[str, np.ndarray]:
     """Per-seed metrics ``{name: [seeds]}`` of one generation; writes its sample grid."""

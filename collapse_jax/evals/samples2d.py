@@ -150,9 +150,8 @@ class Samples2D:
              **{f"metric_{k}": v for k, v in metrics.items()}, **extra)
     tmp.replace(path)  # atomic: a figure drawn concurrently never reads half a file
     every = self.plot_every
-    if not progress.figures_wanted():
-      return
-    if generation >= self.last_generation or (every and (generation + 1) % every == 0):
+    if progress.figures_wanted() and (
+        generation >= self.last_generation or (every and (generation + 1) % every == 0)):
       from collapse_jax.report import scatter  # lazy: matplotlib only when drawing
       scatter.plot_run(self.workdir)
 

@@ -63,15 +63,13 @@ def _save_tokenizer(tokenizer: tok.Tokenizer, workdir: pathlib.Path) -> None:
   if jax.process_index() != 0:
     return
   directory = workdir / "tokenizer"
-  path = directory / f"spm-{tokenizer.key}.model"
-  if directory.exists():
-    for old in directory.glob("spm-*.model"):
-      if old.read_bytes() != tokenizer.model:
-        raise validate.ConfigError(
-            f"{old} holds a different tokenizer from the one trained now (another "
-            "sentencepiece version?); set data.tokenizer_dir to that folder to reuse it.")
+  for old in directory.glob("spm-*.model"):  # none when the folder does not exist
+    if old.read_bytes() != tokenizer.model:
+      raise validate.ConfigError(
+          f"{old} holds a different tokenizer from the one trained now (another "
+          "sentencepiece version?); set data.tokenizer_dir to that folder to reuse it.")
   directory.mkdir(parents=True, exist_ok=True)
-  path.write_bytes(tokenizer.model)
+  (directory / f"spm-{tokenizer.key}.model").write_bytes(tokenizer.model)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -103,18 +101,16 @@ class TextEval:
 
   def __call__(self, states, tasks, roots, generation: int) -> dict[str, np.ndarray]:
     keys = jax.vmap(lambda r: rng.stream_key(r, "text_eval", generation))(roots)
-    field = self.model.field
-    rows = np.asarray(jax.device_get(self._sample(states, tasks, keys)[field]))
+    rows = np.asarray(jax.device_get(self._sample(states, tasks, keys)[self.model.field]))
     self._write(rows, generation)
     per_seed = [text_metrics(r, self.tokenizer) for r in rows]
     return {k: np.array([m[k] for m in per_seed]) for k in per_seed[0]}
 
 
 def build(options, context: Context) -> TextEval:
-  tokenizer = context.loop.source.tokenizer
-  _save_tokenizer(tokenizer, pathlib.Path(context.workdir))
-  return TextEval(model=context.loop.model, tokenizer=tokenizer,
-                  workdir=pathlib.Path(context.workdir),
+  tokenizer, workdir = context.loop.source.tokenizer, pathlib.Path(context.workdir)
+  _save_tokenizer(tokenizer, workdir)
+  return TextEval(model=context.loop.model, tokenizer=tokenizer, workdir=workdir,
                   num_samples=int(options["num_samples"]),
                   stories_to_write=int(options["stories_to_write"]))
 

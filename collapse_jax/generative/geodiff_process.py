@@ -168,7 +168,7 @@ class GeoDiffProcess:
   def sample(self, net, noise, mask, cond, key):
     sigmas = self.sigmas()
     T = self.schedule.num_timesteps
-    ts = np.round(np.linspace(T - 1, 0, self.sampler_steps)).astype(np.int32)
+    ts = self.schedule.timesteps(self.sampler_steps)
     stride = T / self.sampler_steps
 
     def step(pos, inputs):

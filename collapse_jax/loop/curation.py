@@ -17,8 +17,7 @@ With ``config.curation.rule`` other than ``none``, generation g draws ``factor``
 The score is a module in ``collapse_jax/scores/`` (or a plug-in's dotted path, see
 scores/__init__.py). A policy and a curation rule combine freely: the policy
 says how many synthetic rows a generation writes and which rows it trains on, curation
-which samples those are. ``rule=none`` draws exactly as the loop always has (same keys,
-same rows), so every uncurated result stays bitwise as it was.
+which samples those are. ``rule=none`` adds no stage: no extra draws, no extra keys.
 
 Per generation g the metrics gain, of model g's candidates: ``curation_score_drawn`` (their
 mean score), ``curation_score_kept`` (the kept rows' mean), and for ``threshold``,

@@ -156,7 +156,7 @@ class CompiledLoop:
                     else loop)
     init = jax.vmap(lambda c, r, v: at(v).init(c, r), in_axes=(None, 0, 0))
     self.abstract_carry = jax.eval_shape(init, consts, roots, self.inputs)
-    shard = carry_shardings(self.abstract_carry, mesh)
+    shard = self.carry_shardings = carry_shardings(self.abstract_carry, mesh)
     rep = mesh_lib.replicated(mesh)
     # Consts placed on the mesh (`mesh_lib.place_consts`) keep their shardings; host arrays
     # are replicated.
@@ -166,8 +166,7 @@ class CompiledLoop:
     self._init = jax.jit(init, out_shardings=shard)
     # Loop checkpoints hold the pool as the row ranges written since the previous one
     # (`pool_rows`), rebuilt on restore by `write_pool_rows` from `empty_pool`.
-    rows = mesh_lib.rows(mesh)
-    self._pool_rows = jax.jit(_pool_rows, static_argnums=(1, 2), out_shardings=rows)
+    self._pool_rows = jax.jit(_pool_rows, static_argnums=(1, 2), out_shardings=mesh_lib.rows(mesh))
     self._write_pool_rows = jax.jit(_write_pool_rows, static_argnums=(2,), donate_argnums=(0,),
                                     out_shardings=shard.pool)
     self._empty_pool = jax.jit(functools.partial(_empty_pool, self.abstract_carry.pool),
@@ -175,7 +174,6 @@ class CompiledLoop:
     run = jax.vmap(lambda c, carry, g, v: at(v).run(c, carry, g), in_axes=(None, 0, None, 0))
     self._run = jax.jit(run, in_shardings=(self.consts_shardings, shard, rep, rep),
                         out_shardings=(shard, rep), donate_argnums=(1,))
-    self.carry_shardings = shard
 
   def init(self, consts, roots: jax.Array) -> Carry:
     return self._init(consts, roots, self.inputs)
@@ -254,21 +252,18 @@ class SegmentedLoop:
     n_synth = loop.layout.n_synth
     self.chunk_rows = chunk_rows if n_synth > chunk_rows else 0
     self.num_chunks = -(-n_synth // chunk_rows) if self.chunk_rows else 0
-    model = loop.model
-    self.initial_budget = getattr(model, "initial_budget", None)
+    self.initial_budget = getattr(loop.model, "initial_budget", None)
     shard, rep = compiled.carry_shardings, mesh_lib.replicated(mesh)
     state_shard, consts_shard = shard.state, compiled.consts_shardings
 
     def start(consts, carry, g):
-      state = loop.start_state(carry, g)
-      view = loop.view(carry, g)
-      total = jax.lax.cond(g == 0, lambda: self._budget(True).num_steps(view),
-                           lambda: self._budget(False).num_steps(view))
-      return state, total
+      state, view = loop.start_state(carry, g), loop.view(carry, g)
+      return state, jax.lax.cond(g == 0, lambda: self._budget(True).num_steps(view),
+                                 lambda: self._budget(False).num_steps(view))
 
     def segment(initial, carry, state, g, first_step, stop):
       return training.train_segment(
-          state, loop.view(carry, g), rng.stream_key(carry.root, "fit", g), model.loss,
+          state, loop.view(carry, g), rng.stream_key(carry.root, "fit", g), loop.model.loss,
           self._budget(initial), first_step, stop, segment_steps)
 
     def sample_chunk(carry, state, g, chunk):

@@ -70,10 +70,6 @@ class PoolLayout:
     return start // m * m, min(-(-(start + size) // m) * m, self.capacity)
 
 
-def _pad_rows(x: jax.Array, rows: int) -> jax.Array:
-  return jnp.pad(x, [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
-
-
 @flax.struct.dataclass
 class DataPool:
   """Examples plus their provenance.
@@ -99,8 +95,8 @@ class DataPool:
     rows = jnp.arange(layout.capacity)
     pool = cls(data={}, generation=jnp.where(rows < n, 0, -1).astype(jnp.int32),
                real=rows < n, layout=layout, pixels=pixels)
-    return pool.replace(data=jax.tree.map(lambda x: _pad_rows(x, layout.capacity),
-                                          pool.encode(real)))
+    pad = lambda x: jnp.pad(x, [(0, layout.capacity - n)] + [(0, 0)] * (x.ndim - 1))
+    return pool.replace(data=jax.tree.map(pad, pool.encode(real)))
 
   def encode(self, batch: Batch) -> Batch:
     """``batch`` as the pool stores it (pixel fields as uint8)."""
@@ -136,10 +132,9 @@ class DataPool:
       raise ValueError(f"Cannot move a pool of layout {old} into {layout}.")
     pad = lambda x, fill: jnp.concatenate(
         [x[:old.used], jnp.full((layout.capacity - old.used,) + x.shape[1:], fill, x.dtype)])
-    return DataPool(
-        data=jax.tree.map(lambda x: pad(x, 0), self.data),
-        generation=pad(self.generation, -1), real=pad(self.real, False), layout=layout,
-        pixels=self.pixels)
+    return self.replace(data=jax.tree.map(lambda x: pad(x, 0), self.data),
+                        generation=pad(self.generation, -1), real=pad(self.real, False),
+                        layout=layout)
 
 
 def draw_rows(counts: jax.Array, key: jax.Array, n: int) -> jax.Array:

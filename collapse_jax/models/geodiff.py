@@ -41,17 +41,15 @@ class GeoDiffNet:
   ``t``: the noisy distances carry the noise level."""
   module: DualEncoder
 
-  def _call(self, params, x, cond, method=None):
-    return self.module.apply({"params": params}, x, cond["atom_type"], cond["edge_type"],
-                             cond["atom_mask"], method=method)
-
   def init(self, key, x, cond):
     return self.module.init(key, x, cond["atom_type"], cond["edge_type"],
                             cond["atom_mask"])["params"]
 
   def apply(self, params, x, t, cond, key):
     del t, key
-    return jnp.stack(self._call(params, x, cond, DualEncoder.vectors), -1)
+    vectors = self.module.apply({"params": params}, x, cond["atom_type"], cond["edge_type"],
+                                cond["atom_mask"], method=DualEncoder.vectors)
+    return jnp.stack(vectors, -1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -116,8 +114,7 @@ def build(config, layout, spec: RowSpec) -> GeoDiff:
       process=process, network=net, rows=Rows.of(spec), budget=budget,
       initial_budget=(dataclasses.replace(budget, steps=m.initial_steps, epochs=0.0)
                       if m.initial_steps else None),
-      inference_batch_size=m.inference_batch_size,
-      eval_seed=m.eval_seed)
+      inference_batch_size=m.inference_batch_size, eval_seed=m.eval_seed)
 
 
 def check_config(config, spec: RowSpec) -> str | None:

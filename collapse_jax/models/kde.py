@@ -105,9 +105,8 @@ def bandwidth_of(value: float | str) -> float | str:
 
 
 def build(config, layout, spec: RowSpec) -> KernelDensity:
-  bw = bandwidth_of(config.model.bandwidth)
   return KernelDensity(field=spec.data, dim=spec.shape[0], capacity=layout.capacity,
-                       bandwidth=bw)
+                       bandwidth=bandwidth_of(config.model.bandwidth))
 
 
 def check_config(config, spec: RowSpec) -> str | None:

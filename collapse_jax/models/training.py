@@ -32,8 +32,7 @@ class Trained(Protocol):
   budget: "Budget"
   initial_budget: "Budget | None"
 
-  def loss(self, params, batch, key) -> jax.Array | tuple[jax.Array, jax.Array]:
-    ...
+  def loss(self, params, batch, key) -> jax.Array | tuple[jax.Array, jax.Array]: ...
 
 
 OPTIMIZERS = ("adam", "adamw")
@@ -93,10 +92,6 @@ class Budget:
       opt = optax.adam(self.learning_rate, b1=self.b1, b2=self.b2)
     return optax.chain(optax.clip_by_global_norm(self.grad_clip), opt)
 
-  @property
-  def scheduled(self) -> bool:
-    return self.schedule != "constant" or self.warmup_steps > 0
-
   def num_steps(self, view: TrainView) -> jax.Array:
     if self.steps:
       return jnp.int32(self.steps)
@@ -135,7 +130,7 @@ def _step_fn(view: TrainView, key: jax.Array, loss_fn: LossFn, budget: Budget,
     loss, grads = jax.value_and_grad(lambda p: mean_loss(compute_loss(p, batch, k_loss)))(
         s["params"])
     updates, opt_state = opt.update(grads, s["opt"], s["params"])
-    if budget.scheduled:
+    if budget.schedule != "constant" or budget.warmup_steps > 0:
       # Adam(W)'s update is linear in the learning rate, so scaling it is the schedule.
       scale = budget.learning_rate_at(s["step"] - first_step, total) / budget.learning_rate
       updates = jax.tree.map(lambda u: u * scale, updates)

@@ -72,8 +72,7 @@ class VAE:
       log_sigma = params["log_sigma"]
       nll = 0.5 * ((x - out) / jnp.exp(log_sigma)) ** 2 + log_sigma + 0.5 * jnp.log(2 * jnp.pi)
     kl = 0.5 * jnp.sum(jnp.exp(logvar) + mean ** 2 - 1 - logvar, axis=-1)
-    pixels = x[0].size
-    return (jnp.sum(nll, axis=(1, 2, 3)) + kl) / pixels
+    return (jnp.sum(nll, axis=(1, 2, 3)) + kl) / x[0].size  # per pixel
 
   def fit(self, state, view: TrainView, task: Task, key):
     return training.train(state, view, key, self.loss, self.budget)
@@ -113,8 +112,7 @@ def build(config, layout, spec: RowSpec) -> VAE:
   m = config.model
   return VAE(field=spec.data, image_shape=spec.shape, latent_dim=m.latent_dim,
              channels=tuple(m.channels), likelihood=m.likelihood, temperature=m.temperature,
-             decode=m.decode,
-             budget=training.Budget.from_config(m), conv_impl=m.conv_impl)
+             decode=m.decode, budget=training.Budget.from_config(m), conv_impl=m.conv_impl)
 
 
 RANGES = {
