@@ -268,7 +268,7 @@ def _override_problem(argv: Sequence[str], name: str) -> str | None:
   if not overrides or spec is None:
     return None
   try:
-    config = _load_config(spec)
+    config = variants.load_config(*spec.split(":", 1))
   except Exception:  # pylint: disable=broad-except  (the caller's error explains it)
     return None
   for arg in overrides:
@@ -290,19 +290,16 @@ def _override_problem(argv: Sequence[str], name: str) -> str | None:
     if isinstance(node, config_dict.ConfigDict):
       return (f"--{name}.{path} is a group of fields; override one of them, e.g. "
               f"--{name}.{path}.{next(iter(node.keys()), 'field')}=VALUE.")
-    if has_value and field_type in _TYPE_WORDS and not _parses(field_type, value):
+    try:
+      if has_value and field_type in _TYPE_WORDS:
+        parse_value(field_type, value)
+    except ValueError:
       return (f"--{name}.{path}={value}: {name}.{path} takes {_TYPE_WORDS[field_type]}, "
               f"not {value!r}.")
     if node is None:
       return (f"--{name}.{path}: the field is None in this config and has no type to parse "
               f"{value!r} as.")
   return None
-
-
-def _load_config(spec: str):
-  """``get_config(variant)`` of ``spec = path[:variant]``, as config_flags calls it."""
-  path, _, variant = spec.partition(":")
-  return variants.load_config(path, variant)
 
 
 def parse_value(field_type: type, text: str):
@@ -315,11 +312,3 @@ def parse_value(field_type: type, text: str):
   except (TypeError, ValueError):
     raise ValueError(f"{text!r} is not {_TYPE_WORDS.get(field_type, field_type.__name__)}."
                      ) from None
-
-
-def _parses(field_type: type, value: str) -> bool:
-  try:
-    parse_value(field_type, value)
-    return True
-  except ValueError:
-    return False
