@@ -40,12 +40,10 @@ def comparison(tmp_path_factory, smoke_run):
   runs replace alone (it refuses a folder that holds another config's run)."""
   out = tmp_path_factory.mktemp("digits")
   shutil.copytree(smoke_run("digits_vae:accumulate")[0], out / "accumulate")
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(ROOT / ".pytest_cache" / "jax"),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
   result = subprocess.run(
       [sys.executable, str(ROOT / "launch" / "compare_policies.py"),
        "--config=configs/digits_vae.py:smoke", f"--policies={','.join(POLICIES)}",
-       f"--workdir={out}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+       f"--workdir={out}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   return out, result.stdout
 

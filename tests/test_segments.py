@@ -2,7 +2,6 @@
 for the whole generation included), resumable inside a generation (in training or in
 sampling its synthetic set in chunks) after SIGKILL or SIGTERM, with training curves,
 TensorBoard events, and a clean stop on a non-finite loss."""
-import os
 import pathlib
 import signal
 import subprocess
@@ -76,12 +75,10 @@ def jax_leaves(tree):
 
 def _launch(workdir):
   args = [f"--config.{k}={v}" for k, v in OVERRIDES.items()] + ["--config.evals={}"]
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(ROOT / ".pytest_cache" / "jax"),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
   return subprocess.Popen(
       [sys.executable, str(ROOT / "launch" / "main.py"),
        "--config=configs/digits_vae.py:replace,smoke", f"--workdir={workdir}", *args],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _wait_for(proc, path_glob, root, timeout=240):
