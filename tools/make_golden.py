@@ -1,11 +1,16 @@
 """Writes tests/golden_metrics.json: every config's ':smoke' metrics and the quick-start's
 generations 0..2 (policy accumulate), under the test suite's XLA flags.
 
-    python tools/make_golden.py [--only NAME ...]
+    python tools/make_golden.py [--only NAME ...] [--out FILE | --same_as FILE]
 
 The golden-metrics test (tests/test_configs.py) compares fresh runs with this file within
 each metric's measured tolerance (tests/golden_tolerances.json).
 Regenerate only when a result moves on purpose, and say why in the commit.
+
+A refactor keeps every number bitwise on the machine it is made on, which the tolerant test
+cannot see: write this machine's numbers before it (``--out /tmp/before.json``), then
+``--same_as /tmp/before.json`` after it prints each entry ``same`` or ``MOVED`` and exits 1
+if any moved.
 """
 import argparse
 import json
@@ -68,14 +73,26 @@ def golden_rows(name: str) -> list[dict]:
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--only", nargs="*", default=None)
+  where = parser.add_mutually_exclusive_group()
+  where.add_argument("--out", type=pathlib.Path, default=GOLDEN, help="file to write")
+  where.add_argument("--same_as", type=pathlib.Path, help="file to compare with, bitwise")
   args = parser.parse_args()
-  golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+  path = args.same_as or args.out
+  golden = json.loads(path.read_text()) if path.exists() else {}
+  moved = []
   for name in golden_names():
     if args.only and name not in args.only:
       continue
-    golden[name] = golden_rows(name)
-    print(name, "done", flush=True)
-  GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
+    rows = json.loads(json.dumps(golden_rows(name)))  # as the file holds them
+    if args.same_as:
+      moved += [name] * (rows != golden.get(name))
+      print(name, "MOVED" if rows != golden.get(name) else "same", flush=True)
+    else:
+      golden[name] = rows
+      print(name, "done", flush=True)
+  if args.same_as:
+    sys.exit(1 if moved else 0)
+  path.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":
