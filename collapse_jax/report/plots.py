@@ -95,7 +95,7 @@ def metric_png(runs: dict[str, list[dict]], metric: str, title: str) -> bytes:
   fig, ax = plt.subplots(figsize=(5.2, 3.4))
   plot_metric(ax, runs, metric, title)
   ax.title.set_fontsize(9)
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=7, framealpha=0.5)  # where no place is free, the lines show through
   fig.tight_layout()
   buffer = io.BytesIO()
   fig.savefig(buffer, format="png", dpi=100)
