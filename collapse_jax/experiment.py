@@ -185,12 +185,31 @@ def train_and_evaluate_side_by_side(configs: list, workdirs: list, inputs: tuple
         workdir_lib.clear_run(run.workdir)
     distributed.barrier("prepare_workdir")
     for run in runs:
-      if not distributed.everywhere(workdir_lib.shared_by(run.workdir, jax.process_count())):
-        raise workdir_lib.WorkdirError(
-            f"The {jax.process_count()} processes of this run do not share one workdir "
-            f"({run.workdir} here lacks another process's lock file): give every process the "
-            "same --workdir, on storage that all hosts see.")
+      _check_shared(run.workdir)
     return _run(runs, compiled, mesh, consts, roots, resume_from_intact, started)
+
+
+def _check_shared(workdir: pathlib.Path) -> None:
+  """Refuses, on every process together, a multi-host run whose processes do not see one
+  workdir (different paths, or each its node-local disk): they would wait forever for each
+  other's share of each collective checkpoint. Process 0 writes a marker named for this run
+  alone (no file an earlier run left can pass for it) and every process looks for it."""
+  if jax.process_count() == 1:
+    return
+  marker = workdir / f".lock.shared.{distributed.shared_token()}"
+  if jax.process_index() == 0:
+    marker.touch()
+  try:
+    distributed.barrier("workdir_marker")
+    shared = distributed.everywhere(marker.exists())
+  finally:
+    if jax.process_index() == 0:
+      marker.unlink(missing_ok=True)
+  if not shared:
+    raise workdir_lib.WorkdirError(
+        f"The {jax.process_count()} processes of this run do not share one workdir "
+        f"({workdir} here lacks the marker process 0 wrote in its own): give every process "
+        "the same --workdir, on storage that all hosts see.")
 
 
 def _never_fits(config, compiled: CompiledLoop, mesh) -> str | None:

@@ -4,9 +4,9 @@ Three promises, each checked here before the driver writes anything:
 - A workdir is held by one run at a time: `hold` takes an advisory lock (``flock``) on
   ``<workdir>/.lock.<process index>``. The kernel drops it when the process ends, however it
   ends, so a killed run never blocks the next one; the processes of one multi-host run each
-  hold their own index's file, so they share the workdir as they must, and each then checks
-  that it sees all the others' files (`shared_by`): processes given different folders, or
-  each its own disk's, are refused instead of waiting for each other's checkpoints forever.
+  hold their own index's file, so they share the workdir as they must (the driver then
+  checks that they see one folder: processes given different folders, or each its own
+  disk's, are refused instead of waiting for each other's checkpoints forever).
 - ``--overwrite`` deletes only a run: a folder whose ``config.json`` is a collapse_jax config
   (a JSON object with ``model`` and ``policy``) and whose every entry is
   one a run writes (`RUN_ENTRIES`). Anything else in it (a user's notes, another tool's
@@ -170,9 +170,3 @@ def hold(workdir: pathlib.Path, process_index: int) -> Iterator[None]:
     yield
   finally:
     os.close(fd)  # releases the lock
-
-
-def shared_by(workdir: pathlib.Path, process_count: int) -> bool:
-  """Whether this process sees every process's lock file in ``workdir``, i.e. all of a
-  multi-host run's processes use one folder (after each took its lock in `hold`)."""
-  return all((workdir / f".lock.{i}").exists() for i in range(process_count))

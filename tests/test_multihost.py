@@ -71,7 +71,11 @@ def test_two_processes_match_one(smoke_run, tmp_path):
 def test_processes_given_different_workdirs_are_refused_together(tmp_path):
   """A multi-host run whose processes do not see one folder (different paths, or each its
   own disk) stops on every process with one sentence, instead of waiting forever for the
-  others' share of each collective checkpoint."""
+  others' share of each collective checkpoint; lock files an earlier two-process run left
+  in each folder do not pass for a shared one."""
+  for i in range(2):
+    (tmp_path / str(i)).mkdir()
+    (tmp_path / str(i) / f".lock.{1 - i}").touch()
   results = _run_two(lambda i: [str(ROOT / "launch" / "main.py"),
                                 "--config=configs/linreg.py:replace,smoke",
                                 f"--workdir={tmp_path / str(i)}"])
@@ -80,6 +84,7 @@ def test_processes_given_different_workdirs_are_refused_together(tmp_path):
     assert "error: The 2 processes of this run do not share one workdir" in err
     assert "Traceback" not in err
   assert not (tmp_path / "0" / "config.json").exists()
+  assert not list(tmp_path.glob("*/.lock.shared.*"))  # the marker is removed
 
 
 def test_processes_given_different_configs_are_refused_together(tmp_path):

@@ -77,3 +77,11 @@ def same_everywhere(text: str) -> bool:
   digest = np.frombuffer(hashlib.sha256(text.encode()).digest(), np.uint8)
   gathered = multihost_utils.process_allgather(digest)  # [processes, 32]
   return bool(np.all(gathered == gathered[0]))
+
+
+def shared_token() -> str:
+  """A random hex string, process 0's on every process (a collective, as `everywhere`)."""
+  words = np.frombuffer(os.urandom(16), np.int32)
+  if jax.process_count() > 1:
+    words = np.asarray(multihost_utils.broadcast_one_to_all(words))
+  return words.astype(np.uint32).tobytes().hex()
