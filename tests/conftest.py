@@ -70,8 +70,8 @@ MNIST_IS_STAND_IN = pathlib.Path(os.environ["COLLAPSE_JAX_MNIST"]) == _MNIST_STA
 # Many tests compile the same programs (a config run in several workdirs, in this process or
 # in a launcher's): one persistent compilation cache for all of them, subprocesses included
 # (they read these variables when they import JAX). Every program is cached, however quick
-# its compile: a launcher process otherwise recompiles each small one (6% of the suite's
-# CPU time, fresh clone, 2 cores).
+# its compile: a launcher process otherwise recompiles each small one (4-11% of the
+# launcher-heavy test files' CPU time in paired runs).
 JAX_CACHE = ROOT / ".pytest_cache" / "jax"
 os.environ["JAX_COMPILATION_CACHE_DIR"] = str(JAX_CACHE)
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"

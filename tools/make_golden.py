@@ -78,15 +78,18 @@ def main():
   where.add_argument("--same_as", type=pathlib.Path, help="file to compare with, bitwise")
   args = parser.parse_args()
   path = args.same_as or args.out
+  if args.same_as and not path.is_file():
+    parser.error(f"--same_as {path} does not exist; write it first with --out.")
   golden = json.loads(path.read_text()) if path.exists() else {}
-  moved = []
+  moved = False
   for name in golden_names():
     if args.only and name not in args.only:
       continue
     rows = json.loads(json.dumps(golden_rows(name)))  # as the file holds them
     if args.same_as:
-      moved += [name] * (rows != golden.get(name))
-      print(name, "MOVED" if rows != golden.get(name) else "same", flush=True)
+      same = rows == golden.get(name)
+      moved |= not same
+      print(name, "same" if same else "MOVED", flush=True)
     else:
       golden[name] = rows
       print(name, "done", flush=True)
