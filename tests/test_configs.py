@@ -119,3 +119,26 @@ def test_tolerances_are_the_measured_drift_times_the_margin():
   assert saved["tolerances"] == derived
   for variant in drift["variants"].values():
     assert set(variant["drift"]) == set(GOLDEN)
+
+
+def test_make_golden_same_as_tells_a_bitwise_move_from_none(tmp_path, monkeypatch, capsys):
+  """A refactor's check: numbers written with --out compare `same` with --same_as, and a
+  last-bit change is `MOVED` with exit 1 (the tolerant golden test would pass it)."""
+  value = [0.17765238881111145]
+  monkeypatch.setattr(make_golden, "golden_rows", lambda name: [{"test_error": value[0]}])
+  path = tmp_path / "before.json"
+
+  def run(*args):
+    monkeypatch.setattr(sys, "argv", ["make_golden.py", "--only", "linreg:replace", *args])
+    try:
+      make_golden.main()
+    except SystemExit as e:
+      return e.code
+    return 0
+  assert run("--out", str(path)) == 0
+  assert json.loads(path.read_text()) == {"linreg:replace": [{"test_error": value[0]}]}
+  assert run("--same_as", str(path)) == 0
+  assert capsys.readouterr().out.splitlines()[-1] == "linreg:replace same"
+  value[0] = float(np.nextafter(np.float32(value[0]), np.float32(1)))  # one float32 ulp
+  assert run("--same_as", str(path)) == 1
+  assert capsys.readouterr().out.splitlines()[-1] == "linreg:replace MOVED"
