@@ -38,7 +38,6 @@ from collapse_jax.models import training
 from collapse_jax.nets import transformer as tfm
 
 PROMPTS = ("bos", "first_token")
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 CACHE_BLOCK = 64  # decoding's KV cache grows by this many positions at a time
 
 
@@ -203,8 +202,9 @@ def build(config, layout=None, spec: RowSpec | None = None) -> TransformerLM:
   del layout
   m = config.model
   return TransformerLM(
+      # model.dtype: one of training.DTYPES, checked with the budget.
       net_config=tfm.TransformerConfig.preset(m.preset, config.data.vocab_size,
-                                              dtype=DTYPES[m.dtype]),
+                                              dtype=getattr(jnp, m.dtype)),
       field=spec.data if spec is not None else "tokens", context=config.data.context,
       budget=training.Budget.from_config(m), temperature=m.temperature,
       top_k=int(m.top_k), top_p=float(m.top_p), prompt=m.prompt,
