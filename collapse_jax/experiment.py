@@ -26,7 +26,7 @@ from collapse_jax import segments, validate
 from collapse_jax import workdir as workdir_lib
 from collapse_jax.data import source as source_lib
 from collapse_jax.loop import curation
-from collapse_jax.loop.generation import CompiledLoop, Loop, SegmentedLoop
+from collapse_jax.loop.generation import CompiledLoop, Loop, compiled_loop
 from collapse_jax.loop.pool import PoolLayout
 from collapse_jax.evals import base as evals_base
 from collapse_jax.metrics import theory
@@ -234,7 +234,7 @@ def _compile(runs: list[_Run], inputs: tuple[str, ...], mesh, consts, roots,
   """The compiled loop of ``runs``: one run's, or several runs' side by side with their
   ``inputs`` fields as per-replicate scalars (checked by tracing it here)."""
   if len(runs) == 1 and not inputs:
-    return CompiledLoop(runs[0].loop, mesh, consts, roots)
+    return compiled_loop(runs[0].loop, mesh, consts, roots)
   from collapse_jax import sweep  # the fields' values as numbers
   if not overwrite and any(workdir_lib.read_config(r.workdir) for r in runs):
     raise NotSideBySide("a point's workdir already holds a run (it resumes on its own)")
@@ -278,7 +278,7 @@ def _run(runs: list[_Run], compiled: CompiledLoop, mesh, consts, roots,
   """`train_and_evaluate_side_by_side` in workdirs this process holds, checked and ready."""
   config = runs[0].config
   seg_steps = segments.segment_steps(config, compiled.loop, compiled)
-  seg = SegmentedLoop(compiled, seg_steps, config.sample_chunk_rows) if seg_steps else None
+  seg = compiled.segmented(seg_steps, config.sample_chunk_rows) if seg_steps else None
 
   # Start or resume (only a run alone resumes: `_compile` gives a group fresh workdirs).
   for run in runs:
@@ -286,8 +286,8 @@ def _run(runs: list[_Run], compiled: CompiledLoop, mesh, consts, roots,
   resumed = None
   if len(runs) == 1:
     run = runs[0]
-    compile_layout = lambda layout: CompiledLoop(build_loop(config, layout), mesh, consts,
-                                                 roots)
+    compile_layout = lambda layout: compiled_loop(build_loop(config, layout), mesh, consts,
+                                                  roots)
     resumed = resume.restore(config, run.ckpts, compiled, compile_layout, mesh, consts, roots,
                              run.workdir, resume_from_intact)
   if resumed is None:

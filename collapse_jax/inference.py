@@ -13,7 +13,7 @@ import jax
 import ml_collections
 
 from collapse_jax import checkpoint, experiment, host_memory, presets, rng, validate
-from collapse_jax.loop.generation import CompiledLoop, Loop
+from collapse_jax.loop.generation import Loop, compiled_loop
 from collapse_jax.parallel import mesh as mesh_lib
 
 
@@ -48,7 +48,7 @@ def load_generation(workdir: str | pathlib.Path, generation: int) -> Generation:
   loop = experiment.build_loop(config, layout)
   consts = loop.source.consts()
   roots = rng.seed_keys(config.seed, config.num_seeds)
-  compiled = CompiledLoop(loop, mesh, consts, roots)
+  compiled = compiled_loop(loop, mesh, consts, roots)
   ckpts.verify("models", generation, "rerun the generation (remove it and the later ones, "
                "then rerun the training command) to rebuild it.")
   state = ckpts.restore_model(generation, compiled.abstract_carry.state,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from collapse_jax import experiment, rng, validate
+from collapse_jax.loop import generation
 from collapse_jax.loop.generation import CompiledLoop
 from collapse_jax.parallel.mesh import make_mesh
 
@@ -88,3 +89,23 @@ def test_finished_run_is_not_recomputed(smoke_run, tmp_path):
   assert _run(config, tmp_path / "w") == rows
   assert json.loads((tmp_path / "w" / "config.json").read_text())["num_generations"] == 3
   assert (tmp_path / "w" / "metrics.jsonl").stat().st_mtime_ns >= stamp
+
+
+def test_a_process_compiles_an_equal_configs_loop_once():
+  """A loop is a value: the same config built again (a rerun, a resume in this process)
+  gets the `CompiledLoop` the first built, with its traced programs; any change to the loop
+  (a model setting, the pool's layout) or to the seeds' shapes gets its own."""
+  mesh = make_mesh(1)
+
+  def compiled(config):
+    layout = validate.policy_of(config).layout(config.num_generations, multiple_of=1)
+    loop = experiment.build_loop(config, layout)
+    return generation.compiled_loop(loop, mesh, loop.source.consts(),
+                                    rng.seed_keys(config.seed, config.num_seeds))
+  first = compiled(load_config("kde_moons:accumulate"))
+  assert compiled(load_config("kde_moons:accumulate")) is first
+  others = [load_config("kde_moons:accumulate") for _ in range(3)]
+  others[0].model.bandwidth *= 2
+  others[1].num_generations += 1
+  others[2].num_seeds += 1
+  assert len({id(first), *(id(compiled(c)) for c in others)}) == 4

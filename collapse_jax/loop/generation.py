@@ -11,6 +11,7 @@ Every key is derived from the replicate's root key by stream name and generation
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 from typing import Any, Callable, NamedTuple
@@ -174,9 +175,17 @@ class CompiledLoop:
     run = jax.vmap(lambda c, carry, g, v: at(v).run(c, carry, g), in_axes=(None, 0, None, 0))
     self._run = jax.jit(run, in_shardings=(self.consts_shardings, shard, rep, rep),
                         out_shardings=(shard, rep), donate_argnums=(1,))
+    self._segmented = {}
 
   def init(self, consts, roots: jax.Array) -> Carry:
     return self._init(consts, roots, self.inputs)
+
+  def segmented(self, segment_steps: int, chunk_rows: int) -> SegmentedLoop:
+    """`SegmentedLoop(self, segment_steps, chunk_rows)`, made once per loop and sizes."""
+    key = segment_steps, chunk_rows
+    if key not in self._segmented:
+      self._segmented[key] = SegmentedLoop(self, segment_steps, chunk_rows)
+    return self._segmented[key]
 
   def run(self, consts, carry: Carry, generations) -> tuple[Carry, Any]:
     return self._run(consts, carry, jnp.asarray(generations, jnp.int32), self.inputs)
@@ -203,6 +212,31 @@ class CompiledLoop:
   def write_pool_rows(self, pool: DataPool, rows: dict, start: int) -> DataPool:
     """``pool`` (donated) with ``rows`` (a `pool_rows` result) written from row ``start``."""
     return self._write_pool_rows(pool, rows, start)
+
+
+# The last few `compiled_loop`s of this process, by key.
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+_COMPILED_KEPT = 4
+
+
+def compiled_loop(loop: Loop, mesh: Mesh, consts, roots: jax.Array) -> CompiledLoop:
+  """`CompiledLoop(loop, mesh, consts, roots)`, the same object for an equal ``loop`` on the
+  same ``mesh`` with ``consts`` and ``roots`` of the same types and shardings: a process's
+  second run of a config (a resume, a rerun, a continuation) reuses the programs the first
+  traced and compiled instead of tracing them again. Sound because a loop is a value (frozen
+  dataclasses of the config's settings, compared field by field) and the data it reads come
+  in as arguments; a loop with an unhashable field is compiled afresh."""
+  spec = lambda x: (jax.typeof(x), getattr(x, "sharding", None))
+  key = (loop, mesh, jax.tree.structure(consts), tuple(map(spec, jax.tree.leaves(consts))),
+         spec(roots))
+  try:
+    compiled = _COMPILED.pop(key, None)
+  except TypeError:  # unhashable
+    return CompiledLoop(loop, mesh, consts, roots)
+  _COMPILED[key] = compiled = compiled or CompiledLoop(loop, mesh, consts, roots)
+  while len(_COMPILED) > _COMPILED_KEPT:
+    _COMPILED.popitem(last=False)
+  return compiled
 
 
 def _weak(x: jax.Array) -> jax.Array:
