@@ -145,10 +145,14 @@ def test_dense_layers_are_flax_dense_with_the_same_values_and_gradients(arch, mo
   tokens = jnp.asarray(np.random.default_rng(0).integers(1, 50, (2, 12)))
 
   def loss_and_grads():
-    net = tfm.Transformer(config)
-    params = net.init(jax.random.PRNGKey(0), tokens)["params"]
-    loss = lambda p: jnp.mean(net.apply({"params": p}, tokens)[0] ** 2)
-    return params, net.apply({"params": params}, tokens)[0], jax.grad(loss)(params)
+    # Compiled whole, as training runs it (op by op would compile each operation); a new
+    # function each call, so the patched layers below are traced, not a cached trace reused.
+    def f(tokens):
+      net = tfm.Transformer(config)
+      params = net.init(jax.random.PRNGKey(0), tokens)["params"]
+      loss = lambda p: jnp.mean(net.apply({"params": p}, tokens)[0] ** 2)
+      return params, net.apply({"params": params}, tokens)[0], jax.grad(loss)(params)
+    return jax.jit(f)(tokens)
   ours = loss_and_grads()
   monkeypatch.setattr(tfm, "_dense", lambda features, c, name: nn.Dense(
       features, use_bias=c.bias, dtype=c.dtype, name=name,

@@ -42,14 +42,16 @@ def test_training_lowers_the_test_loss(likelihood):
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
 def test_decode_mean_and_sample(likelihood):
   model, task, _ = _vae(likelihood, "sample")
-  state = model.init(jax.random.PRNGKey(0), task)
+  # Compiled whole, as the loop runs them (op by op would compile each operation).
+  state = jax.jit(model.init)(jax.random.PRNGKey(0), task)
+  sample = lambda model, key: jax.jit(model.sample, static_argnums=3)(state, task, key, 64)
   key = jax.random.PRNGKey(1)
-  drawn = model.sample(state, task, key, 64)["image"]
-  np.testing.assert_array_equal(drawn, model.sample(state, task, key, 64)["image"])
+  drawn = sample(model, key)["image"]
+  np.testing.assert_array_equal(drawn, sample(model, key)["image"])
   assert drawn.shape == (64,) + task.test["image"].shape[1:]
   assert float(jnp.min(drawn)) >= -1 and float(jnp.max(drawn)) <= 1
   mean_model, _, _ = _vae(likelihood, "mean")
-  mean = mean_model.sample(state, task, key, 64)["image"]
+  mean = sample(mean_model, key)["image"]
   if likelihood == "bernoulli":  # pixels drawn from p(x | z) are black or white
     assert set(np.unique(np.asarray(drawn))) <= {-1.0, 1.0}
     assert len(np.unique(np.asarray(mean))) > 2
