@@ -45,8 +45,8 @@ def _padded(seed: int) -> dict[str, jax.Array]:
 @pytest.fixture(scope="module")
 def params():
   m = _molecule()
-  return NET.init(jax.random.PRNGKey(0), m["pos"], m["atom_type"], m["edge_type"],
-                  m["atom_mask"])
+  return jax.jit(NET.init)(jax.random.PRNGKey(0), m["pos"], m["atom_type"], m["edge_type"],
+                           m["atom_mask"])
 
 
 @jax.jit
@@ -105,7 +105,7 @@ def test_objective_ignores_padding_and_samples_stay_on_real_atoms():
   model = _model()
   small, big = _molecule(a=N_REAL), _molecule(a=A)
   cond = lambda m: {k: m[k] for k in ("atom_type", "edge_type", "atom_mask")}
-  p = model.network.init(jax.random.PRNGKey(0), big["pos"], cond(big))
+  p = jax.jit(model.network.init)(jax.random.PRNGKey(0), big["pos"], cond(big))
   net = model.net(p)
   noise = jax.random.normal(jax.random.PRNGKey(1), (1, A, 3))
   t = jnp.array([300])

@@ -25,7 +25,8 @@ def _tiny(arch, vocab=11):
 
 
 def _params(config, key=0):
-  return tfm.Transformer(config).init(jax.random.PRNGKey(key), jnp.zeros((1, 4), jnp.int32))
+  return jax.jit(tfm.Transformer(config).init)(jax.random.PRNGKey(key),
+                                              jnp.zeros((1, 4), jnp.int32))
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama2"])
