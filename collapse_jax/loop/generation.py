@@ -166,9 +166,10 @@ class CompiledLoop:
         consts)
     self._init = jax.jit(init, out_shardings=shard)
     # Loop checkpoints hold the pool as the row ranges written since the previous one
-    # (`pool_rows`), rebuilt on restore by `write_pool_rows` from `empty_pool`.
-    self._pool_rows = jax.jit(_pool_rows, static_argnums=(1, 2), out_shardings=mesh_lib.rows(mesh))
-    self._write_pool_rows = jax.jit(_write_pool_rows, static_argnums=(2,), donate_argnums=(0,),
+    # (`pool_rows`), rebuilt on restore by `write_pool_rows` from `empty_pool`. The ranges'
+    # starts are arguments: one program per range size, not one per generation.
+    self._pool_rows = jax.jit(_pool_rows, static_argnums=(2,), out_shardings=mesh_lib.rows(mesh))
+    self._write_pool_rows = jax.jit(_write_pool_rows, donate_argnums=(0,),
                                     out_shardings=shard.pool)
     self._empty_pool = jax.jit(functools.partial(_empty_pool, self.abstract_carry.pool),
                                out_shardings=shard.pool)
@@ -200,10 +201,11 @@ class CompiledLoop:
   def pool_rows(self, pool: DataPool, start: int, stop: int) -> dict:
     """Rows ``[start, stop)`` of ``pool`` (leaves ``[S, stop - start, ...]``, split over the
     devices) as a dict of its arrays: data, generation, real."""
-    return self._pool_rows(pool, start, stop)
+    return self._pool_rows(pool, jnp.int32(start), stop - start)
 
   def abstract_pool_rows(self, start: int, stop: int) -> dict:
-    return jax.eval_shape(lambda pool: _pool_rows(pool, start, stop), self.abstract_carry.pool)
+    return jax.eval_shape(lambda pool: _pool_rows(pool, start, stop - start),
+                          self.abstract_carry.pool)
 
   def empty_pool(self) -> DataPool:
     """A pool of this loop's layout with no rows written."""
@@ -211,7 +213,7 @@ class CompiledLoop:
 
   def write_pool_rows(self, pool: DataPool, rows: dict, start: int) -> DataPool:
     """``pool`` (donated) with ``rows`` (a `pool_rows` result) written from row ``start``."""
-    return self._write_pool_rows(pool, rows, start)
+    return self._write_pool_rows(pool, rows, jnp.int32(start))
 
 
 # The last few `compiled_loop`s of this process, by key.
@@ -250,12 +252,12 @@ def _empty_pool(abstract: DataPool) -> DataPool:
   return zeros.replace(generation=zeros.generation - 1)
 
 
-def _pool_rows(pool: DataPool, start: int, stop: int) -> dict:
-  return jax.tree.map(lambda x: x[:, start:stop],
+def _pool_rows(pool: DataPool, start: jax.Array, size: int) -> dict:
+  return jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, size, 1),
                       {"data": pool.data, "generation": pool.generation, "real": pool.real})
 
 
-def _write_pool_rows(pool: DataPool, rows: dict, start: int) -> DataPool:
+def _write_pool_rows(pool: DataPool, rows: dict, start: jax.Array) -> DataPool:
   put = lambda x, r: jax.lax.dynamic_update_slice_in_dim(x, r, start, 1)
   return pool.replace(data=jax.tree.map(put, pool.data, rows["data"]),
                       generation=put(pool.generation, rows["generation"]),
