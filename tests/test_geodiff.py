@@ -184,9 +184,14 @@ def test_hand_written_gradients_match_autodiff(layer):
       "pair_heads": ((head(), head()), (f32(n, a, h), f32(n, a, h)), f32(n, a, a, h)),
   }[layer]
   fn = getattr(graph_vjps, layer)
-  out, vjp = jax.vjp(fn, *args)
-  want_out, want_vjp = jax.vjp(fn.fun, *args)  # the undecorated forward, by autodiff
-  ct = jax.tree.map(lambda o: f32(*o.shape), out)
+  ct = jax.tree.map(lambda o: f32(*o.shape), jax.eval_shape(fn, *args))
   floats = lambda tree: [x for x in jax.tree.leaves(tree) if x.dtype == jnp.float32]
-  for got, want in zip(floats((out, vjp(ct))), floats((want_out, want_vjp(ct))), strict=True):
+
+  def value_and_cotangents(f):  # compiled whole, as training runs it
+    def both(args, ct):
+      out, vjp = jax.vjp(f, *args)
+      return floats((out, vjp(ct)))
+    return jax.jit(both)(args, ct)
+  # fn.fun: the undecorated forward, by autodiff.
+  for got, want in zip(value_and_cotangents(fn), value_and_cotangents(fn.fun), strict=True):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(jnp.abs(want).max()))
