@@ -9,7 +9,6 @@ import pytest
 
 from collapse_jax import experiment, rng, validate
 from collapse_jax.loop import generation
-from collapse_jax.loop.generation import CompiledLoop
 from collapse_jax.parallel.mesh import make_mesh
 
 from conftest import load_config, read_metrics
@@ -64,7 +63,7 @@ def test_vmapped_seeds_equal_single_runs(name):
     if num_seeds not in compiled:
       loop = experiment.build_loop(config, layout)
       consts = loop.source.consts()
-      compiled[num_seeds] = consts, CompiledLoop(loop, make_mesh(1), consts, roots)
+      compiled[num_seeds] = consts, generation.CompiledLoop(loop, make_mesh(1), consts, roots)
     consts, loop = compiled[num_seeds]
     carry = loop.init(consts, roots)
     return jax.device_get(loop.run(consts, carry, np.arange(config.num_generations))[1])
