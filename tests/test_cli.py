@@ -3,20 +3,19 @@ import hashlib
 import os
 import pathlib
 import shutil
-import subprocess
 import sys
 
 import pytest
 
 from conftest import ROOT, read_metrics
+import launcher_batch
 from launcher_batch import run_many
 
 MAIN = [sys.executable, str(ROOT / "launch" / "main.py")]
 
 
 def _main(*args, cwd=ROOT, env=None):
-  return subprocess.run(MAIN + list(args), cwd=cwd, capture_output=True, text=True, timeout=300,
-                        env=env)
+  return launcher_batch.run(MAIN + list(args), cwd=cwd, env=env)
 
 
 def _tree_digest(path: pathlib.Path) -> str:
@@ -254,9 +253,8 @@ def test_report_compares_runs(smoke_run, tmp_path):
   # Finished runs of the two configs (the shared ones: the report only reads them).
   runs = [smoke_run(f"gaussian:{policy}")[0] for policy in ("replace", "accumulate")]
   out = tmp_path / "cmp"
-  result = subprocess.run([sys.executable, str(ROOT / "launch" / "report.py"),
-                           *map(str, runs), f"--out={out}"],
-                          capture_output=True, text=True, timeout=300)
+  result = launcher_batch.run([sys.executable, str(ROOT / "launch" / "report.py"),
+                               *map(str, runs), f"--out={out}"])
   assert result.returncode == 0, result.stderr[-2000:]
   assert (out / "comparison.png").stat().st_size > 10_000
   table = (out / "comparison.md").read_text()

@@ -6,12 +6,12 @@ compiling as this one does (the suite's XLA flags); the one-device side runs her
 """
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+import launcher_batch
 from conftest import ROOT, load_config
 
 def _config(name, data, fsdp):
@@ -48,8 +48,7 @@ def _run(workdir, devices, data, fsdp):
   code = SCRIPT.format(tests=str(ROOT / "tests"), names=NAMES, workdir=str(workdir),
                        data=data, fsdp=fsdp)
   code = "import collapse_jax.parallel.mesh as m; m.FSDP_MIN_SIZE = 64\n" + code
-  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       timeout=600)
+  out = launcher_batch.run([sys.executable, "-c", code], env=env, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   return json.loads(out.stdout.split("ROWS")[-1])
 

@@ -10,6 +10,7 @@ import pytest
 from collapse_jax import cli, experiment, inference
 from collapse_jax.report import compare
 
+import launcher_batch
 from conftest import ROOT, load_config, read_metrics
 
 
@@ -88,13 +89,11 @@ def test_sample_cli_on_a_linreg_run_with_its_defaults(linreg_run, tmp_path, caps
   unwritable --out are one sentence each."""
   sample = [sys.executable, str(ROOT / "launch" / "sample.py"), f"--workdir={linreg_run}",
             "--generation=1"]
-  ok = subprocess.run(sample + [f"--out={tmp_path / 's.npz'}"], capture_output=True,
-                      text=True, timeout=300)
+  ok = launcher_batch.run(sample + [f"--out={tmp_path / 's.npz'}"])
   assert ok.returncode == 0, ok.stderr[-2000:]
   import numpy as np
   assert np.load(tmp_path / "s.npz")["y"].shape == (64,)
-  misspelt = subprocess.run(sample + ["--nmu=3", f"--out={tmp_path / 'm.npz'}"],
-                            capture_output=True, text=True, timeout=300)
+  misspelt = launcher_batch.run(sample + ["--nmu=3", f"--out={tmp_path / 'm.npz'}"])
   assert misspelt.returncode == 2
   assert misspelt.stderr.strip() == "error: Unknown flag --nmu; did you mean --num?"
   # What main() does after the flags, in-process.

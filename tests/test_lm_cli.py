@@ -1,11 +1,11 @@
 """Bad input to the TinyStories configs: one sentence, exit 2, the workdir untouched."""
-import subprocess
 import sys
 
 import pytest
 
 from collapse_jax import validate
 
+import launcher_batch
 from conftest import ROOT, load_config
 
 def _check(config, message):
@@ -52,11 +52,10 @@ def test_bad_setting_is_refused(field, value, message):
 
 def test_launcher_exits_2_with_one_sentence_and_no_workdir(tmp_path):
   workdir, corpus = tmp_path / "run", _corpus(tmp_path, b"caf\xe9 story")
-  out = subprocess.run(
+  out = launcher_batch.run(
       [sys.executable, str(ROOT / "launch" / "main.py"),
        "--config=configs/tinystories.py:replace,smoke", f"--workdir={workdir}",
-       f"--config.data.path={corpus}"],
-      cwd=ROOT, capture_output=True, text=True, timeout=300)
+       f"--config.data.path={corpus}"], cwd=ROOT)
   assert out.returncode == 2, out.stderr[-2000:]
   last = [l for l in out.stderr.splitlines() if l.strip()][-1]
   assert last.startswith("error: ") and "is not UTF-8 text" in last

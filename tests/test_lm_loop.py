@@ -7,7 +7,6 @@ cache; the same program as test_configs' smoke run of this config).
 """
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 
 from collapse_jax import experiment
 
+import launcher_batch
 from conftest import ROOT, load_config, read_metrics
 
 NAME = "tinystories:replace"
@@ -58,8 +58,8 @@ def test_eight_devices_match_one(straight, tmp_path):
   flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
   code = SCRIPT.format(tests=str(ROOT / "tests"), cache=str(ROOT / ".pytest_cache" / "jax"),
                        name=NAME, workdir=str(tmp_path))
-  out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, XLA_FLAGS=flags),
-                       capture_output=True, text=True, timeout=600)
+  out = launcher_batch.run([sys.executable, "-c", code], env=dict(os.environ, XLA_FLAGS=flags),
+                           timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads(out.stdout.split("ROWS")[-1])
   assert result["devices"] == 8 and len(result["rows"]) == len(rows)

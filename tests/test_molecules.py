@@ -4,7 +4,6 @@ loaders on stand-ins in the real formats, the cache, bad input, RMSD equal to RD
 GetBestRMS."""
 import json
 import pickle
-import subprocess
 import sys
 import types
 
@@ -22,6 +21,7 @@ from collapse_jax.data import molecules
 from collapse_jax.evals import conformer_quality
 from collapse_jax.report import noise_curves
 
+import launcher_batch
 from conftest import ROOT, load_config, read_metrics
 
 # Small drug-like heavy-atom graphs; tert-butanol's three methyls are symmetric.
@@ -339,9 +339,8 @@ def test_loss_by_noise_refuses_bad_input(replace_run, tmp_path):
   with pytest.raises(experiment.validate.ConfigError, match="takes generation numbers"):
     noise_curves.generations(workdir, ["last"])
   (tmp_path / "config.json").write_text(json.dumps({"model": {"name": "vae"}}))
-  out = subprocess.run([sys.executable, str(ROOT / "launch" / "loss_by_noise.py"),
-                        str(tmp_path), f"--out={tmp_path / 'c.png'}"],
-                       capture_output=True, text=True, timeout=300)
+  out = launcher_batch.run([sys.executable, str(ROOT / "launch" / "loss_by_noise.py"),
+                            str(tmp_path), f"--out={tmp_path / 'c.png'}"])
   assert out.returncode == 2 and "is a vae run" in out.stderr, out.stderr[-2000:]
   assert "Traceback" not in out.stderr and not (tmp_path / "c.png").exists()
 

@@ -6,12 +6,12 @@ the suite shares.
 """
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+import launcher_batch
 from conftest import ROOT, load_config
 
 SCRIPT = """
@@ -34,8 +34,7 @@ def _devices_env(devices):
 
 def _run(name, workdir, devices):
   code = SCRIPT.format(tests=str(ROOT / "tests"), name=name, workdir=str(workdir))
-  out = subprocess.run([sys.executable, "-c", code], env=_devices_env(devices),
-                       capture_output=True, text=True, timeout=300)
+  out = launcher_batch.run([sys.executable, "-c", code], env=_devices_env(devices))
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads(out.stdout.split("ROWS")[-1])
   assert result["devices"] == devices
@@ -80,8 +79,8 @@ print("SPEC", batch.sharding.spec, len(batch.addressable_shards[0].data))
 def test_a_training_batch_is_split_over_the_devices():
   # A batch gathered with replicated row indices comes out replicated unless the view
   # constrains it: every device would then compute the whole global batch.
-  out = subprocess.run([sys.executable, "-c", BATCH_SCRIPT.format(tests=str(ROOT / "tests"))],
-                       env=_devices_env(4), capture_output=True, text=True, timeout=300)
+  out = launcher_batch.run([sys.executable, "-c", BATCH_SCRIPT.format(tests=str(ROOT / "tests"))],
+                           env=_devices_env(4))
   assert out.returncode == 0, out.stderr[-3000:]
   spec, rows = out.stdout.split("SPEC")[-1].rsplit(maxsplit=1)
   assert "data" in spec and int(rows) == 4, out.stdout

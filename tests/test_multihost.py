@@ -4,11 +4,11 @@ only its devices' rows of the real data."""
 import json
 import os
 import socket
-import subprocess
 import sys
 
 import numpy as np
 
+import launcher_batch
 from conftest import ROOT, load_config, read_metrics
 
 
@@ -25,10 +25,9 @@ def _run_two(args_of, devices: int = 1) -> list[tuple[int, str, str]]:
   port = _free_port()
   env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
                                    f"--xla_force_host_platform_device_count={devices}")
-  procs = [subprocess.Popen(
+  procs = [launcher_batch.Popen(
       [sys.executable, *args_of(i), f"--coordinator_address=127.0.0.1:{port}",
-       "--num_processes=2", f"--process_id={i}"],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+       "--num_processes=2", f"--process_id={i}"], cwd=ROOT, env=env)
       for i in range(2)]
   outs = [p.communicate(timeout=300) for p in procs]
   return [(p.returncode, *out) for p, out in zip(procs, outs)]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import launcher_batch
 from conftest import ROOT, read_metrics
 from collapse_jax.report import runs as runs_lib
 
@@ -40,10 +41,10 @@ def comparison(tmp_path_factory, smoke_run):
   runs replace alone (it refuses a folder that holds another config's run)."""
   out = tmp_path_factory.mktemp("digits")
   shutil.copytree(smoke_run("digits_vae:accumulate")[0], out / "accumulate")
-  result = subprocess.run(
+  result = launcher_batch.run(
       [sys.executable, str(ROOT / "launch" / "compare_policies.py"),
        "--config=configs/digits_vae.py:smoke", f"--policies={','.join(POLICIES)}",
-       f"--workdir={out}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+       f"--workdir={out}"], cwd=ROOT, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   return out, result.stdout
 

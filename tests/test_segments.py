@@ -4,7 +4,6 @@ sampling its synthetic set in chunks) after SIGKILL or SIGTERM, with training cu
 TensorBoard events, and a clean stop on a non-finite loss."""
 import pathlib
 import signal
-import subprocess
 import sys
 import time
 
@@ -15,6 +14,7 @@ import pytest
 
 from collapse_jax import errors, experiment, presets
 
+import launcher_batch
 from conftest import ROOT, load_config, read_metrics
 
 # 64 synthetic rows per generation, sampled in 4 checkpointed chunks; segments of 7 steps
@@ -75,10 +75,10 @@ def jax_leaves(tree):
 
 def _launch(workdir):
   args = [f"--config.{k}={v}" for k, v in OVERRIDES.items()] + ["--config.evals={}"]
-  return subprocess.Popen(
+  return launcher_batch.Popen(
       [sys.executable, str(ROOT / "launch" / "main.py"),
        "--config=configs/digits_vae.py:replace,smoke", f"--workdir={workdir}", *args],
-      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      cwd=ROOT)
 
 
 def _wait_for(proc, path_glob, root, timeout=240):

@@ -10,6 +10,7 @@ import pytest
 from collapse_jax import environment, experiment, validate
 from collapse_jax import workdir as workdir_lib
 
+import launcher_batch
 from conftest import load_config, read_metrics
 
 
@@ -196,7 +197,6 @@ def test_ctrl_c_is_one_line_and_exit_130():
           "def work():\n"
           "  os.kill(os.getpid(), signal.SIGINT); time.sleep(30)\n"
           "cli.run_or_exit(work)")
-  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+  result = launcher_batch.run([sys.executable, "-c", code], timeout=120)
   assert result.returncode == 130
   assert result.stderr.strip() == "interrupted; rerun the same command to resume."
