@@ -8,8 +8,8 @@ has already imported what they import (absl, ml_collections, JAX, collapse_jax: 
   script | "-c", code, ...]``. One warm interpreter per test process (started on first use)
   forks each of them; a real subprocess is started instead where the command or its
   environment differs from the interpreter's in a way a fork cannot honour (see `_warm_ok`).
-- ``run_many([(argv, cwd), ...], env=)`` runs many command lines in turn, ``argv`` what
-  follows ``python``, from an interpreter started for them under ``env``.
+- ``run_many([(argv, cwd), ...], env=)``: `run` of each, in turn, ``argv`` what follows
+  ``python``.
 
 Each child runs as the interpreter would (``runpy`` with ``__name__ == "__main__"``,
 ``sys.argv``, ``sys.path[0]`` the script's folder or the current one for ``-c``, a fresh absl
@@ -33,18 +33,18 @@ import threading
 import time
 import traceback
 
-_MARK = "LAUNCHER_BATCH_RESULTS"
-# Variables the package reads when it runs, not when it is imported, so a forked child can
-# be given other values than its warm parent had (XLA's flags are read when a backend
-# starts). A command whose environment differs in any other runs as a real subprocess.
-_RUN_TIME_VARS = ("XLA_FLAGS", "HOME", "PROF_DIR")
+# Environment variables read when the interpreter, JAX or a library it loads starts (the
+# warm interpreter has read them): a command given other values than it has runs as a
+# real subprocess. Others (XLA_FLAGS, read when a backend starts; the package's own, read
+# when it runs) are the child's own.
+_START_VARS = ("PYTHON", "JAX_", "TF_", "LD_", "XLA_PYTHON", "TPU_", "CUDA")
 
 
 def _warm_ok(args, env, warm_env) -> bool:
   if len(args) < 2 or args[0] != sys.executable or args[1].startswith("-") and args[1] != "-c":
     return False
   changed = {k for k in set(env) | set(warm_env) if env.get(k) != warm_env.get(k)}
-  return all(k in _RUN_TIME_VARS or k.startswith("COLLAPSE_JAX_") for k in changed)
+  return not any(k.startswith(_START_VARS) for k in changed)
 
 
 class _Server:
@@ -53,7 +53,7 @@ class _Server:
 
   def __init__(self):
     self.env = dict(os.environ)  # the warm interpreter's
-    self.proc = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE,
+    self.proc = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True, bufsize=1)
     self.lock = threading.Condition()
     self.replies = {}
@@ -95,7 +95,7 @@ class WarmProcess:
     self.args, self.returncode, self._server = args, None, _SERVER
     self._tmp = tempfile.mkdtemp()
     self._paths = [os.path.join(self._tmp, name) for name in ("out", "err")]
-    self._id = self._server.start([str(a) for a in args[1:]], str(cwd or os.getcwd()),
+    self._id = self._server.start(args[1:], str(cwd or os.getcwd()),
                              dict(env if env is not None else os.environ), *self._paths)
     self.pid = self._server.reply(self._id, "pid", 120)
 
@@ -130,11 +130,12 @@ def Popen(args, cwd=None, env=None):  # pylint: disable=invalid-name  (subproces
   """``subprocess.Popen(args, cwd=cwd, env=env, stdout=PIPE, stderr=PIPE, text=True)``,
   forked warm where it can be."""
   global _SERVER
+  args = [str(a) for a in args]
   if _SERVER is None or _SERVER.proc.poll() is not None:
     _SERVER = _Server()
   if _warm_ok(args, env if env is not None else os.environ, _SERVER.env):
     return WarmProcess(args, cwd, env)
-  return subprocess.Popen([str(a) for a in args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+  return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
 
 
@@ -152,15 +153,8 @@ def run(args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
 
 def run_many(cases, env=None, timeout=300) -> list[subprocess.CompletedProcess]:
   """``cases``: ``(argv, cwd)`` pairs, ``argv`` what follows ``python`` (a script first),
-  run in turn from one interpreter started under ``env``. Returns their results in order,
-  as ``subprocess.run(..., capture_output=True, text=True)`` would."""
-  cases = [([str(a) for a in argv], str(cwd)) for argv, cwd in cases]
-  out = subprocess.run([sys.executable, __file__], input=json.dumps(cases), env=env,
-                       capture_output=True, text=True, timeout=timeout)
-  assert out.returncode == 0 and _MARK in out.stdout, out.stderr[-3000:]
-  return [subprocess.CompletedProcess([sys.executable, *argv], r["returncode"], r["stdout"],
-                                      r["stderr"])
-          for (argv, _), r in zip(cases, json.loads(out.stdout.split(_MARK)[-1]))]
+  run in turn (`run`). Returns their results in order."""
+  return [run([sys.executable, *argv], cwd, env, timeout) for argv, cwd in cases]
 
 
 def _child(argv, cwd, out_path, err_path, env=None):
@@ -223,24 +217,6 @@ def _fork(*args, **kwargs) -> int:
   return pid
 
 
-def _serve_batch():
-  cases = json.loads(sys.stdin.read())
-  _warm_up()
-  results = []
-  # Not TemporaryDirectory: its clean-up is an exit function, which each child runs.
-  tmp = tempfile.mkdtemp()
-  try:
-    for i, (argv, cwd) in enumerate(cases):
-      out_path, err_path = os.path.join(tmp, f"{i}.out"), os.path.join(tmp, f"{i}.err")
-      _, status = os.waitpid(_fork(argv, cwd, out_path, err_path), 0)
-      with open(out_path) as o, open(err_path) as e:
-        results.append({"returncode": os.waitstatus_to_exitcode(status), "stdout": o.read(),
-                        "stderr": e.read()})
-  finally:
-    shutil.rmtree(tmp)
-  print(_MARK + json.dumps(results))
-
-
 def _serve():
   """Forks a child per request line on stdin; prints ``{"id", "pid"}`` when it starts and
   ``{"id", "status"}`` when it is reaped. Ends, after its children, at the end of stdin."""
@@ -268,4 +244,4 @@ def _serve():
 
 
 if __name__ == "__main__":
-  _serve() if sys.argv[1:] == ["--serve"] else _serve_batch()
+  _serve()
