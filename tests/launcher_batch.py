@@ -21,6 +21,7 @@ one run) is real; only the start-up is shared. JAX's backend is not started befo
 as a fresh process would.
 """
 import atexit
+import gc
 import json
 import os
 import runpy
@@ -59,7 +60,13 @@ class _Server:
     self.replies = {}
     self.next_id = 0
     threading.Thread(target=self._read, daemon=True).start()
-    atexit.register(self.proc.stdin.close)  # the server exits at the end of its input
+    atexit.register(self.close)
+
+  def close(self):
+    """Ends the server (at the end of its input, after its children) and reaps it, so its
+    children's CPU time counts as this process's children's."""
+    self.proc.stdin.close()
+    self.proc.wait(timeout=300)
 
   def _read(self):
     for line in self.proc.stdout:
@@ -206,6 +213,12 @@ def _warm_up():
   import collapse_jax.cli, collapse_jax.experiment  # pylint: disable=import-outside-toplevel,multiple-imports,unused-import
   from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
   assert not xla_bridge._backends, "a backend started before the fork"  # pylint: disable=protected-access
+  # As tests/conftest.py tunes the test processes' collector (GC_THRESHOLDS): rarer young
+  # collections, and the imports frozen out of the children's scans (which would also copy
+  # every page they touch).
+  gc.set_threshold(10_000, 50, 1000)
+  gc.collect()
+  gc.freeze()
 
 
 def _fork(*args, **kwargs) -> int:
