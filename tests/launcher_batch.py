@@ -27,6 +27,7 @@ import os
 import runpy
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -98,12 +99,12 @@ _SERVER = None
 class WarmProcess:
   """A forked child with `subprocess.Popen`'s methods the tests use."""
 
-  def __init__(self, args, cwd=None, env=None):
-    self.args, self.returncode, self._server = args, None, _SERVER
+  def __init__(self, server: _Server, args, cwd=None, env=None):
+    self.args, self.returncode, self._server = args, None, server
     self._tmp = tempfile.mkdtemp()
     self._paths = [os.path.join(self._tmp, name) for name in ("out", "err")]
-    self._id = self._server.start(args[1:], str(cwd or os.getcwd()),
-                             dict(env if env is not None else os.environ), *self._paths)
+    self._id = server.start(args[1:], str(cwd or os.getcwd()),
+                            dict(env if env is not None else os.environ), *self._paths)
     self.pid = self._server.reply(self._id, "pid", 120)
 
   def poll(self):
@@ -122,7 +123,7 @@ class WarmProcess:
       os.kill(self.pid, sig)
 
   def kill(self):
-    self.send_signal(9)
+    self.send_signal(signal.SIGKILL)
 
   def communicate(self, timeout=None):
     self.wait(timeout)
@@ -141,7 +142,7 @@ def Popen(args, cwd=None, env=None):  # pylint: disable=invalid-name  (subproces
   if _SERVER is None or _SERVER.proc.poll() is not None:
     _SERVER = _Server()
   if _warm_ok(args, env if env is not None else os.environ, _SERVER.env):
-    return WarmProcess(args, cwd, env)
+    return WarmProcess(_SERVER, args, cwd, env)
   return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
 
