@@ -165,13 +165,12 @@ def run_many(cases, env=None, timeout=300) -> list[subprocess.CompletedProcess]:
   return [run([sys.executable, *argv], cwd, env, timeout) for argv, cwd in cases]
 
 
-def _child(argv, cwd, out_path, err_path, env=None):
-  """Runs ``python argv...`` in this (forked) process; never returns."""
+def _child(argv, cwd, out_path, err_path, env):
+  """Runs ``python argv...`` in this (forked) process, under ``env``; never returns."""
   code = 1
   try:
-    if env is not None:
-      os.environ.clear()
-      os.environ.update(env)
+    os.environ.clear()
+    os.environ.update(env)
     os.chdir(cwd)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -222,15 +221,6 @@ def _warm_up():
   gc.freeze()
 
 
-def _fork(*args, **kwargs) -> int:
-  sys.stdout.flush()
-  sys.stderr.flush()
-  pid = os.fork()
-  if pid == 0:
-    _child(*args, **kwargs)
-  return pid
-
-
 def _serve():
   """Forks a child per request line on stdin; prints ``{"id", "pid"}`` when it starts and
   ``{"id", "status"}`` when it is reaped. Ends, after its children, at the end of stdin."""
@@ -244,7 +234,11 @@ def _serve():
       *lines, pending = pending.split("\n")
       for line in lines:
         r = json.loads(line)
-        pid = _fork(r["argv"], r["cwd"], r["out"], r["err"], env=r["env"])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+          _child(r["argv"], r["cwd"], r["out"], r["err"], r["env"])
         running[pid] = r["id"]
         print(json.dumps({"id": r["id"], "pid": pid}), flush=True)
     elif not open_input:
