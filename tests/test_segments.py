@@ -158,7 +158,6 @@ def test_a_non_finite_first_generation_says_none_is_checkpointed(tmp_path, monke
 
 
 def test_the_sampled_chunks_are_the_synthetic_block_written_to_the_pool():
-  import jax
   from collapse_jax import rng, validate
   from collapse_jax.loop.generation import CompiledLoop, SegmentedLoop
   from collapse_jax.parallel import mesh as mesh_lib
