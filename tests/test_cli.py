@@ -9,7 +9,6 @@ import pytest
 
 from conftest import ROOT, read_metrics
 import launcher_batch
-from launcher_batch import run_many
 
 MAIN = [sys.executable, str(ROOT / "launch" / "main.py")]
 
@@ -112,7 +111,8 @@ def refused(tmp_path_factory):
   workdir = root / "toy" / "r"
   cases["toy"] = (["--config=configs/kde_moons.py:replace,smoke", f"--workdir={workdir}",
                    "--config.data.name=spirals"], workdir, None)
-  results = run_many([([MAIN[1], *args], ROOT) for args, _, _ in cases.values()])
+  results = launcher_batch.run_many([([MAIN[1], *args], ROOT)
+                                     for args, _, _ in cases.values()])
   return {key: (result, workdir, digest)
           for (key, (_, workdir, digest)), result in zip(cases.items(), results)}
 
@@ -141,7 +141,8 @@ def test_a_home_folder_in_a_flag_value_is_expanded_as_the_shell_would(tmp_path):
   (tmp_path / "home").mkdir()
   (tmp_path / "home" / "x").write_text("mine")
   args = [MAIN[1], f"--config={ROOT}/configs/linreg.py:replace,smoke", "--workdir=~/x"]
-  result, = run_many([(args, tmp_path)], env=dict(os.environ, HOME=str(tmp_path / "home")))
+  result, = launcher_batch.run_many([(args, tmp_path)],
+                                    env=dict(os.environ, HOME=str(tmp_path / "home")))
   _assert_refused(result, f"The workdir {tmp_path / 'home' / 'x'} is a file")
   assert not (tmp_path / "~").exists()
 

@@ -123,23 +123,22 @@ def test_sample_cli_writes_a_language_models_stories_as_text(smoke_run, tmp_path
 
 
 def test_compare_policies_refuses_an_empty_or_repeated_list(tmp_path):
-  from launcher_batch import run_many
   launcher = ["launch/compare_policies.py", "--config=configs/linreg.py:smoke",
               f"--workdir={tmp_path / 'w'}"]
   cases = [("", "--policies needs a comma-separated list"),
            ("replace,replace", "names a policy twice")]
-  results = run_many([([*launcher, f"--policies={policies}"], ROOT) for policies, _ in cases])
+  results = launcher_batch.run_many([([*launcher, f"--policies={policies}"], ROOT)
+                                     for policies, _ in cases])
   for result, (_, words) in zip(results, cases):
     assert result.returncode == 2 and words in result.stderr, result.stderr[-2000:]
   assert not (tmp_path / "w").exists()
 
 
 def test_report_refuses_no_run_or_one_run_named_twice(linreg_run, tmp_path):
-  from launcher_batch import run_many
   report = ["launch/report.py", f"--out={tmp_path / 'report'}"]
   cases = [([], "give one or more workdirs to compare"),
            ([linreg_run, f"{linreg_run}/"], f"{linreg_run} given twice; name each run once.")]
-  results = run_many([([*report, *runs], ROOT) for runs, _ in cases])
+  results = launcher_batch.run_many([([*report, *runs], ROOT) for runs, _ in cases])
   for result, (_, words) in zip(results, cases):
     assert result.returncode == 2 and words in result.stderr, result.stderr[-2000:]
   assert not (tmp_path / "report").exists()
@@ -147,13 +146,12 @@ def test_report_refuses_no_run_or_one_run_named_twice(linreg_run, tmp_path):
 
 def test_a_url_as_output_path_is_refused_by_every_launcher(linreg_run, tmp_path):
   """pathlib would write gs://b/x to ./gs:/b/x (tests/test_workdir.py: the library's side)."""
-  from launcher_batch import run_many
   config = f"--config={ROOT}/configs/linreg.py:smoke"
   cases = [("main.py", config, "--workdir=gs://b/run"),
            ("sweep.py", config, "--sweep=seed=0,1", "--workdir=gs://b/sweep"),
            ("report.py", str(linreg_run), "--out=gs://b/report"),
            ("sample.py", f"--workdir={linreg_run}", "--generation=0", "--out=gs://b/s.npz")]
-  results = run_many([([ROOT / "launch" / script, *args], tmp_path)
+  results = launcher_batch.run_many([([ROOT / "launch" / script, *args], tmp_path)
                       for script, *args in cases])
   for result, case in zip(results, cases):
     url = case[-1].split("=", 1)[1]
@@ -193,14 +191,13 @@ def test_a_config_of_plugins_runs_from_the_command_line_with_overrides(tmp_path)
   the command line; without the plug-ins on PYTHONPATH, one sentence."""
   import json
   import os
-  from launcher_batch import run_many
   args = ["launch/main.py", "--config=tests/plugins/ring_config.py:replace",
           "--config.model.scale=0.3"]
   bare = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-  ok, missing = run_many([([*args, f"--workdir={tmp_path / 'ok'}"], ROOT)],
-                         env=dict(bare, PYTHONPATH=str(ROOT / "tests")))[0], subprocess.run(
-      [sys.executable, *args, f"--workdir={tmp_path / 'missing'}"], cwd=ROOT, env=bare,
-      capture_output=True, text=True, timeout=300)
+  ok = launcher_batch.run([sys.executable, *args, f"--workdir={tmp_path / 'ok'}"], ROOT,
+                           env=dict(bare, PYTHONPATH=str(ROOT / "tests")))
+  missing = subprocess.run([sys.executable, *args, f"--workdir={tmp_path / 'missing'}"],
+                           cwd=ROOT, env=bare, capture_output=True, text=True, timeout=300)
   assert ok.returncode == 0, ok.stderr[-2000:]
   assert json.loads((tmp_path / "ok" / "config.json").read_text())["model"]["scale"] == 0.3
   assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1] == (
